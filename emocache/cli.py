@@ -1,0 +1,175 @@
+"""`emocache` command line: a thin layer over the library functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from emocache.progress import console
+
+app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def extract(
+    model: str = typer.Option(..., help="Model name (see `emocache models`)."),
+    manifest: list[str] = typer.Option(..., help="EmoBox jsonl file or dataset folder; repeat for several."),
+    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path."),
+    audio_root: list[str] = typer.Option([], help="PREFIX=DIR remap of manifest wav paths; repeatable."),
+    model_path: Optional[str] = typer.Option(None, help="Directory holding the weights."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:i."),
+    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
+    frames: bool = typer.Option(True, "--frames/--no-frames", help="Store frame features besides pooled."),
+    block_size: int = typer.Option(128, help="Utterances per block (unit of commit and resume)."),
+    batch_seconds: float = typer.Option(240.0, help="Padded audio seconds per model batch."),
+    long_policy: str = typer.Option("window", help="Over the model's window: window | truncate | skip."),
+    max_audio_seconds: float = typer.Option(600.0, help="Longer files are recorded as failed."),
+    loader_threads: int = typer.Option(2, help="Threads decoding audio ahead of the model."),
+    redo_failed: bool = typer.Option(False, help="Redo blocks with failed utterances or failing verification."),
+    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (tcp://HOST:PORT) or local:N."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Extract pooled embeddings (and frames) for every utterance of the manifests into the store."""
+    from emocache.encoders import EncoderError
+    from emocache.extract import ExtractConfig, extract as run
+    from emocache.manifest import ManifestError
+    from emocache.store import StoreError
+
+    cfg = ExtractConfig(model=model, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
+                        model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
+                        batch_seconds=batch_seconds, long_policy=long_policy, max_audio_seconds=max_audio_seconds,
+                        loader_threads=loader_threads, redo_failed=redo_failed, scheduler=scheduler)
+    try:
+        report = run(cfg, progress=progress)
+    except (EncoderError, ManifestError, StoreError, KeyError, FileNotFoundError) as e:
+        _fail(str(e).strip("'\""))
+    _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(report) -> None:
+    t = Table(title=f"{report.model} -> {report.store}")
+    for c in ("dataset", "blocks run", "blocks skipped", "done", "failed"):
+        t.add_column(c, justify="right" if c != "dataset" else "left")
+    for ds, s in report.datasets.items():
+        t.add_row(ds, str(s["blocks_done"]), str(s["blocks_skipped"]), str(s["done"]), str(s["failed"]))
+    console.print(t)
+    rate = report.audio_seconds / report.seconds if report.seconds else 0.0
+    console.print(f"{report.seconds:.1f} s, {report.audio_seconds:.1f} s of audio ({rate:.1f} audio-s/s)")
+    if report.warnings:
+        console.print(f"[yellow]{len(report.warnings)} warning(s)[/yellow], e.g.:")
+        for w in report.warnings[:5]:
+            console.print(f"  {w}")
+    if not report.ok:
+        console.print(f"[red]{report.n_failed} utterance(s) failed[/red] (recorded in the store; "
+                      "fix them and rerun with --redo-failed):")
+        for ds, errs in report.errors.items():
+            for k, msg in list(errs.items())[:20]:
+                console.print(f"  {ds}/{k}: {msg}")
+            if len(errs) > 20:
+                console.print(f"  ... and {len(errs) - 20} more in {ds}")
+
+
+@app.command()
+def info(url: str = typer.Argument(..., help="Store URL."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """What a store holds: entries, utterances done/failed, dims, bytes, provenance."""
+    from emocache.store import StoreError, describe, dumps, open_store
+
+    try:
+        rows = describe(open_store(url))
+    except StoreError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(dumps(rows))
+        return
+    t = Table(title=url)
+    for c in ("model", "dataset", "n", "done", "failed", "pending", "dim", "frames", "MB", "weights", "layer"):
+        t.add_column(c)
+    for r in rows:
+        p = r["provenance"]
+        mb = f"{r['bytes'] / 1e6:.2f}" if r["bytes"] is not None else "?"
+        t.add_row(r["model"], r["dataset"], str(r["n"]), str(r["done"]), str(r["failed"]), str(r["pending"]),
+                  str(r["dim"]), str(r["frames"]), mb, str(p.get("weights", "")), str(p.get("layer", "")))
+    console.print(t)
+    for r in rows:
+        console.print(f"[bold]{r['model']}/{r['dataset']}[/bold] provenance: {json.dumps(r['provenance'], default=str)}")
+
+
+@app.command()
+def verify(url: str = typer.Argument(..., help="Store URL.")) -> None:
+    """Integrity: every committed block readable, checksums match, index consistent; names blocks to redo."""
+    from emocache.store import StoreError, open_store
+    from emocache.verify import verify_store
+
+    try:
+        checks = verify_store(open_store(url))
+    except StoreError as e:
+        _fail(str(e))
+    bad = 0
+    for c in checks:
+        status = "[green]ok[/green]" if c.ok else f"[red]{len(c.problems)} bad block(s)[/red]"
+        console.print(f"{c.model}/{c.dataset}: {c.committed}/{c.blocks} blocks committed, {status}"
+                      + (f", {len(c.orphans)} uncommitted block(s) to be rewritten on resume" if c.orphans else ""))
+        for b, msg in sorted(c.problems.items()):
+            console.print(f"  block {b}: {msg}")
+        bad += len(c.problems)
+    if bad:
+        console.print(f"[red]{bad} block(s) to redo[/red]: rerun the same `emocache extract` with --redo-failed")
+        raise typer.Exit(1)
+
+
+@app.command()
+def models() -> None:
+    """List the registered model names."""
+    from emocache.encoders import REGISTRY
+
+    for name in sorted(REGISTRY):
+        typer.echo(name)
+
+
+@app.command("manifest")
+def manifest_cmd(
+    folder: Path = typer.Argument(..., help="Folder of audio files (searched recursively)."),
+    dataset: str = typer.Option(..., help="Dataset name (key prefix and 'dataset' field)."),
+    out: Path = typer.Option(..., help="Output jsonl path."),
+    labels_csv: Optional[Path] = typer.Option(None, help="CSV with columns file, emo."),
+    pattern: Optional[str] = typer.Option(None, help="Regex with (?P<emo>...) matched on the relative path."),
+) -> None:
+    """Build an EmoBox-format manifest from a folder of audio plus a labels CSV or a filename pattern."""
+    from emocache.audio import AudioError
+    from emocache.manifest import ManifestError, build_manifest, write_manifest
+
+    try:
+        utts = build_manifest(folder, dataset, labels_csv=labels_csv, pattern=pattern)
+    except (ManifestError, AudioError) as e:
+        _fail(str(e))
+    write_manifest(utts, out)
+    counts: dict[str, int] = {}
+    for u in utts:
+        counts[u.emo] = counts.get(u.emo, 0) + 1
+    console.print(f"wrote {len(utts)} utterances to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("emocache-demo"), help="Working folder for corpus, store and results."),
+         progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """The default main job, offline: synthetic corpus -> fbank-stats store -> trainer -> results table."""
+    from emocache.demo import run_demo
+
+    run_demo(out, progress=progress)
+
+
+if __name__ == "__main__":
+    app()

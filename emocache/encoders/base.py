@@ -1,0 +1,215 @@
+"""The encoder interface every model implements, and the length-sorted batcher."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+LONG_POLICIES = ("window", "truncate", "skip")
+
+
+class EncoderError(RuntimeError):
+    """An encoder cannot be built or loaded; the message says what was looked for and how to fix it."""
+
+
+class UtteranceError(ValueError):
+    """One utterance cannot be encoded (recorded in the store; the run goes on)."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Settings shared by every encoder."""
+
+    model_path: str | None = None
+    """Directory holding the weights (else the Hugging Face / ModelScope caches are searched)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:i."""
+    dtype: str = "auto"
+    """auto | fp32 | bf16 | fp16. auto = fp32 on CPU, the encoder's validated half type on GPU."""
+    long_policy: str = "window"
+    """Utterances longer than the encoder's window: window (split, frames concatenated) | truncate | skip."""
+    random_init: bool = False
+    """Build full-size random weights from the config (benchmarks only; provenance says so)."""
+    config_overrides: dict = field(default_factory=dict)
+    """Config fields to override (tests build tiny random models this way)."""
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class Encoded:
+    """One batch's output: frames and valid lengths, pooled over valid frames in float32."""
+
+    frames: list[np.ndarray]
+    """Per utterance (T_i, D_frames), float32."""
+    pooled: np.ndarray
+    """(B, D) float32."""
+
+
+class Encoder(ABC):
+    """A frozen feature extractor.
+
+    Subclasses set the class attributes and implement :meth:`forward`; :meth:`encode` adds windowing of long
+    inputs, masked mean pooling in float32, and the move to host memory.
+    """
+
+    name: str = ""
+    sample_rate: int = 16000
+    frame_rate: float = 50.0
+    """Output frames per second."""
+    max_seconds: float | None = None
+    """Longest input the model takes in one pass (None: unbounded)."""
+    min_samples: int = 400
+    """Shortest input that yields a frame (25 ms at 16 kHz)."""
+    layer: str = "last"
+    pooling: str = "mean"
+
+    def __init__(self, config: EncoderConfig | None = None):
+        self.config = config or EncoderConfig()
+        if self.config.long_policy not in LONG_POLICIES:
+            raise EncoderError(f"long policy {self.config.long_policy!r}: use one of {', '.join(LONG_POLICIES)}")
+        self.device = self.config.torch_device
+
+    # -- what subclasses provide -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Pooled dimension."""
+
+    @property
+    def frame_dim(self) -> int:
+        """Frame feature dimension (equal to ``dim`` unless pooling is not a mean, e.g. eGeMAPS)."""
+        return self.dim
+
+    @abstractmethod
+    def valid_frames(self, num_samples: int) -> int:
+        """Number of output frames for an input of ``num_samples`` samples."""
+
+    def frontend(self, waves: list[np.ndarray]) -> dict:
+        """CPU-side input preparation (padding, filterbanks); runs in loader threads ahead of the model.
+
+        The default pads waves into ``wave`` (B, N) float32 with ``num_samples`` (B,) int64.
+        """
+        n = torch.tensor([w.size for w in waves], dtype=torch.long)
+        x = torch.zeros(len(waves), int(n.max()), dtype=torch.float32)
+        for i, w in enumerate(waves):
+            x[i, : w.size] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        return {"wave": x, "num_samples": n}
+
+    @abstractmethod
+    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model on the frontend's output (tensors may still be on the CPU) -> frames (B, T, D), lengths (B,)."""
+
+    def weights_identity(self) -> dict:
+        """Provenance of the weights: repo id + revision, or sha256 of the weight files."""
+        return {"weights": "none"}
+
+    @property
+    def dtype_name(self) -> str:
+        return "fp32"
+
+    # -- shared machinery -------------------------------------------------------------------------------------
+    def provenance(self) -> dict:
+        return {
+            "model": self.name, **self.weights_identity(), "layer": self.layer, "pooling": self.pooling,
+            "sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "dim": self.dim,
+            "frame_dim": self.frame_dim, "compute_dtype": self.dtype_name,
+            "long_policy": self.config.long_policy if self.max_seconds else "none",
+            "max_seconds": self.max_seconds,
+        }
+
+    @property
+    def max_samples(self) -> int | None:
+        return int(self.max_seconds * self.sample_rate) if self.max_seconds else None
+
+    def check(self, wave: np.ndarray) -> None:
+        """Per-utterance checks before encoding; raises :class:`UtteranceError`."""
+        if wave.size < self.min_samples:
+            raise UtteranceError(f"audio too short: {wave.size} samples ({1000 * wave.size / self.sample_rate:.1f} ms)"
+                                 f"; {self.name} needs at least {self.min_samples} "
+                                 f"({1000 * self.min_samples / self.sample_rate:.0f} ms)")
+        if not np.isfinite(wave).all():
+            raise UtteranceError("audio has NaN or Inf samples; fix or drop the file")
+        m = self.max_samples
+        if m and wave.size > m and self.config.long_policy == "skip":
+            raise UtteranceError(f"audio longer than {self.max_seconds:g} s ({wave.size / self.sample_rate:.1f} s) "
+                                 "skipped by --long-policy skip; use window or truncate to keep it")
+
+    def windows(self, wave: np.ndarray) -> list[np.ndarray]:
+        """Split per the long-utterance policy (no-op when the wave fits)."""
+        m = self.max_samples
+        if not m or wave.size <= m:
+            return [wave]
+        if self.config.long_policy == "truncate":
+            return [wave[:m]]
+        pieces = [wave[i:i + m] for i in range(0, wave.size, m)]
+        if len(pieces) > 1 and pieces[-1].size < self.min_samples:  # a sliver too short to encode joins nothing
+            pieces = pieces[:-1]
+        return pieces
+
+    def prepare(self, waves: list[np.ndarray]) -> tuple[dict, list[int]]:
+        """Window long waves and run the frontend: (inputs, owner) where owner[j] is the wave of piece j."""
+        pieces, owner = [], []
+        for i, w in enumerate(waves):
+            for p in self.windows(w):
+                pieces.append(p)
+                owner.append(i)
+        return self.frontend(pieces), owner
+
+    @torch.inference_mode()
+    def run(self, inputs: dict, owner: list[int]) -> Encoded:
+        """Model forward on prepared inputs; frames of a wave's windows are concatenated before pooling."""
+        frames, lengths = self.forward(inputs)  # (P, T, D), (P,)
+        frames = frames.float()
+        lengths = lengths.tolist()
+        n = max(owner) + 1
+        per_utt: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        for j, i in enumerate(owner):
+            per_utt[i].append(frames[j, : int(lengths[j])])
+        cat = [torch.cat(f, 0) if len(f) > 1 else f[0] for f in per_utt]
+        pooled = torch.stack([self.pool(f) for f in cat])  # (B, D)
+        return Encoded(frames=[f.cpu().numpy() for f in cat], pooled=pooled.cpu().numpy().astype(np.float32))
+
+    def encode(self, waves: list[np.ndarray]) -> Encoded:
+        """Encode a batch of mono float32 waves at ``sample_rate``."""
+        return self.run(*self.prepare(waves))
+
+    def pool(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, D) -> (D,): mean over valid frames in float32."""
+        return frames.float().mean(0)
+
+
+def batches_by_budget(lengths: list[int], budget: int, max_batch: int = 256) -> list[list[int]]:
+    """Indices sorted by length, grouped so that ``len(batch) * max_len(batch) <= budget`` (padded cost)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = max(lengths[i], 1)
+        if cur and ((len(cur) + 1) * longest > budget or len(cur) >= max_batch):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b) if a > 0 else 0
+
+
+def conv_frames(n: int, kernel: int, stride: int) -> int:
+    return max(0, (n - kernel) // stride + 1)
+
+
+def seconds(n: int, sr: int) -> float:
+    return n / sr if sr else math.nan

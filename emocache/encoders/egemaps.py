@@ -1,0 +1,58 @@
+"""egemaps: openSMILE eGeMAPSv02 low-level descriptors as frames (25 x 100 Hz), functionals (88) as pooled."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from emocache.encoders.base import Encoded, Encoder, EncoderConfig, EncoderError
+
+
+class EGeMAPS(Encoder):
+    """The extended Geneva minimalistic acoustic parameter set, via the ``opensmile`` package (optional extra)."""
+
+    name = "egemaps"
+    sample_rate = 16000
+    frame_rate = 100.0
+    min_samples = 800
+    pooling = "eGeMAPSv02 functionals"
+
+    def __init__(self, config: EncoderConfig | None = None):
+        super().__init__(config)
+        try:
+            import opensmile
+        except ImportError:
+            raise EncoderError("egemaps needs openSMILE: pip install 'emocache[egemaps]' (or pip install opensmile)"
+                               ) from None
+        self._version = opensmile.__version__
+        fs = opensmile.FeatureSet.eGeMAPSv02
+        self.lld = opensmile.Smile(feature_set=fs, feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+        self.func = opensmile.Smile(feature_set=fs, feature_level=opensmile.FeatureLevel.Functionals)
+
+    @property
+    def dim(self) -> int:
+        return len(self.func.feature_names)
+
+    @property
+    def frame_dim(self) -> int:
+        return len(self.lld.feature_names)
+
+    def valid_frames(self, num_samples: int) -> int:
+        return max(1, (num_samples - 800) // 160 + 1)
+
+    def weights_identity(self) -> dict:
+        return {"weights": f"none (openSMILE {self._version} eGeMAPSv02)"}
+
+    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("egemaps encodes per utterance in encode()")
+
+    def encode(self, waves: list[np.ndarray]) -> Encoded:
+        frames, pooled = [], []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for w in waves:
+                frames.append(self.lld.process_signal(w, self.sample_rate).to_numpy(np.float32))  # (T, 25)
+                pooled.append(self.func.process_signal(w, self.sample_rate).to_numpy(np.float32)[0])  # (88,)
+        return Encoded(frames=frames, pooled=np.stack(pooled))
