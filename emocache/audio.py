@@ -37,8 +37,39 @@ def probe(path: str | Path) -> AudioInfo:
         i = sf.info(path)
         return AudioInfo(int(i.samplerate), int(i.frames), int(i.channels))
     except (sf.LibsndfileError, RuntimeError):
+        info = _probe_av(path)
+        if info is not None:
+            return info
         x, sr = _decode_av(path)
         return AudioInfo(sr, x.shape[0], x.shape[1])
+
+
+def _probe_av(path: str) -> AudioInfo | None:
+    """Container metadata without decoding (frames estimated from the stream's duration); None if it has none.
+
+    Decoding just to measure would defeat --max-audio-seconds, which exists to keep huge files out of memory.
+    """
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                return None
+            s = container.streams.audio[0]
+            sr = int(s.codec_context.sample_rate or s.rate or 0)
+            ch = int(s.codec_context.channels or 0) if hasattr(s.codec_context, "channels") else 0
+            ch = ch or len(s.layout.channels)
+            if s.duration is not None and s.time_base is not None:
+                seconds = float(s.duration * s.time_base)
+            elif container.duration:
+                seconds = container.duration / 1_000_000
+            else:
+                return None
+    except Exception:
+        return None  # _decode_av gives the error message
+    if not sr or not ch or seconds <= 0:
+        return None
+    return AudioInfo(sr, int(round(seconds * sr)), ch)
 
 
 def _decode_av(path: str) -> tuple[np.ndarray, int]:
@@ -75,7 +106,7 @@ def _to_float(a: np.ndarray) -> np.ndarray:
         return a.astype(np.float32, copy=False)
     if a.dtype.kind in "iu":
         info = np.iinfo(a.dtype)
-        scale = float(max(abs(info.min), info.max))
+        scale = float(-info.min) if a.dtype.kind == "i" else (info.max + 1) / 2.0
         offset = (info.max + 1) / 2 if a.dtype.kind == "u" else 0.0
         return ((a.astype(np.float32) - offset) / scale).astype(np.float32)
     raise AudioError(f"unsupported sample type {a.dtype}")

@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -119,7 +120,10 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
                                     "keys must be unique within a dataset: rename or drop one of the lines")
             seen[key] = lineno
             try:
-                channel = int(d.get("channel", 1) or 1)
+                ch = d.get("channel")
+                channel = 1 if ch in (None, "") else int(ch)  # an explicit 0 is a 0-based channel: refuse it
+                if ch not in (None, "") and float(ch) != channel:
+                    raise ValueError
             except (TypeError, ValueError):
                 raise ManifestError(f"{where}: channel {d.get('channel')!r} is not an integer; "
                                     "use a 1-based channel number") from None
@@ -131,12 +135,17 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
                 raise ManifestError(f"{where}: label {emo!r} is not in the label map "
                                     f"(known: {', '.join(sorted(label_map))}); add it to label_map.json "
                                     "or drop the line")
+            try:
+                meta = dict(sample_rate=int(d["sample_rate"]) if d.get("sample_rate") else None,
+                            num_frame=int(float(d["num_frame"])) if d.get("num_frame") else None,
+                            length=float(d["length"]) if d.get("length") else None)
+            except (TypeError, ValueError):
+                raise ManifestError(f"{where}: sample_rate, num_frame and length must be numbers (got "
+                                    f"{d.get('sample_rate')!r}, {d.get('num_frame')!r}, {d.get('length')!r}); "
+                                    "fix them or drop the fields (the audio file is read anyway)") from None
             out.append(Utterance(
                 key=key, wav=remap(str(d["wav"]), roots, base), emo=emo,
-                dataset=str(d.get("dataset", "")), channel=channel,
-                sample_rate=int(d["sample_rate"]) if d.get("sample_rate") else None,
-                num_frame=int(float(d["num_frame"])) if d.get("num_frame") else None,
-                length=float(d["length"]) if d.get("length") else None,
+                dataset=str(d.get("dataset", "")), channel=channel, **meta,
             ))
     if not out:
         raise ManifestError(f"{path}: no utterances; the file is empty")
@@ -183,7 +192,8 @@ def read_folds(folder: str | Path) -> list[Fold]:
     """Folds of an EmoBox dataset folder, sorted by k."""
     folder = Path(folder)
     folds = []
-    for d in sorted(folder.glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
+    fold_dirs = [d for d in folder.glob("fold_*") if d.is_dir() and re.fullmatch(r"fold_\d+", d.name)]
+    for d in sorted(fold_dirs, key=lambda p: int(p.name.split("_")[1])):
         k = int(d.name.split("_")[1])
         splits = {}
         for split in ("train", "valid", "test"):
@@ -244,7 +254,7 @@ def build_manifest(folder: str | Path, dataset: str, labels_csv: str | Path | No
     ``pattern``, a regex with a named group ``emo`` matched against the path relative to the folder
     (e.g. ``'(?P<emo>[^/]+)/'`` for one folder per emotion).
     """
-    from emocache.audio import probe
+    from emocache.audio import AudioError, probe
 
     folder = Path(folder)
     if (labels_csv is None) == (pattern is None):
@@ -264,6 +274,7 @@ def build_manifest(folder: str | Path, dataset: str, labels_csv: str | Path | No
     if rx is not None and "emo" not in rx.groupindex:
         raise ManifestError(f"--pattern {pattern!r} has no named group (?P<emo>...)")
     out = []
+    made: dict[str, str] = {}
     for p in files:
         rel = p.relative_to(folder).as_posix()
         if rx is not None:
@@ -275,11 +286,19 @@ def build_manifest(folder: str | Path, dataset: str, labels_csv: str | Path | No
             emo = labels.get(rel) or labels.get(p.stem)
             if emo is None:
                 raise ManifestError(f"{rel}: no row in {labels_csv} (looked for file={rel!r} or {p.stem!r})")
-        info = probe(p)
-        out.append(Utterance(key=f"{dataset}-{Path(rel).with_suffix('').as_posix().replace('/', '_')}",
+        try:
+            info = probe(p)
+        except AudioError as e:  # kept: extraction records it as a failed utterance with this reason
+            warnings.warn(f"{rel}: {e}; kept in the manifest without sample_rate/length", stacklevel=2)
+            info = None
+        key = f"{dataset}-{Path(rel).with_suffix('').as_posix().replace('/', '_')}"
+        if key in made:  # a/b.wav vs a_b.wav, or x.wav vs x.flac
+            raise ManifestError(f"{rel} and {made[key]} both make the key {key!r}; rename one of the files")
+        made[key] = rel
+        out.append(Utterance(key=key,
                              wav=str(p), emo=emo, dataset=dataset, channel=1,
-                             sample_rate=info.sample_rate, num_frame=info.frames,
-                             length=info.frames / info.sample_rate if info.sample_rate else None))
+                             sample_rate=info.sample_rate if info else None, num_frame=info.frames if info else None,
+                             length=info.frames / info.sample_rate if info and info.sample_rate else None))
     return out
 
 

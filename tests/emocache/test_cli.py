@@ -1,0 +1,185 @@
+"""The `emocache` CLI: subprocess smoke runs, exit codes, error summaries, SIGKILL mid-run and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import EMOCACHE_BIN, emobox_line, tone, write_jsonl, write_wav
+from emocache.store import open_store
+
+M = "fbank-stats"
+
+
+def test_models_subprocess(run_cli):
+    p = run_cli("models")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == sorted(["egemaps", "emotion2vec-base", "emotion2vec-plus-large", "fbank-stats",
+                                       "sensevoice-small", "wavlm-base-plus", "wavlm-large", "whisper-large-v3"])
+
+
+def test_extract_info_verify_subprocess(tmp_path, demo_corpus, run_cli):
+    store = tmp_path / "store"
+    p = run_cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", store,
+                "--audio-root", demo_corpus.audio_root, "--device", "cpu", "--block-size", "16", "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    k, X = open_store(store).pooled(M, "demo")
+    assert len(k) == 36 and X.shape == (36, 80) and np.isfinite(X).all()
+
+    p = run_cli("info", store, "--json")
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(p.stdout)
+    assert (row["model"], row["dataset"], row["n"], row["done"], row["failed"], row["pending"], row["dim"]) == \
+        (M, "demo", 36, 36, 0, 0, 80)
+    assert row["frames"] is True and row["blocks"] == 3 and row["bytes"] > 0
+    assert row["provenance"]["weights"].startswith("none")
+
+    p = run_cli("info", store)
+    assert p.returncode == 0 and M in p.stdout + p.stderr and "provenance" in p.stdout + p.stderr
+
+    p = run_cli("verify", store)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "fbank-stats/demo: 3/3 blocks committed, ok" in " ".join((p.stdout + p.stderr).split())
+
+
+def test_extract_with_bad_inputs_exits_nonzero_with_summary(tmp_path, cli):
+    a = tmp_path / "a"
+    rows = [emobox_line("ok", str(write_wav(a / "ok.wav", tone(0.5))), "x", dataset="t"),
+            emobox_line("gone", str(a / "gone.wav"), "x", dataset="t"),
+            emobox_line("tiny", str(write_wav(a / "tiny.wav", tone(0.01))), "x", dataset="t")]
+    man = write_jsonl(tmp_path / "t.jsonl", rows)
+    code, out = cli("extract", "--model", M, "--manifest", man, "--store", tmp_path / "s", "--device", "cpu",
+                    "--no-progress")
+    assert code == 1
+    text = " ".join(out.split())
+    assert "2 utterance(s) failed" in text
+    assert "t/gone:" in text and "file not found" in text and "t/tiny: audio too short" in text
+    assert "--redo-failed" in text
+    assert open_store(tmp_path / "s").pooled(M, "t")[0] == ["ok"]
+
+
+def test_cli_errors_exit_2_with_message(tmp_path, cli, demo_corpus):
+    code, out = cli("extract", "--model", "nope", "--manifest", demo_corpus.manifest, "--store", tmp_path / "s")
+    assert code == 2 and "unknown model 'nope'" in out and "whisper-large-v3" in out
+    code, out = cli("info", tmp_path / "nothing")
+    assert code == 2 and "no store here" in out
+    code, out = cli("verify", tmp_path / "nothing")
+    assert code == 2 and "no store here" in out
+    bad = write_jsonl(tmp_path / "bad.jsonl", [emobox_line("a", "a.wav", "x", channel=0)])
+    code, out = cli("extract", "--model", M, "--manifest", bad, "--store", tmp_path / "s", "--no-progress")
+    assert code == 2 and "bad.jsonl:1: channel 0 is out of range" in " ".join(out.split())
+    code, out = cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", tmp_path / "s",
+                    "--audio-root", "no-equals", "--no-progress")
+    assert code == 2 and "PREFIX=DIR" in out
+
+
+def test_verify_reports_corrupt_block(tmp_path, cli, demo_corpus):
+    store = tmp_path / "s"
+    code, out = cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", store,
+                    "--audio-root", demo_corpus.audio_root, "--device", "cpu", "--block-size", "8", "--no-progress")
+    assert code == 0, out
+    chunk = store / M / "demo" / "blocks" / "b000002" / "frames" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    chunk.write_bytes(bytes(data))
+    code, out = cli("verify", store)
+    text = " ".join(out.split())
+    assert code == 1 and "1 bad block(s)" in text and "block 2:" in text and "1 block(s) to redo" in text
+    # --redo-failed rewrites the bad block and the store verifies again
+    code, out = cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", store,
+                    "--audio-root", demo_corpus.audio_root, "--device", "cpu", "--block-size", "8", "--no-progress",
+                    "--redo-failed")
+    assert code == 0, out
+    code, out = cli("verify", store)
+    assert code == 0, out
+
+
+def test_manifest_command(tmp_path, cli, run_cli):
+    for emo in ("ang", "sad"):
+        for i in range(2):
+            write_wav(tmp_path / "audio" / emo / f"{i}.wav", tone(0.5 + 0.1 * i), 16000)
+    out = tmp_path / "toy.jsonl"
+    p = run_cli("manifest", tmp_path / "audio", "--dataset", "toy", "--out", out, "--pattern", "(?P<emo>[^/]+)/")
+    assert p.returncode == 0, p.stderr
+    assert "wrote 4 utterances" in p.stdout + p.stderr and "ang 2, sad 2" in p.stdout + p.stderr
+    lines = [json.loads(s) for s in out.read_text().splitlines()]
+    assert [(d["key"], d["emo"], d["num_frame"]) for d in lines] == [
+        ("toy-ang_0", "ang", 8000), ("toy-ang_1", "ang", 9600), ("toy-sad_0", "sad", 8000), ("toy-sad_1", "sad", 9600)]
+    # the built manifest extracts
+    code, text = cli("extract", "--model", M, "--manifest", out, "--store", tmp_path / "s", "--device", "cpu",
+                     "--no-progress")
+    assert code == 0, text
+    assert len(open_store(tmp_path / "s").pooled(M, "toy")[0]) == 4
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,emo\nang/0.wav,A\n")
+    code, text = cli("manifest", tmp_path / "audio", "--dataset", "toy", "--out", out, "--labels-csv", csv)
+    assert code == 2 and "no row in" in text
+    code, text = cli("manifest", tmp_path / "audio", "--dataset", "toy", "--out", out)
+    assert code == 2 and "exactly one of" in text
+
+
+def _committed_blocks(store) -> int:
+    try:
+        e = open_store(store).entry(M, "big")
+    except Exception:
+        return 0
+    return sum(s.committed for s in e.block_states())
+
+
+def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path, demo_corpus, run_cli):
+    # 36 files x 8 keys = 288 utterances in 72 blocks of 4: long enough to kill mid-way
+    rows = [{**d, "key": f"{d['key']}-r{r}", "dataset": "big"} for r in range(8) for d in demo_corpus.lines()]
+    man = write_jsonl(tmp_path / "big.jsonl", rows)
+    store = tmp_path / "killed"
+    args = ["extract", "--model", M, "--manifest", str(man), "--store", str(store), "--audio-root",
+            demo_corpus.audio_root, "--device", "cpu", "--block-size", "4", "--no-progress", "--loader-threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(EMOCACHE_BIN), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 90
+        while _committed_blocks(store) < 1 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    n_blocks = open_store(store).entry(M, "big").n_blocks
+    done_at_kill = _committed_blocks(store)
+    assert 1 <= done_at_kill < n_blocks == 72
+    keys_at_kill, X_at_kill = open_store(store).pooled(M, "big")
+    b0 = next(b for b, st in enumerate(open_store(store).entry(M, "big").block_states()) if st.committed)
+    first_chunk = store / M / "big" / "blocks" / f"b{b0:06d}" / "frames" / "c" / "0" / "0"
+    first_mtime = first_chunk.stat().st_mtime_ns
+
+    p = run_cli(*args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "0 utterance(s) failed" not in p.stderr and "failed" not in p.stderr.split("audio-s/s")[-1]
+    # blocks committed before the kill were skipped, not rewritten
+    assert first_chunk.stat().st_mtime_ns == first_mtime
+
+    ref = tmp_path / "ref"
+    from emocache.extract import ExtractConfig, extract
+
+    rep = extract(ExtractConfig(model=M, manifests=(str(man),), store=str(ref), audio_root=(demo_corpus.audio_root,),
+                                device="cpu", block_size=4), progress=False)
+    assert rep.ok
+    a, b = open_store(ref), open_store(store)
+    ka, Xa = a.pooled(M, "big")
+    kb, Xb = b.pooled(M, "big")
+    assert ka == kb and len(ka) == 288
+    np.testing.assert_array_equal(Xa, Xb)
+    # what was committed before the kill is unchanged
+    pos = {k: i for i, k in enumerate(kb)}
+    np.testing.assert_array_equal(Xb[[pos[k] for k in keys_at_kill]], X_at_kill)
+    n = 0
+    for (k1, f1), (k2, f2) in zip(a.iter_frames(M, "big"), b.iter_frames(M, "big")):
+        assert k1 == k2
+        np.testing.assert_array_equal(f1, f2)
+        n += 1
+    assert n == 288
