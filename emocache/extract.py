@@ -53,6 +53,10 @@ class ExtractConfig:
     """Redo blocks holding failed utterances or failing verification."""
     scheduler: str | None = None
     """dask.distributed scheduler address or local:N; None runs in this process."""
+    part: str | None = None
+    """I/N: run only blocks b with b % N == I (independent writer processes sharing one store)."""
+    storage_options: dict = field(default_factory=dict)
+    """fsspec options for remote stores (else $EMOCACHE_STORAGE_OPTIONS, else the filesystem's defaults)."""
     encoder_overrides: dict = field(default_factory=dict)
     """Encoder config overrides (tests build tiny random models this way)."""
 
@@ -82,6 +86,9 @@ class ExtractReport:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    """Wall time of the extraction itself (blocks read, encoded and written)."""
+    load_seconds: float = 0.0
+    """Wall time to build and load the encoder."""
     audio_seconds: float = 0.0
 
     @property
@@ -115,11 +122,14 @@ def _load_one(u: Utterance, enc: Encoder, cfg: ExtractConfig) -> tuple[np.ndarra
         enc.check(w)
     except (AudioError, UtteranceError) as e:
         return None, str(e), None
+    except Exception as e:  # a decoder or resampler crash on one file must not end the run
+        return None, f"{u.wav}: could not load ({type(e).__name__}: {e})", None
     warn = None
-    if u.length:
+    claimed = u.length or (u.num_frame / u.sample_rate if u.num_frame and u.sample_rate else None)
+    if claimed:
         actual = info.frames / info.sample_rate
-        if abs(actual - u.length) > 0.05 * u.length:
-            warn = f"{u.key}: file is {actual:.2f} s, the manifest says {u.length:.2f} s (the file wins)"
+        if abs(actual - claimed) > 0.05 * claimed:
+            warn = f"{u.key}: file is {actual:.2f} s, the manifest says {claimed:.2f} s (the file wins)"
     return w, None, warn
 
 
@@ -151,8 +161,7 @@ def load_block(utts: list[Utterance], enc: Encoder, cfg: ExtractConfig) -> _Load
             warns.append(warn)
     ok = [i for i in range(len(utts)) if i not in errors]
     budget = int(cfg.batch_seconds * enc.sample_rate)
-    cap = enc.max_samples
-    lengths = [min(waves[i].size, cap) if cap else waves[i].size for i in ok]
+    lengths = [enc.batch_cost(waves[i].size) for i in ok]
     batches = []
     for group in batches_by_budget(lengths, budget, cfg.max_batch):
         idx = [ok[j] for j in group]
@@ -203,24 +212,47 @@ def run_block(entry: Entry, b: int, utts: list[Utterance], enc: Encoder, cfg: Ex
                        {block_utts[i].key: m for i, m in errors.items()}, loaded.warnings)
 
 
+def store_order(utts: list[Utterance]) -> list[Utterance]:
+    """Rows sorted by the manifest's length (stable) when every line has one, so blocks batch with little padding."""
+    if all(u.length for u in utts):
+        return sorted(utts, key=lambda u: u.length)
+    return list(utts)
+
+
+def parse_part(part: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N); None -> (0, 1)."""
+    if not part:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in part.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ValueError(f"--part {part!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return i, n
+
+
 def prepare_entries(cfg: ExtractConfig, enc: Encoder) -> list[tuple[Entry, list[Utterance], list[int]]]:
     """Create or reopen each dataset's entry; return (entry, utterances, blocks to do)."""
     by_ds = read_manifests(list(cfg.manifests), list(cfg.audio_root))
-    store = open_store(cfg.store, mode="a")
+    store = open_store(cfg.store, mode="a", storage_options=cfg.storage_options)
+    part, parts = parse_part(cfg.part)
     jobs = []
     for ds, utts in by_ds.items():
         prov = {**enc.provenance(), "package": f"emocache {__version__}", "manifest_sha256": utterances_sha256(utts),
-                "frames_dtype": "float16 (float32 for blocks that overflow)", "torch": torch.__version__}
+                "frames_dtype": "float16 (float32 for blocks that overflow)", "torch": torch.__version__,
+                "order": "manifest length" if all(u.length for u in utts) else "manifest"}
+        utts = store_order(utts)
         entry = store.create_entry(enc.name, ds, [u.key for u in utts], [u.emo for u in utts], enc.dim,
                                    enc.frame_dim, prov, has_frames=cfg.frames, block_size=cfg.block_size)
-        states = entry.block_states()
-        todo = [b for b, s in enumerate(states) if not s.committed or (cfg.redo_failed and s.failed)]
         if cfg.redo_failed:
             from emocache.verify import verify_entry
 
-            bad = verify_entry(entry).bad_blocks
-            todo = sorted(set(todo) | set(bad))
-        jobs.append((entry, utts, todo))
+            # uncommit blocks failing verification (a corrupted index chunk is rewritten as pending)
+            entry.reset_blocks([b for b in verify_entry(entry).bad_blocks if b % parts == part])
+        states = entry.block_states()
+        todo = [b for b, s in enumerate(states) if not s.committed or (cfg.redo_failed and s.failed)]
+        jobs.append((entry, utts, [b for b in todo if b % parts == part]))
     return jobs
 
 
@@ -232,8 +264,9 @@ def extract(cfg: ExtractConfig, progress: bool = True) -> ExtractReport:
         return extract_distributed(cfg, progress=progress)
     t0 = time.perf_counter()
     enc = get_encoder(cfg.model, cfg.encoder_config)
+    report = ExtractReport(cfg.model, cfg.store, load_seconds=time.perf_counter() - t0)
+    t0 = time.perf_counter()
     jobs = prepare_entries(cfg, enc)
-    report = ExtractReport(cfg.model, cfg.store)
     total = sum(len(range(entry.n)[entry.block_slice(b)]) for entry, _, todo in jobs for b in todo)
 
     with progress_bar(progress) as bar, ThreadPoolExecutor(max(1, cfg.loader_threads)) as pool:

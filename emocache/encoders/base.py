@@ -69,6 +69,8 @@ class Encoder(ABC):
     """Longest input the model takes in one pass (None: unbounded)."""
     min_samples: int = 400
     """Shortest input that yields a frame (25 ms at 16 kHz)."""
+    fixed_window: bool = False
+    """Every window is padded to ``max_seconds`` whatever its length (Whisper)."""
     layer: str = "last"
     pooling: str = "mean"
 
@@ -142,6 +144,14 @@ class Encoder(ABC):
         if m and wave.size > m and self.config.long_policy == "skip":
             raise UtteranceError(f"audio longer than {self.max_seconds:g} s ({wave.size / self.sample_rate:.1f} s) "
                                  "skipped by --long-policy skip; use window or truncate to keep it")
+
+    def batch_cost(self, num_samples: int) -> int:
+        """Padded samples an input of ``num_samples`` costs in a batch (the unit of the batch budget)."""
+        m = self.max_samples
+        if not m:
+            return num_samples
+        n_windows = 1 if self.config.long_policy == "truncate" else max(1, ceil_div(num_samples, m))
+        return n_windows * (m if self.fixed_window else min(num_samples, m))
 
     def windows(self, wave: np.ndarray) -> list[np.ndarray]:
         """Split per the long-utterance policy (no-op when the wave fits)."""

@@ -46,6 +46,8 @@ class FbankStats(Encoder):
             x = torch.nn.functional.pad(x, (0, self.win - x.shape[1]))
         frames = x.unfold(1, self.win, self.hop) * self.window  # (B, T, win)
         power = torch.fft.rfft(frames, n=self.n_fft).abs().pow(2)  # (B, T, F)
-        logmel = torch.log(torch.clamp(power @ self.mel, min=1e-10))  # (B, T, M)
+        # float64 projection: a float32 GEMM's rounding depends on the batch shape, so batched != single
+        mel = (power.double() @ self.mel.double()).float()
+        logmel = torch.log(torch.clamp(mel, min=1e-10))  # (B, T, M)
         lengths = torch.tensor([self.valid_frames(int(k)) for k in n])
         return logmel, lengths

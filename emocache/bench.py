@@ -1,0 +1,205 @@
+"""Encoder throughput: length-sorted, frame-budget batches with frontends run ahead in CPU threads, beside the
+naive way (batch 1, fp32, one utterance at a time, as EmoBox's script and funasr's ``generate`` do), in one run.
+
+Lengths follow an IEMOCAP-like mix (log-normal, mean about 4.5 s, clipped to [0.5, 30] s, one 30-s tail item);
+the audio is synthetic speech-like signal. Without weights the encoder is built full-size with random weights
+(the same FLOPs as the real model); ``tiny=True`` uses the test-sized random models.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from emocache.encoders import EncoderConfig, EncoderError, batches_by_budget, build_encoder
+from emocache.encoders.loading import cosine_to_fp32
+
+SR = 16000
+MEAN_SECONDS = 4.5
+SIGMA = 0.65
+
+
+def iemocap_like_lengths(n: int, seed: int = 0, sr: int = SR) -> list[int]:
+    """Sample counts: log-normal with mean ``MEAN_SECONDS``, clipped to [0.5, 30] s; the longest is set to 30 s."""
+    rng = np.random.default_rng(seed)
+    mu = math.log(MEAN_SECONDS) - SIGMA ** 2 / 2
+    sec = np.clip(rng.lognormal(mu, SIGMA, n), 0.5, 30.0)
+    if n >= 20:
+        sec[int(np.argmax(sec))] = 30.0
+    return [int(s * sr) for s in sec]
+
+
+def synthetic_waves(lengths: list[int], seed: int = 0, sr: int = SR) -> list[np.ndarray]:
+    """Harmonic voice with a moving pitch, a syllable-rate envelope and noise, one per length."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        t = np.arange(n, dtype=np.float32) / sr
+        f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        voice = sum(np.sin(k * phase) / k for k in range(1, 6))
+        env = (0.5 * (1 + np.sin(2 * np.pi * rng.uniform(3, 6) * t))) ** 2
+        out.append((0.1 * voice * env + 0.01 * rng.standard_normal(n)).astype(np.float32))
+    return out
+
+
+def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:
+    """Achieved TFLOP/s of a square matmul (the roofline the Whisper number is quoted against)."""
+    if device.type != "cuda":
+        n, reps = 1024, 5
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: int = 2, prefetch: int = 4) -> int:
+    """Encode all waves in length-sorted budget batches; frontends run ``prefetch`` batches ahead in threads.
+
+    Returns the number of model windows run (for FLOP accounting).
+    """
+    cost = [enc.batch_cost(w.size) for w in waves]
+    batches = batches_by_budget(cost, int(budget_seconds * enc.sample_rate))
+    windows = sum(len(enc.windows(w)) for w in waves)
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+
+    def produce() -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            for fut in [pool.submit(enc.prepare, [waves[i] for i in b]) for b in batches]:
+                q.put(fut.result())
+        q.put(None)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not None:
+        enc.run(*item)
+    _sync(enc.device)
+    return windows
+
+
+def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: str = "auto",
+                  model_path: str | None = None, tiny: bool = False, seed: int = 0,
+                  budget_seconds: float | None = None, naive_utts: int | None = None, workers: int = 2,
+                  warmup: bool = True) -> dict:
+    """Time the naive and the batched way on the same encoder and synthetic utterances; one result row.
+
+    ``warmup`` runs both ways once untimed first (per-shape kernel set-up would otherwise be charged to whichever
+    runs first). ``budget_seconds`` is the padded audio per batch (default 480 s on GPU, 60 s on CPU).
+    """
+    from emocache.encoders.tiny import overrides
+
+    lengths = iemocap_like_lengths(n_utts, seed)
+    waves = synthetic_waves(lengths, seed)
+    if tiny:
+        enc = build_encoder(model, EncoderConfig(device=device, dtype=dtype, random_init=True,
+                                                 config_overrides=overrides(model, "tiny")))
+        label = "tiny random"
+    else:
+        try:
+            enc = build_encoder(model, EncoderConfig(model_path=model_path, device=device, dtype=dtype))
+            label = "weights"
+        except EncoderError:
+            if model_path:
+                raise
+            enc = build_encoder(model, EncoderConfig(device=device, dtype=dtype, random_init=True))
+            label = "full random"
+    dev = enc.device
+    budget = budget_seconds or (16 * 30 if dev.type == "cuda" else 60)
+
+    rng = np.random.default_rng(seed + 1)
+    k = min(n_utts, naive_utts or (n_utts if dev.type == "cuda" else max(8, n_utts // 4)))
+    naive_idx = rng.permutation(n_utts)[:k]
+    half = enc.compute_dtype
+    enc.compute_dtype = torch.float32
+    for i in naive_idx if warmup else naive_idx[:1]:
+        enc.encode([waves[i]])
+    _sync(dev)
+    t = time.perf_counter()
+    for i in naive_idx:
+        enc.encode([waves[i]])
+    _sync(dev)
+    naive_s = time.perf_counter() - t
+    enc.compute_dtype = half
+
+    run_batched(enc, waves if warmup else waves[: min(n_utts, 8)], budget, workers)
+    t = time.perf_counter()
+    windows = run_batched(enc, waves, budget, workers)
+    batched_s = time.perf_counter() - t
+
+    audio = sum(lengths) / SR
+    naive_audio = sum(lengths[i] for i in naive_idx) / SR
+    row = {
+        "model": model, "config": label, "device": _device_name(dev), "dtype": enc.dtype_name,
+        "utterances": n_utts, "audio_s": audio, "naive_utterances": int(k),
+        "naive_utt_per_s": k / naive_s, "naive_audio_s_per_s": naive_audio / naive_s,
+        "batched_utt_per_s": n_utts / batched_s, "batched_audio_s_per_s": audio / batched_s,
+        "speedup": (audio / batched_s) / (naive_audio / naive_s), "budget_s": budget,
+        "precision_checks": dict(enc.precision_checks), "tflops": None, "roofline_pct": None,
+    }
+    if hasattr(enc, "flops_per_window"):
+        row["tflops"] = windows * enc.flops_per_window() / batched_s / 1e12
+        if dev.type == "cuda":
+            peak = measure_matmul_tflops(dev, torch.bfloat16)
+            row["matmul_tflops"] = peak
+            row["roofline_pct"] = 100 * row["tflops"] / peak
+    if enc.compute_dtype != torch.float32 and "bf16" not in enc.precision_checks:
+        row["precision_checks"][enc.dtype_name] = cosine_to_fp32(enc, enc.dtype_name)
+    return row
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu x{torch.get_num_threads()}"
+
+
+COLUMNS = [("model", "model"), ("config", "config"), ("device", "device"), ("dtype", "dtype"),
+           ("utterances", "utts"), ("audio_s", "audio s"), ("naive_utt_per_s", "naive utt/s"),
+           ("batched_utt_per_s", "batched utt/s"), ("naive_audio_s_per_s", "naive audio-s/s"),
+           ("batched_audio_s_per_s", "batched audio-s/s"), ("speedup", "speedup"), ("tflops", "TFLOP/s"),
+           ("roofline_pct", "% roofline")]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def print_table(rows: list[dict]) -> None:
+    """A rich table of :func:`bench_encoder` rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="encoder throughput: batched vs naive (batch 1, fp32, one at a time)")
+    for _, head in COLUMNS:
+        table.add_column(head)
+    for r in rows:
+        table.add_row(*[_fmt(r.get(k)) for k, _ in COLUMNS])
+    console = Console()
+    Console(width=max(console.width, 200)).print(table)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The same table as Markdown (for docs/BENCHMARKS.md)."""
+    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+    body = ["| " + " | ".join(_fmt(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])

@@ -1,0 +1,128 @@
+"""WavLM encoders (transformers): ``last_hidden_state`` frames at 50 Hz, mean over valid frames.
+
+``hidden_states[-1]`` of WavLM-large is taken before the final LayerNorm, so the adapter uses
+``last_hidden_state``. Large (layer-norm feature extractor) batches exactly with a sample-level attention mask.
+Base-plus normalises the first convolution's output with a GroupNorm over time, so zero padding changes every
+frame; here that GroupNorm's statistics are taken over each item's valid frames only, which makes a padded batch
+equal each utterance run alone, unpadded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emocache.encoders.base import EncoderError, conv_frames
+from emocache.encoders.loading import NeuralEncoder, import_or_hint
+
+LARGE_CONFIG = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                    conv_dim=(512,) * 7, conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True)
+BASE_PLUS_CONFIG = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                        conv_dim=(512,) * 7, conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False)
+TRAINING_ONLY = ("masked_spec_embed",)
+
+
+class _WavLM(NeuralEncoder):
+    frame_rate = 50.0
+    required_files = ("config.json",)
+    full_config: dict = {}
+    normalize_default = False
+
+    def load(self, path: Path) -> None:
+        tf = import_or_hint("transformers", "transformers")
+        model, info = tf.WavLMModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
+        lost = [k for k in info["missing_keys"] if not k.endswith(TRAINING_ONLY)]
+        if lost:
+            raise EncoderError(f"{path}: checkpoint lacks {len(lost)} WavLM weights "
+                               f"(e.g. {', '.join(sorted(lost)[:5])}); the file is incomplete or for another model")
+        self.model = model
+        pre = Path(path) / "preprocessor_config.json"
+        self.normalize = bool(json.loads(pre.read_text()).get("do_normalize", self.normalize_default)) \
+            if pre.is_file() else self.normalize_default
+        self._check_config()
+
+    def build_random(self, overrides: dict) -> None:
+        tf = import_or_hint("transformers", "transformers")
+        self.model = tf.WavLMModel(tf.WavLMConfig(**{**self.full_config, **overrides}))
+        self.normalize = self.normalize_default
+        self._check_config()
+
+    def _check_config(self) -> None:
+        want = self.full_config["feat_extract_norm"]
+        got = self.model.config.feat_extract_norm
+        if got != want:
+            raise EncoderError(f"{self.name} expects feat_extract_norm={want!r}, the checkpoint says {got!r}; "
+                               "use the encoder name that matches these weights")
+
+    @property
+    def group_norm(self) -> bool:
+        return self.model.config.feat_extract_norm == "group"
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def valid_frames(self, num_samples: int) -> int:
+        n = num_samples
+        for k, s in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
+            n = conv_frames(n, k, s)
+        return n
+
+    def frontend(self, waves: list[np.ndarray]) -> dict:
+        """Zero-mean unit-variance per wave over its own length when the checkpoint asks for it; zero padding."""
+        if self.normalize:
+            waves = [(w - w.mean()) / np.sqrt(w.var() + 1e-7) for w in waves]
+        return super().frontend(waves)
+
+    def _features(self, wave: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Convolutional features (B, C, T); group norm statistics over each item's valid first-layer frames."""
+        layers = self.model.feature_extractor.conv_layers
+        if not self.group_norm:
+            return self.model.feature_extractor(wave)
+        first = layers[0]
+        h = first.conv(wave[:, None])  # (B, C, T0)
+        t0 = torch.tensor([conv_frames(int(x), first.conv.kernel_size[0], first.conv.stride[0]) for x in n],
+                          device=h.device)
+        m = (torch.arange(h.shape[-1], device=h.device)[None] < t0[:, None]).to(h.dtype)[:, None]  # (B, 1, T0)
+        hf, mf = h.float(), m.float()
+        cnt = mf.sum(-1, keepdim=True)
+        mean = (hf * mf).sum(-1, keepdim=True) / cnt  # (B, C, 1)
+        var = (((hf - mean) * mf) ** 2).sum(-1, keepdim=True) / cnt
+        gn = first.layer_norm
+        h = ((hf - mean) / torch.sqrt(var + gn.eps) * gn.weight[:, None] + gn.bias[:, None]).to(h.dtype)
+        h = first.activation(h)
+        for layer in layers[1:]:
+            h = layer(h)
+        return h
+
+    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        wave, n = self.to_device(inputs["wave"]), inputs["num_samples"]
+        lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
+        sample_mask = (torch.arange(wave.shape[1])[None] < n[:, None]).long().to(wave.device)  # (B, N)
+        with self.autocast():
+            feats = self._features(wave, n).transpose(1, 2)  # (B, T, C)
+            frame_mask = self.model._get_feature_vector_attention_mask(feats.shape[1], sample_mask, add_adapter=False)
+            hidden, _ = self.model.feature_projection(feats)  # (B, T, D)
+            out = self.model.encoder(hidden, attention_mask=frame_mask).last_hidden_state  # (B, T, D)
+        return out, lengths
+
+
+class WavLMLarge(_WavLM):
+    """microsoft/wavlm-large: 24 layers, 1024-d, layer-norm feature extractor."""
+
+    name = "wavlm-large"
+    hf_repos = ("microsoft/wavlm-large",)
+    full_config = LARGE_CONFIG
+    normalize_default = True
+
+
+class WavLMBasePlus(_WavLM):
+    """microsoft/wavlm-base-plus: 12 layers, 768-d, group-norm feature extractor."""
+
+    name = "wavlm-base-plus"
+    hf_repos = ("microsoft/wavlm-base-plus",)
+    full_config = BASE_PLUS_CONFIG
+    normalize_default = False

@@ -1,0 +1,94 @@
+"""Whisper-large-v3 encoder (transformers): last-layer frames of the 30-s window, mean over valid frames.
+
+Pitfalls handled: the encoder takes exactly 3000 mel frames, so every item is padded to 30 s and the frames
+that cover real audio, ``ceil(ceil(N / 160) / 2)``, are kept; longer inputs go through the base class's
+long-utterance policy. Weights load through ``WhisperModel`` (``WhisperEncoder.from_pretrained`` on a full
+checkpoint silently leaves random weights) and any encoder key the checkpoint lacks is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emocache.encoders.base import EncoderError, ceil_div
+from emocache.encoders.loading import NeuralEncoder, import_or_hint
+
+FULL_CONFIG = dict(num_mel_bins=128, d_model=1280, encoder_layers=32, encoder_attention_heads=20,
+                   encoder_ffn_dim=5120, decoder_layers=32, decoder_attention_heads=20, decoder_ffn_dim=5120,
+                   max_source_positions=1500, max_target_positions=448, vocab_size=51866)
+
+
+def whisper_flops(cfg) -> float:
+    """Matmul FLOPs of one encoder pass over a 30-s window (convs, projections, attention, MLP)."""
+    t, d, f, mels = cfg.max_source_positions, cfg.d_model, cfg.encoder_ffn_dim, cfg.num_mel_bins
+    convs = 2 * (2 * t) * (mels * 3) * d + 2 * t * (d * 3) * d
+    layer = 2 * t * d * d * 4 + 2 * 2 * t * t * d + 2 * 2 * t * d * f
+    return float(convs + cfg.encoder_layers * layer)
+
+
+class WhisperLargeV3(NeuralEncoder):
+    """openai/whisper-large-v3 encoder, 1280-d frames at 50 Hz."""
+
+    name = "whisper-large-v3"
+    frame_rate = 50.0
+    fixed_window = True
+    """Every input is padded to the 30-s window: batch cost is windows, not samples."""
+    hf_repos = ("openai/whisper-large-v3",)
+    required_files = ("config.json", "preprocessor_config.json")
+
+    def load(self, path: Path) -> None:
+        tf = import_or_hint("transformers", "transformers")
+        model, info = tf.WhisperModel.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                      attn_implementation="sdpa")
+        lost = [k for k in info["missing_keys"] if not k.startswith("decoder.")]
+        if lost:
+            raise EncoderError(f"{path}: checkpoint lacks {len(lost)} Whisper encoder weights "
+                               f"(e.g. {', '.join(sorted(lost)[:5])}); refusing to run with random weights")
+        self.model = model.get_encoder()  # the decoder is dropped with `model`
+        self.features = tf.WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
+        self._check_shapes()
+
+    def build_random(self, overrides: dict) -> None:
+        tf = import_or_hint("transformers", "transformers")
+        cfg = tf.WhisperConfig(**{**FULL_CONFIG, **overrides})
+        cfg._attn_implementation = "sdpa"
+        self.model = tf.models.whisper.modeling_whisper.WhisperEncoder(cfg)
+        self.features = tf.WhisperFeatureExtractor(feature_size=cfg.num_mel_bins)
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        cfg = self.model.config
+        frames = 2 * cfg.max_source_positions
+        if self.features.feature_size != cfg.num_mel_bins or self.features.nb_max_frames != frames:
+            raise EncoderError(f"feature extractor ({self.features.feature_size} mels, {self.features.nb_max_frames} "
+                               f"frames) does not match the encoder ({cfg.num_mel_bins} mels, {frames} frames)")
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.d_model)
+
+    @property
+    def max_frames(self) -> int:
+        return int(self.model.config.max_source_positions)
+
+    def valid_frames(self, num_samples: int) -> int:
+        return min(self.max_frames, ceil_div(ceil_div(num_samples, self.features.hop_length), 2))
+
+    def frontend(self, waves: list[np.ndarray]) -> dict:
+        """Log-mel of each wave padded to 30 s -> ``mel`` (B, mels, 3000)."""
+        mel = self.features([np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=self.sample_rate,
+                            return_tensors="pt", device="cpu").input_features  # (B, mels, 3000)
+        n = torch.tensor([self.valid_frames(w.size) for w in waves], dtype=torch.long)
+        return {"mel": mel.float(), "lengths": n}
+
+    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = inputs["lengths"]
+        with self.autocast():
+            h = self.model(self.to_device(inputs["mel"])).last_hidden_state  # (B, 1500, D)
+        return h[:, : int(lengths.max())], lengths
+
+    def flops_per_window(self) -> float:
+        return whisper_flops(self.model.config)
