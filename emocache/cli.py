@@ -20,6 +20,22 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+STORAGE_OPTIONS_HELP = ("fsspec options for s3:// or gs:// stores as JSON, e.g. '{\"endpoint_url\": "
+                        "\"http://127.0.0.1:9000\"}' (default: $EMOCACHE_STORAGE_OPTIONS, then AWS_* / GOOGLE_* env).")
+
+
+def _storage_options(raw: Optional[str]) -> dict:
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as e:
+        _fail(f"--storage-options is not JSON ({e})")
+    if not isinstance(opts, dict):
+        _fail("--storage-options must be a JSON object")
+    return opts
+
+
 @app.command()
 def extract(
     model: str = typer.Option(..., help="Model name (see `emocache models`)."),
@@ -37,21 +53,26 @@ def extract(
     loader_threads: int = typer.Option(2, help="Threads decoding audio ahead of the model."),
     redo_failed: bool = typer.Option(False, help="Redo blocks with failed utterances or failing verification."),
     scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (tcp://HOST:PORT) or local:N."),
+    part: Optional[str] = typer.Option(None, help="I/N: only blocks b with b % N == I (N writer processes)."),
+    storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Extract pooled embeddings (and frames) for every utterance of the manifests into the store."""
     from emocache.encoders import EncoderError
-    from emocache.extract import ExtractConfig, extract as run
+    from emocache.distributed import SchedulerError
+    from emocache.extract import ExtractConfig, extract as run, parse_part
     from emocache.manifest import ManifestError
     from emocache.store import StoreError
 
     cfg = ExtractConfig(model=model, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
                         model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
                         batch_seconds=batch_seconds, long_policy=long_policy, max_audio_seconds=max_audio_seconds,
-                        loader_threads=loader_threads, redo_failed=redo_failed, scheduler=scheduler)
+                        loader_threads=loader_threads, redo_failed=redo_failed, scheduler=scheduler, part=part,
+                        storage_options=_storage_options(storage_options))
     try:
+        parse_part(part)
         report = run(cfg, progress=progress)
-    except (EncoderError, ManifestError, StoreError, KeyError, FileNotFoundError) as e:
+    except (EncoderError, ManifestError, StoreError, SchedulerError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e).strip("'\""))
     _print_report(report)
     if not report.ok:
@@ -66,7 +87,10 @@ def _print_report(report) -> None:
         t.add_row(ds, str(s["blocks_done"]), str(s["blocks_skipped"]), str(s["done"]), str(s["failed"]))
     console.print(t)
     rate = report.audio_seconds / report.seconds if report.seconds else 0.0
-    console.print(f"{report.seconds:.1f} s, {report.audio_seconds:.1f} s of audio ({rate:.1f} audio-s/s)")
+    n = sum(s["done"] + s["failed"] for s in report.datasets.values())
+    console.print(f"model load {report.load_seconds:.1f} s; extraction {report.seconds:.1f} s for {n} utterances "
+                  f"({n / report.seconds if report.seconds else 0:.1f} utt/s), {report.audio_seconds:.1f} s of audio "
+                  f"({rate:.1f} audio-s/s)")
     if report.warnings:
         console.print(f"[yellow]{len(report.warnings)} warning(s)[/yellow], e.g.:")
         for w in report.warnings[:5]:
@@ -83,12 +107,13 @@ def _print_report(report) -> None:
 
 @app.command()
 def info(url: str = typer.Argument(..., help="Store URL."),
-         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+         storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
     """What a store holds: entries, utterances done/failed, dims, bytes, provenance."""
     from emocache.store import StoreError, describe, dumps, open_store
 
     try:
-        rows = describe(open_store(url))
+        rows = describe(open_store(url, storage_options=_storage_options(storage_options)))
     except StoreError as e:
         _fail(str(e))
     if as_json:
@@ -108,13 +133,14 @@ def info(url: str = typer.Argument(..., help="Store URL."),
 
 
 @app.command()
-def verify(url: str = typer.Argument(..., help="Store URL.")) -> None:
+def verify(url: str = typer.Argument(..., help="Store URL."),
+           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
     """Integrity: every committed block readable, checksums match, index consistent; names blocks to redo."""
     from emocache.store import StoreError, open_store
     from emocache.verify import verify_store
 
     try:
-        checks = verify_store(open_store(url))
+        checks = verify_store(open_store(url, storage_options=_storage_options(storage_options)))
     except StoreError as e:
         _fail(str(e))
     bad = 0
@@ -128,6 +154,83 @@ def verify(url: str = typer.Argument(..., help="Store URL.")) -> None:
     if bad:
         console.print(f"[red]{bad} block(s) to redo[/red]: rerun the same `emocache extract` with --redo-failed")
         raise typer.Exit(1)
+
+
+@app.command()
+def pack(url: str = typer.Argument(..., help="Store URL to pack."),
+         out: Path = typer.Argument(..., help="Output .zip (one read-only file; open it like any store)."),
+         storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
+    """Pack a store into one read-only .zip with consolidated metadata, to hand to others."""
+    from emocache.share import pack as run
+    from emocache.store import StoreError
+
+    try:
+        n = run(url, out, storage_options=_storage_options(storage_options))
+    except (StoreError, FileExistsError) as e:
+        _fail(str(e))
+    console.print(f"packed {n} objects into {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
+@app.command()
+def merge(src: str = typer.Argument(..., help="Store (or .zip) to copy entries from."),
+          dst: str = typer.Argument(..., help="Store to copy them into (created if missing)."),
+          entry: list[str] = typer.Option([], help="MODEL/DATASET to copy; repeatable (default: all)."),
+          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
+    """Copy committed blocks of SRC's entries into DST, refusing entries whose provenance or keys conflict."""
+    from emocache.share import merge as run
+    from emocache.store import StoreError
+
+    try:
+        rows = run(src, dst, entries=entry or None, storage_options=_storage_options(storage_options))
+    except (StoreError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+    for r in rows:
+        console.print(f"{r['model']}/{r['dataset']}: {r['copied']} block(s) copied, {r['skipped']} already in {dst}"
+                      + (", new entry" if r["created"] else ""))
+
+
+@app.command()
+def consolidate(url: str = typer.Argument(..., help="Store URL."),
+                storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
+    """Write consolidated metadata (one read lists every entry; for remote stores, after the last writer)."""
+    from emocache.share import consolidate as run
+    from emocache.store import StoreError
+
+    try:
+        n = run(url, storage_options=_storage_options(storage_options))
+    except StoreError as e:
+        _fail(str(e))
+    console.print(f"{url}: consolidated metadata of {n} nodes")
+
+
+@app.command()
+def bench(
+    store: bool = typer.Option(False, "--store", help="Store benchmark: Zarr store vs per-utterance .npy files."),
+    model: Optional[str] = typer.Option(None, help="Encoder benchmark: batched vs naive for this model."),
+    n: int = typer.Option(2000, help="Utterances."),
+    frames: int = typer.Option(300, help="--store: mean frames per utterance."),
+    dim: int = typer.Option(768, help="--store: feature dimension."),
+    workdir: Optional[Path] = typer.Option(None, help="--store: folder for the files (default: a temp folder)."),
+    device: str = typer.Option("auto", help="--model: auto | cpu | cuda."),
+    dtype: str = typer.Option("auto", help="--model: auto | fp32 | bf16 | fp16."),
+    model_path: Optional[str] = typer.Option(None, help="--model: directory holding the weights."),
+    tiny: bool = typer.Option(False, "--tiny", help="--model: tiny random model (CPU smoke run) instead of full size."),
+) -> None:
+    """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
+    if store == bool(model):
+        _fail("give exactly one of --store or --model NAME")
+    if store:
+        from emocache.bench_store import bench_store, print_rows
+
+        print_rows(bench_store(n_utts=n, mean_frames=frames, dim=dim, workdir=workdir))
+        return
+    from emocache.bench import bench_encoder, print_table
+    from emocache.encoders import EncoderError
+
+    try:
+        print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny)])
+    except EncoderError as e:
+        _fail(str(e))
 
 
 @app.command()
@@ -151,10 +254,16 @@ def manifest_cmd(
     from emocache.audio import AudioError
     from emocache.manifest import ManifestError, build_manifest, write_manifest
 
+    import warnings
+
     try:
-        utts = build_manifest(folder, dataset, labels_csv=labels_csv, pattern=pattern)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            utts = build_manifest(folder, dataset, labels_csv=labels_csv, pattern=pattern)
     except (ManifestError, AudioError) as e:
         _fail(str(e))
+    for w in caught:
+        console.print(f"[yellow]warning:[/yellow] {w.message}")
     write_manifest(utts, out)
     counts: dict[str, int] = {}
     for u in utts:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emocache.store import Entry, Store
+from emocache.store import FAILED, PENDING, Entry, Store
 
 
 @dataclass
@@ -41,13 +41,23 @@ def verify_entry(entry: Entry) -> EntryCheck:
     chk = EntryCheck(entry.model, entry.dataset, blocks=entry.n_blocks)
     try:
         idx = entry.index()
-    except Exception as e:  # a corrupted index chunk: every block it covers is unknown
-        chk.problems = {b: f"index unreadable ({type(e).__name__}: {e})" for b in range(entry.n_blocks)}
-        return chk
+    except Exception:  # a corrupted index chunk: find which blocks' chunks are unreadable
+        idx = np.full((entry.n, 2), PENDING, dtype=np.int64)
+        for b in range(entry.n_blocks):
+            sl = entry.block_slice(b)
+            try:
+                rows = np.asarray(entry.index_array[sl], dtype=np.int64)
+                if (rows[:, 0] < FAILED).any() or ((rows[:, 0] >= 0) & (rows[:, 1] < 0)).any():
+                    raise ValueError("invalid (offset, length) rows")
+                idx[sl] = rows
+            except Exception as e:
+                chk.problems[b] = f"index chunk unreadable ({type(e).__name__}: {e})"
     states = entry.block_states(idx)
     names = set(entry.group["blocks"].group_keys()) if "blocks" in entry.group else set()
     for b, st in enumerate(states):
         name = f"b{b:06d}"
+        if b in chk.problems:
+            continue
         if not st.committed:
             if name in names:
                 chk.orphans.append(name)
@@ -56,14 +66,13 @@ def verify_entry(entry: Entry) -> EntryCheck:
         try:
             if not _exists(entry, f"pooled/c/{b}/0"):
                 raise ValueError("pooled chunk missing")
-            P = np.asarray(entry.group["pooled"][entry.block_slice(b)])
+            P = np.asarray(entry.pooled_array[entry.block_slice(b)])
             if not np.isfinite(P).all():
                 raise ValueError("pooled values not finite")
             if name not in names:
                 raise ValueError("block group missing")
-            g = entry.group["blocks"][name]
             if entry.has_frames:
-                F = g["frames"]
+                F = entry.block_frames(b)
                 rows = idx[entry.block_slice(b)]
                 ok = rows[:, 0] >= 0
                 end = int((rows[ok, 0] + rows[ok, 1]).max()) if ok.any() else 0

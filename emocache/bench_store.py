@@ -1,0 +1,132 @@
+"""Store benchmark (`emocache bench --store`): the Zarr store versus one .npy file per utterance (EmoBox's layout).
+
+Both sides get the same synthetic frame features; times are wall clock on this machine with a warm page cache
+(files just written), bytes are the files' sizes on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+def synthetic_features(n: int, mean_frames: int, dim: int, seed: int = 0) -> list[np.ndarray]:
+    """n float32 (T_i, dim) arrays, T_i uniform in [mean/2, 3*mean/2]: smooth in time like encoder outputs."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(max(1, mean_frames // 2), max(2, 3 * mean_frames // 2) + 1, n)
+    base = rng.normal(0, 1, (1, dim)).astype(np.float32)
+    out = []
+    for t in lengths:
+        noise = rng.normal(0, 1, (int(t), dim)).astype(np.float32)
+        drift = np.cumsum(rng.normal(0, 0.1, (int(t), 1)), 0).astype(np.float32)
+        out.append(base + 0.5 * noise + drift)
+    return out
+
+
+def _bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@contextmanager
+def _timer(row: dict, key: str):
+    t = time.perf_counter()
+    yield
+    row[key] = time.perf_counter() - t
+
+
+def bench_npy(feats: list[np.ndarray], keys: list[str], root: Path) -> dict:
+    """EmoBox layout: <root>/<key>.npy holding float32 (T, D); pooled vectors need every file read."""
+    root.mkdir(parents=True)
+    row = {"layout": "per-utterance .npy (float32)"}
+    with _timer(row, "write_s"):
+        for k, f in zip(keys, feats):
+            np.save(root / f"{k}.npy", f)
+    with _timer(row, "read_frames_s"):
+        for k in keys:
+            np.load(root / f"{k}.npy")
+    with _timer(row, "read_pooled_s"):
+        np.stack([np.load(root / f"{k}.npy").mean(0) for k in keys])
+    row["files"] = len(keys)
+    row["bytes"] = _bytes(root)
+    return row
+
+
+def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size: int = 128) -> dict:
+    """The emocache store: frames float16 in per-block arrays, pooled float32 [N, D], zstd + CRC32C."""
+    from emocache.store import open_store
+
+    row = {"layout": f"emocache store (frames float16, blocks of {block_size})"}
+    dim = feats[0].shape[1]
+    pooled = np.stack([f.mean(0) for f in feats])  # (N, D): the encoder hands these over with the frames
+    with _timer(row, "write_s"):
+        st = open_store(root, mode="a")
+        e = st.create_entry("bench", "synthetic", keys, ["x"] * len(keys), dim, dim,
+                            {"model": "bench", "weights": "synthetic", "layer": "n/a", "pooling": "mean"},
+                            block_size=block_size)
+        for b in range(e.n_blocks):
+            sl = e.block_slice(b)
+            e.write_block(b, pooled[sl], feats[sl], {})
+    e = open_store(root).entry("bench", "synthetic")
+    with _timer(row, "read_frames_s"):
+        for _ in e.iter_frames():
+            pass
+    with _timer(row, "read_pooled_s"):
+        e.pooled()
+    row["files"] = sum(1 for f in root.rglob("*") if f.is_file())
+    row["bytes"] = _bytes(root)
+    return row
+
+
+def bench_store(n_utts: int = 2000, mean_frames: int = 300, dim: int = 768, workdir: Path | None = None,
+                seed: int = 0) -> list[dict]:
+    """Write and read the same features both ways; one row per layout with MB/s of float32 feature data."""
+    feats = synthetic_features(n_utts, mean_frames, dim, seed)
+    keys = [f"utt{i:07d}" for i in range(n_utts)]
+    raw = sum(f.nbytes for f in feats)
+    tmp = Path(tempfile.mkdtemp(prefix="emocache-bench-", dir=workdir))
+    try:
+        rows = [bench_npy(feats, keys, tmp / "npy"), bench_zarr(feats, keys, tmp / "store.zarr")]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for r in rows:
+        r.update({"utterances": n_utts, "frames": int(sum(f.shape[0] for f in feats)), "dim": dim,
+                  "float32_MB": raw / 1e6, "write_MB_s": raw / 1e6 / r["write_s"],
+                  "read_frames_MB_s": raw / 1e6 / r["read_frames_s"], "disk_MB": r["bytes"] / 1e6})
+    return rows
+
+
+COLUMNS = [("layout", "layout"), ("utterances", "utts"), ("frames", "frames"), ("dim", "dim"),
+           ("write_s", "write s"), ("write_MB_s", "write MB/s"), ("read_frames_s", "read frames s"),
+           ("read_frames_MB_s", "read MB/s"), ("read_pooled_s", "read pooled s"), ("files", "files"),
+           ("disk_MB", "disk MB")]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+    return "\n".join([head, sep] + ["| " + " | ".join(_fmt(r[k]) for k, _ in COLUMNS) + " |" for r in rows])
+
+
+def print_rows(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    from emocache.progress import console
+
+    t = Table(title="store benchmark: same float32 features, warm page cache")
+    for _, head in COLUMNS:
+        t.add_column(head)
+    for r in rows:
+        t.add_row(*[_fmt(r[k]) for k, _ in COLUMNS])
+    console.print(t)
+    print(markdown_table(rows))

@@ -1,0 +1,173 @@
+"""Sharing stores: pack into one read-only .zip, merge entries between stores, consolidate metadata."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from emocache.store import Entry, StoreError, _member, _zarr, open_store, zarr_store
+
+MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
+                "sample_rate", "frame_rate", "manifest_sha256")
+"""Provenance fields that must agree for blocks from two stores to sit in one entry."""
+
+
+def _sync(coro):
+    from zarr.core.sync import sync
+
+    return sync(coro)
+
+
+async def _list(zs) -> list[str]:
+    return [k async for k in zs.list()]
+
+
+def _get(zs, key: str) -> bytes:
+    from zarr.core.buffer import default_buffer_prototype
+
+    buf = _sync(zs.get(key, prototype=default_buffer_prototype()))
+    if buf is None:
+        raise StoreError(f"{zs}: object {key} vanished while reading (is a writer still running?)")
+    return buf.to_bytes()
+
+
+def _object_keys(zs) -> list[str]:
+    """Every object of a store except temporary files of interrupted LocalStore writes."""
+    return sorted(k for k in _sync(_list(zs)) if not k.endswith(".partial"))
+
+
+def _consolidated_root(zs, keys: list[str]) -> bytes:
+    """The root zarr.json with consolidated metadata of every node, computed from a copy of the metadata only."""
+    zarr = _zarr()
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
+
+    mem = MemoryStore()
+    proto = default_buffer_prototype()
+    for k in keys:
+        if k == "zarr.json" or k.endswith("/zarr.json"):
+            _sync(mem.set(k, proto.buffer.from_bytes(_get(zs, k))))
+    zarr.consolidate_metadata(mem)
+    return _sync(mem.get("zarr.json", prototype=proto)).to_bytes()
+
+
+def pack(url: str, out: str | Path, storage_options: dict | None = None) -> int:
+    """Write the store at ``url`` into ``out`` (.zip, stored uncompressed: chunks are already zstd), with
+    consolidated metadata so one read lists everything. Returns the number of objects packed."""
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise StoreError(f"{out}: the packed store must end in .zip")
+    if out.exists():
+        raise FileExistsError(f"{out} exists; remove it or choose another name")
+    store = open_store(url, storage_options=storage_options)
+    for model, dataset in store.entries():
+        store.entry(model, dataset)  # validates before anything is copied
+    zs = store.zstore
+    keys = _object_keys(zs)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+            z.writestr("zarr.json", _consolidated_root(zs, keys))
+            for k in keys:
+                if k != "zarr.json":
+                    z.writestr(k, _get(zs, k))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(keys)
+
+
+def consolidate(url: str, storage_options: dict | None = None) -> int:
+    """Write consolidated metadata into the store's root (writers drop it again; rerun after the last one).
+    Returns the number of nodes listed."""
+    zarr = _zarr()
+    if str(url).endswith(".zip"):
+        raise StoreError(f"{url}: packed stores are consolidated already")
+    open_store(url, storage_options=storage_options)  # an emocache store, format checked
+    g = zarr.consolidate_metadata(zarr_store(url, read_only=False, storage_options=storage_options))
+    return len(g.metadata.consolidated_metadata.flattened_metadata)
+
+
+def _check_provenance(src: Entry, dst_prov: dict, where: str) -> None:
+    src_prov = src.provenance
+    diff = [f"{f}: {src_prov.get(f)!r} vs {dst_prov.get(f)!r}" for f in MERGE_FIELDS
+            if str(src_prov.get(f)) != str(dst_prov.get(f))]
+    if diff:
+        raise StoreError(f"{where}: provenance conflict ({'; '.join(diff)}); refusing to merge. Merge into "
+                         "another store or dataset name")
+
+
+def _read_block(src: Entry, b: int, idx: np.ndarray):
+    """(pooled, index rows, frames or None, errors) of a committed source block, checked for consistency."""
+    sl = src.block_slice(b)
+    where = f"{src.where} block {b}"
+    try:
+        P = np.asarray(src.pooled_array[sl], dtype=np.float32)  # (n_b, D)
+        F = None
+        if src.has_frames:
+            arr = src.block_frames(b)
+            F = np.asarray(arr[:])  # (sum T_i, D_frames), float16 or float32
+            rows = idx[sl]
+            ok = rows[:, 0] >= 0
+            end = int((rows[ok, 0] + rows[ok, 1]).max()) if ok.any() else 0
+            if end != F.shape[0]:
+                raise StoreError(f"{where}: index ends at frame {end}, frames hold {F.shape[0]}")
+        errs = _member(src.group, f"blocks/b{b:06d}", src.where).attrs.get("errors", {})
+    except StoreError:
+        raise
+    except Exception as e:
+        raise StoreError(f"{where}: unreadable ({type(e).__name__}: {e}); run `emocache verify` on the "
+                         "source") from None
+    if not isinstance(errs, dict) or not all(isinstance(v, str) for v in errs.values()):
+        raise StoreError(f"{where}: attribute errors must map keys to messages")
+    return P, idx[sl].copy(), F, {str(k): v for k, v in errs.items()}
+
+
+def merge(src: str, dst: str, entries: list[str] | None = None, storage_options: dict | None = None) -> list[dict]:
+    """Copy the committed blocks of ``src``'s entries that ``dst`` lacks (commit protocol kept: index last).
+
+    Entries are created in ``dst`` when missing; an existing entry must hold the same keys, labels, block
+    size and provenance (weights, layer, pooling, dtype, manifest), else StoreError and nothing of it is copied.
+    """
+    s = open_store(src, storage_options=storage_options)
+    d = open_store(dst, mode="a", storage_options=storage_options)
+    have = s.entries()
+    if entries:
+        want = []
+        for name in entries:
+            m, _, ds = name.partition("/")
+            if (m, ds) not in have:
+                raise KeyError(f"{src}: no entry {name} (entries: {', '.join(f'{a}/{b}' for a, b in have) or 'none'})")
+            want.append((m, ds))
+    else:
+        want = have
+    rows = []
+    for m, ds in want:
+        se = s.entry(m, ds)
+        where = f"{dst}/{m}/{ds}"
+        existing = d._entry_group(m, ds)
+        if existing is not None:
+            de = d.entry(m, ds)
+            _check_provenance(se, de.provenance, where)
+            if de.block_size != se.block_size:
+                raise StoreError(f"{where}: block size {de.block_size}, the source has {se.block_size}; "
+                                 "re-extract one of them with the other's --block-size")
+            if de.labels != se.labels:
+                raise StoreError(f"{where}: same keys but different labels than {src}; refusing to merge")
+        de = d.create_entry(m, ds, se.keys, se.labels, se.dim, se.frame_dim, se.provenance,
+                            has_frames=se.has_frames, block_size=se.block_size)
+        sidx, didx = se.index(), de.index()
+        copied = skipped = 0
+        for b, (ss, ds_state) in enumerate(zip(se.block_states(sidx), de.block_states(didx))):
+            if not ss.committed:
+                continue
+            if ds_state.committed:
+                skipped += 1
+                continue
+            de.commit_block(b, *_read_block(se, b, sidx))
+            copied += 1
+        rows.append({"model": m, "dataset": ds, "copied": copied, "skipped": skipped, "created": existing is None})
+    return rows
