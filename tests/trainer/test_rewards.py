@@ -1,0 +1,50 @@
+"""Eq. 1-5 against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from trainer import rewards
+
+P = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.5, 0.5, 0.0]])
+PT = torch.tensor([[0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
+
+
+def test_r1_threshold_is_strict_and_scaled_by_C():
+    assert rewards.r1(P, delta=0.5, C=2.0).tolist() == [2.0, 0.0, 0.0]  # 0.5 is not > 0.5
+    assert rewards.r1(P, delta=0.3, C=1.0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_r2_is_max_probability():
+    assert rewards.r2(P).tolist() == pytest.approx([0.7, 0.4, 0.5])
+
+
+def test_r3_argmax_agreement():
+    # argmax p = [0, 0, 0] (ties take the first class), argmax p_t = [1, 0, 2]
+    assert rewards.r3(P, PT, C=3.0).tolist() == [0.0, 3.0, 0.0]
+
+
+def test_r4_needs_r1_and_r3():
+    assert rewards.r4(P, PT, delta=0.5).tolist() == [0.0, 0.0, 0.0]  # row 2 agrees but 0.4 < 0.5
+    assert rewards.r4(P, PT, delta=0.3, C=2.0).tolist() == [0.0, 2.0, 0.0]
+    p = torch.tensor([[0.9, 0.1]])
+    assert rewards.r4(p, torch.tensor([[0.6, 0.4]]), delta=0.5).tolist() == [1.0]
+
+
+def test_kl_and_r5():
+    kl1 = 0.1 * math.log(0.1 / 0.7) + 0.8 * math.log(0.8 / 0.2)
+    kl2 = 0.6 * math.log(0.6 / 0.4) + 0.3 * math.log(0.3 / 0.35) + 0.1 * math.log(0.1 / 0.25)
+    kl = rewards.kl(PT, P)
+    assert kl[:2].tolist() == pytest.approx([kl1, kl2], rel=1e-5)  # 0.9145, 0.1054
+    assert kl[2] > 10  # teacher mass on a class the policy gives 0
+    assert rewards.r5(P, PT, theta=0.5).tolist() == [0.0, 1.0, 0.0]
+    assert rewards.r5(P, PT, theta=1.0, C=2.0).tolist() == [2.0, 2.0, 0.0]
+
+
+def test_dispatch_and_teacher_required():
+    assert torch.equal(rewards.reward("r1", P, delta=0.5), rewards.r1(P))
+    with pytest.raises(ValueError, match="teacher"):
+        rewards.reward("r3", P)
+    with pytest.raises(ValueError, match="known: r1"):
+        rewards.reward("r9", P, PT)

@@ -1,0 +1,53 @@
+"""Paper-style tables from tidy rows: cell statistics and the Table 1-5 layouts."""
+
+import pandas as pd
+import pytest
+
+from trainer.tables import cell, load_results, render
+
+
+def _rows(method, dataset, f1s, **kw):
+    base = dict(experiment="", stage="final", model="sv", reward="", teacher="", advantage="", labels="six",
+                unlabeled_from="", labeled_fraction=0.5)
+    return [{**base, "method": method, "dataset": dataset, "fold": f, "seed": s, "macro_f1": v, **kw}
+            for (f, s), v in f1s.items()]
+
+
+def test_cell_mean_over_folds_then_std_over_seeds():
+    df = pd.DataFrame(_rows("baseline", "a", {(1, 0): 0.5, (2, 0): 0.7, (1, 1): 0.7, (2, 1): 0.9}))
+    assert cell(df) == "70.0 ± 14.1"  # seed means 60 and 80
+    one_seed = pd.DataFrame(_rows("baseline", "a", {(1, 0): 0.5, (2, 0): 0.7}))
+    assert cell(one_seed) == "60.0 ± 14.1"  # std over folds
+    assert cell(one_seed.iloc[:0]) == "-"
+
+
+def test_table1_and_table3_layouts(tmp_path):
+    rows = (_rows("baseline", "iemocap", {(1, 0): 0.6}) + _rows("b-grpo", "iemocap", {(1, 0): 0.7}, reward="r1",
+            advantage="positive") + _rows("b-grpo", "iemocap", {(1, 0): 0.65}, reward="r1", advantage="signed")
+            + _rows("b-grpo", "casia", {(1, 0): 0.3}, reward="r1", advantage="positive"))
+    for r in rows:
+        r["experiment"] = "table1"
+    p = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    df = load_results([tmp_path])
+    t1 = render(df, "auto")
+    assert "| method | iemocap | casia |" in t1
+    assert "| Baseline | 60.0 ± 0.0 | - |" in t1 and "| B-GRPO | 70.0 ± 0.0 | 30.0 ± 0.0 |" in t1
+    t3 = render(df, "table3")
+    assert "| w/o A_i > 0 | 65.0 ± 0.0 | - |" in t3
+
+
+def test_table5_layout():
+    rows = (_rows("baseline", "meld", {(1, 0): 0.27}, labeled_fraction=1.0)
+            + _rows("b-grpo", "meld", {(1, 0): 0.31}, reward="r1", advantage="positive", labeled_fraction=1.0)
+            + _rows("b-grpo", "meld", {(1, 0): 0.29}, reward="r1", advantage="positive", labeled_fraction=1.0,
+                    unlabeled_from="savee"))
+    t5 = render(pd.DataFrame(rows), "table5")
+    assert "| savee → meld | 27.0 ± 0.0 | 31.0 ± 0.0 | 29.0 ± 0.0 |" in t5
+
+
+def test_unknown_layout_and_missing_files(tmp_path):
+    with pytest.raises(ValueError, match="known: auto"):
+        render(pd.DataFrame(_rows("baseline", "a", {(1, 0): 0.5})), "table9")
+    with pytest.raises(ValueError, match="no results.csv"):
+        load_results([tmp_path])

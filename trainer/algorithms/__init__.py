@@ -1,0 +1,1 @@
+"""Training algorithms, one module per paper idea: supervised (baseline), dino, bgrpo."""

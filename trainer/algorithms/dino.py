@@ -1,0 +1,109 @@
+"""DINO (Caron et al. 2021) adapted to a classifier on cached features.
+
+Choices (docs/TRAINER.md): the student is the policy; its C class logits are the DINO output (no extra
+projection head, so the method stays a classifier and is evaluated as one). The teacher is an EMA of the
+student (momentum rising from ``m0`` to 1 on a cosine schedule over all steps); teacher outputs are
+centered (EMA of batch means) and sharpened with a temperature warmed up linearly. Two global views per
+sample: two random frame-crop means when frames are stored, else Gaussian noise plus feature dropout on
+the pooled vector. The EMA teacher is the model evaluated and reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainer.data import epoch_batches
+
+
+def dino_loss(s1: torch.Tensor, s2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, center: torch.Tensor,
+              tau_s: float, tau_t: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-view cross-entropy H(P_t(view a), P_s(view b)), a != b, averaged over the two pairs.
+
+    s*, t* (..., B, C) student/teacher logits; center (..., 1, C). P_t = softmax((t - center) / tau_t),
+    log P_s = log_softmax(s / tau_s). Returns the mean over the last-but-one dim (valid samples), shape (...).
+    """
+    q1 = ((t1 - center) / tau_t).softmax(-1).detach()
+    q2 = ((t2 - center) / tau_t).softmax(-1).detach()
+    ce = 0.5 * (-(q1 * (s2 / tau_s).log_softmax(-1)).sum(-1) - (q2 * (s1 / tau_s).log_softmax(-1)).sum(-1))
+    if mask is None:
+        return ce.mean(-1)
+    m = mask.to(ce.dtype)
+    return (ce * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def momentum_schedule(m0: float, total_steps: int) -> torch.Tensor:
+    """Cosine schedule from m0 to 1 over ``total_steps`` (DINO's teacher momentum); (total_steps,)."""
+    i = torch.arange(total_steps, dtype=torch.float64)
+    return (1 - (1 - m0) * (torch.cos(math.pi * i / max(1, total_steps)) + 1) / 2).float()
+
+
+def teacher_temperature(epoch: int, epochs: int, warm: float, final: float, warmup_frac: float) -> float:
+    """Linear warm-up of the teacher temperature from ``warm`` to ``final`` over the first epochs."""
+    n = max(1, round(warmup_frac * epochs))
+    return final if epoch >= n else warm + (final - warm) * epoch / n
+
+
+@torch.no_grad()
+def ema_update(teacher, student, momentum: torch.Tensor):
+    """teacher = m * teacher + (1 - m) * student, per member; momentum (M,) (1 leaves a member as is)."""
+    for pt, ps in zip(teacher.parameters(), student.parameters()):
+        m = momentum.view((-1,) + (1,) * (pt.dim() - 1))
+        pt.mul_(m).add_((1 - m) * ps)
+
+
+def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gen: torch.Generator):
+    """Two views of pooled vectors: x + N(0, (noise * std)^2), then feature dropout (inverted scaling)."""
+    views = []
+    for _ in range(2):
+        v = x + torch.randn(x.shape, generator=gen) * (noise * std)
+        if p_drop > 0:
+            keep = torch.rand(x.shape, generator=gen) >= p_drop
+            v = v * keep / (1 - p_drop)
+        views.append(v)
+    return views
+
+
+def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int,
+               batch_size: int, gens: list[torch.Generator], gen: torch.Generator, cfg,
+               crops: torch.Tensor | None = None, log=None):
+    """DINO on unlabelled rows; ``crops`` (N_u, V, D) frame-crop views, else noise views of ``Xu``."""
+    m = student.n_members
+    steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
+    schedule = momentum_schedule(cfg.dino_momentum, epochs * steps_per_epoch)
+    center = torch.zeros(m, 1, student.w2.shape[2])  # (M, 1, C)
+    std = Xu.std(0)  # (D,)
+    step = 0
+    for epoch in range(epochs):
+        tau_t = teacher_temperature(epoch, epochs, cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp,
+                                    cfg.dino_warmup_frac)
+        for idx, valid, active in epoch_batches(pools, batch_size, gens):
+            if crops is not None:
+                n_views = crops.shape[1]
+                a = torch.randint(n_views, idx.shape, generator=gen)  # (M, B) two distinct crops per sample
+                b = (a + torch.randint(1, n_views, idx.shape, generator=gen)) % n_views
+                v1, v2 = crops[idx, a], crops[idx, b]  # (M, B, D)
+            else:
+                v1, v2 = noise_views(Xu[idx], std, cfg.dino_noise, cfg.dino_dropout, gen)
+            s1, s2 = student(v1), student(v2)  # (M, B, C)
+            with torch.no_grad():
+                t1, t2 = teacher(v1), teacher(v2)
+            loss = dino_loss(s1, s2, t1, t2, center, cfg.dino_student_temp, tau_t, valid)  # (M,)
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step(active)
+            a = active.to(loss.dtype)
+            ema_update(teacher, student, torch.where(active, schedule[min(step, len(schedule) - 1)], 1.0))
+            with torch.no_grad():
+                v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)
+                batch_center = ((t1 + t2) * v).sum(1, keepdim=True) / (2 * v.sum(1, keepdim=True).clamp_min(1))
+                cm = torch.where(active, cfg.dino_center_momentum, 1.0).view(-1, 1, 1)
+                center = center * cm + batch_center * (1 - cm)
+                conf = ((t1.softmax(-1).amax(-1) * v.squeeze(-1)).sum(1) / v.squeeze(-1).sum(1).clamp_min(1))
+            step += 1
+            if log is not None:
+                log.step(active, loss * a, conf)
+        if log is not None:
+            log.end_epoch()
+    return center

@@ -1,0 +1,36 @@
+"""Supervised training (the baseline, same-epochs, full-labeled, and the teacher MLPs): cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainer.data import epoch_batches
+from trainer.models import StackedAdam, StackedMLP
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over each run's valid samples; logits (M, B, C), y/mask (M, B) -> (M,)."""
+    ce = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (M, B)
+    m = mask.to(ce.dtype)
+    return (ce * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def train_supervised(model: StackedMLP, opt: StackedAdam, X: torch.Tensor, y: torch.Tensor,
+                     pools: list[torch.Tensor], epochs: int, batch_size: int, gens: list[torch.Generator],
+                     log=None):
+    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches."""
+    for _ in range(epochs):
+        for idx, valid, active in epoch_batches(pools, batch_size, gens):
+            logits = model(X[idx])  # (M, B, C)
+            loss = ce_loss(logits, y[idx], valid)  # (M,)
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step(active)
+            if log is not None:
+                with torch.no_grad():
+                    m = valid.to(logits.dtype)
+                    conf = (logits.softmax(-1).amax(-1) * m).sum(1) / m.sum(1).clamp_min(1)
+                log.step(active, loss, conf)
+        if log is not None:
+            log.end_epoch()

@@ -1,0 +1,143 @@
+"""`trainer bench`: the stacked whole-tensor b-grpo run beside a straightforward per-sample DataLoader loop
+(EmoBox style: one fold at a time, torch DataLoader, nn.Module, evaluation with scikit-learn every epoch),
+same protocol and same prepared data, in one process."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainer import experiment
+from trainer.algorithms.bgrpo import advantage, bgrpo_loss
+from trainer.config import TrainConfig
+from trainer.metrics import scores
+from trainer.models import PolicyMLP
+from trainer.rewards import reward
+
+
+class Rows(Dataset):
+    """One utterance per item, as a per-sample training script would read it."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, rows):
+        self.X, self.y, self.rows = X, y, [int(r) for r in rows]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = self.rows[i]
+        return self.X[r], self.y[r]
+
+
+def _evaluate(model, X, y, rows, batch_size) -> float:
+    model.eval()
+    preds, trues = [], []
+    with torch.no_grad():
+        for xb, yb in DataLoader(Rows(X, y, rows), batch_size=batch_size):
+            preds.append(model(xb).argmax(-1).numpy())
+            trues.append(yb.numpy())
+    model.train()
+    return scores(np.concatenate(trues), np.concatenate(preds))["macro_f1"]
+
+
+def dataloader_bgrpo(cfg: TrainConfig, data: experiment.Prepared) -> list[float]:
+    """The b-grpo protocol, one run after another, with a DataLoader per epoch; returns final macro-F1s."""
+    out = []
+    reward_fn = lambda p: reward(cfg.reward, p, None, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta)  # noqa: E731
+    for r in range(len(data.runs)):
+        torch.manual_seed(data.init_seeds[r])
+        model = PolicyMLP(data.X.shape[1], len(data.classes), cfg.hidden)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        loader = DataLoader(Rows(data.X, data.y, data.labeled[r]), batch_size=cfg.batch_size, shuffle=True)
+        for _ in range(cfg.epochs_baseline):
+            total = 0.0
+            for xb, yb in loader:
+                loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            _evaluate(model, data.X, data.y, data.test[r], 64)
+        ref = copy.deepcopy(model).requires_grad_(False)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        loader = DataLoader(Rows(data.Xu, torch.zeros(len(data.Xu), dtype=torch.long), data.unlabeled[r]),
+                            batch_size=cfg.batch_size, shuffle=True)
+        for _ in range(cfg.epochs_stage2):
+            total = 0.0
+            for xb, _ in loader:
+                logp_all = model(xb).log_softmax(-1)  # (B, C)
+                with torch.no_grad():
+                    p_old = logp_all.exp()
+                    o = p_old.argmax(-1, keepdim=True)  # (B, 1)
+                    adv = advantage(reward_fn(p_old), cfg.advantage)  # (B,)
+                    logp_ref = ref(xb).log_softmax(-1).gather(-1, o).squeeze(-1)
+                logp = logp_all.gather(-1, o).squeeze(-1)
+                loss = bgrpo_loss(logp, logp.detach(), logp_ref, adv, cfg.epsilon, cfg.beta)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            _evaluate(model, data.X, data.y, data.test[r], 64)
+        out.append(_evaluate(model, data.X, data.y, data.test[r], 64))
+    return out
+
+
+def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int = 100, epochs_stage2: int = 100,
+          seeds: tuple[int, ...] = (0,), threads: int = 0, store: str = "", model: str = "", dataset: str = "",
+          manifests: str = "", slow: bool = True) -> dict:
+    """Time both loops on the same prepared data; synthetic IEMOCAP-shaped data unless a store entry is given."""
+    experiment.set_threads(threads)
+    tmp = None
+    if not store:
+        from trainer.synthetic import make_dataset
+
+        tmp = tempfile.TemporaryDirectory(prefix="trainer-bench-")
+        store, manifests, model, dataset = f"{tmp.name}/store", f"{tmp.name}/manifests", "bench-model", "bench"
+        make_dataset(store, manifests, model, dataset, n=n, dim=dim, n_folds=folds, separation=0.06)
+    cfg = TrainConfig(method="b-grpo", store=store, model=model, dataset=dataset, manifests=manifests,
+                      seeds=tuple(seeds), epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
+                      threads=threads, plots=False, progress=False)
+    t0 = time.perf_counter()
+    data = experiment.prepare(cfg)
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = experiment.run(cfg, data)
+    t_fast = time.perf_counter() - t0
+    f1_fast = [r["macro_f1"] for r in res.rows if r["stage"] == "final"]
+    report = {
+        "n": int(data.X.shape[0]), "dim": int(data.X.shape[1]), "classes": len(data.classes),
+        "folds": len({r["fold"] for r in data.runs}), "seeds": list(seeds), "runs": len(data.runs),
+        "epochs_total": cfg.epochs_total, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "load_seconds": t_load,
+        "fast": {"seconds": t_fast, "macro_f1_mean": float(np.mean(f1_fast))},
+    }
+    if slow:
+        t0 = time.perf_counter()
+        f1_slow = dataloader_bgrpo(cfg, data)
+        t_slow = time.perf_counter() - t0
+        report["dataloader"] = {"seconds": t_slow, "macro_f1_mean": float(np.mean(f1_slow))}
+        report["speedup"] = t_slow / t_fast
+    if tmp is not None:
+        tmp.cleanup()
+    return report
+
+
+def markdown(report: dict) -> str:
+    """The benchmark as a markdown table."""
+    lines = [f"{report['n']} x {report['dim']}, {report['classes']} classes, {report['folds']} folds x "
+             f"{len(report['seeds'])} seed(s), {report['epochs_total']} epochs (b-grpo: baseline + B-GRPO), "
+             f"torch {report['torch']}, {report['threads']} threads; features loaded in "
+             f"{report['load_seconds']:.1f} s (not in the times below)", "",
+             "| loop | seconds | macro-F1 (mean over runs) | speed-up |", "|---|---:|---:|---:|"]
+    speedup = f"{report['speedup']:.1f}x" if "speedup" in report else "-"
+    lines.append(f"| stacked whole-tensor (trainer run) | {report['fast']['seconds']:.1f} | "
+                 f"{100 * report['fast']['macro_f1_mean']:.1f} | {speedup} |")
+    if "dataloader" in report:
+        lines.append(f"| per-sample DataLoader, run by run | {report['dataloader']['seconds']:.1f} | "
+                     f"{100 * report['dataloader']['macro_f1_mean']:.1f} | 1.0x |")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""Run configuration: one frozen dataclass, every field documented, derived values as properties."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
+"""The B-GRPO paper's six classes, in its order."""
+
+REWARDS = ("r1", "r2", "r3", "r4", "r5")
+TEACHER_REWARDS = ("r3", "r4", "r5")
+ADVANTAGES = ("positive", "signed", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a `trainer run` needs; written in full beside every result."""
+
+    method: str = "b-grpo"
+    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo."""
+    store: str = ""
+    """Feature store URL (local path or fsspec URL)."""
+    model: str = "sensevoice-small"
+    """Encoder whose pooled features feed the policy."""
+    dataset: str = ""
+    """Dataset (EmoBox name) the policy is trained and tested on."""
+    manifests: str = ""
+    """EmoBox data folder: <manifests>/<dataset>/fold_<k>/... and <dataset>/label_map.json."""
+    fold: str = "all"
+    """'all' or one fold number."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds; each seed changes the labelled/unlabelled split, the initialisation and the batch order."""
+    labels: str = "six"
+    """'six' (paper's six classes, others dropped and counted) or 'emobox' (the dataset's label map)."""
+    out: str = "results"
+    """Output folder; each run writes a sub-folder."""
+    unlabeled_from: str = ""
+    """Dataset whose utterances (all of them, labels ignored) feed the unsupervised stage; '' = same corpus."""
+    experiment: str = ""
+    """Free tag copied into every row (pipelines set it to the spec name, e.g. 'table1')."""
+
+    hidden: int = 128
+    """Hidden width of the two-layer policy MLP."""
+    lr: float = 1e-4
+    """Adam learning rate (both stages)."""
+    batch_size: int = 32
+    """Batch size; in B-GRPO the batch is the group."""
+    weight_decay: float = 0.0
+    """Adam L2 weight decay."""
+    epochs_baseline: int = 100
+    """Supervised epochs of the first stage (baseline); same-epochs/full-labeled train for the sum of both."""
+    epochs_stage2: int = 100
+    """Epochs of the unsupervised stage (DINO or B-GRPO)."""
+    labeled_fraction: float = 0.5
+    """Share of each fold's training set used with labels (stratified); the rest is the unlabelled pool.
+    At 1.0 (paper's Table 4) the unsupervised stage reuses the whole training set without labels."""
+
+    reward: str = "r1"
+    """B-GRPO reward, r1..r5 (eq. 1-5)."""
+    teacher: str = ""
+    """Encoder whose features train the teacher MLP (needed by r3, r4, r5)."""
+    advantage: str = "positive"
+    """Eq. 6 'positive' (A>0 only), 'signed' (plain batch-normalised A), 'none' (raw reward), Table 3."""
+    delta: float = 0.5
+    """Confidence threshold of r1 (eq. 1) and r4 (eq. 4)."""
+    reward_value: float = 1.0
+    """The constant C > 0 of eq. 1, 3, 4, 5."""
+    theta: float = 0.5
+    """KL threshold of r5 (eq. 5)."""
+    epsilon: float = 0.2
+    """Clip range of the ratio pi/pi_old (eq. 7)."""
+    beta: float = 0.04
+    """Weight of the k3 KL to the reference policy (eq. 7-8)."""
+    mu: int = 1
+    """Policy updates per batch against the same pi_old (GRPO's mu); with 1 the ratio is 1 at each step."""
+    action: str = "greedy"
+    """Action o_i: 'greedy' (argmax of pi_old) or 'sample' (drawn from pi_old)."""
+
+    dino_views: str = "auto"
+    """DINO views: 'frames' (random frame crops), 'noise' (noise + feature dropout on pooled), 'auto'."""
+    dino_noise: float = 0.1
+    """Gaussian noise std, in units of each feature's std, for pooled-vector views."""
+    dino_dropout: float = 0.1
+    """Feature dropout probability for pooled-vector views."""
+    dino_crops: int = 4
+    """Frame-crop views precomputed per utterance (each a mean over a random 50-100 % window)."""
+    dino_momentum: float = 0.996
+    """EMA momentum at the start; a cosine schedule raises it to 1 by the end."""
+    dino_student_temp: float = 0.1
+    """Student softmax temperature."""
+    dino_teacher_temp: float = 0.07
+    """Teacher temperature after the warm-up."""
+    dino_warmup_teacher_temp: float = 0.04
+    """Teacher temperature at the start of the warm-up."""
+    dino_warmup_frac: float = 0.3
+    """Fraction of the DINO epochs over which the teacher temperature rises linearly."""
+    dino_center_momentum: float = 0.9
+    """EMA momentum of the teacher-output center."""
+
+    nonfinite: str = "error"
+    """Rows with NaN/inf features: 'error' (default) or 'drop' (dropped and counted in n_dropped)."""
+    missing_teacher: str = "error"
+    """Utterances the teacher entry lacks: 'error' (default) or 'drop' (dropped and counted)."""
+    threads: int = 0
+    """torch CPU threads; 0 = every core this process may use. Use 1 on a machine shared with other jobs
+    (threads waiting on a busy core stall every step); pipeline cells on dask workers use 1."""
+    eval_every: int = 1
+    """Epochs between test evaluations for the curves (the final epoch is always evaluated)."""
+    plots: bool = True
+    """Write PNG curves and confusion matrices beside the results."""
+    progress: bool = True
+    """Rich progress bar (shown only on a terminal)."""
+
+    def __post_init__(self):
+        if self.labels not in ("six", "emobox"):
+            raise ValueError(f"--labels {self.labels!r}: use 'six' or 'emobox'")
+        if self.reward not in REWARDS:
+            raise ValueError(f"--reward {self.reward!r}: use one of {', '.join(REWARDS)}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"--advantage {self.advantage!r}: use one of {', '.join(ADVANTAGES)}")
+        if self.action not in ("greedy", "sample"):
+            raise ValueError(f"--action {self.action!r}: use 'greedy' or 'sample'")
+        if self.dino_views not in ("auto", "frames", "noise"):
+            raise ValueError(f"--dino-views {self.dino_views!r}: use auto, frames or noise")
+        if self.nonfinite not in ("error", "drop") or self.missing_teacher not in ("error", "drop"):
+            raise ValueError("--nonfinite and --missing-teacher take 'error' or 'drop'")
+        if not 0 < self.labeled_fraction <= 1:
+            raise ValueError(f"--labeled-fraction {self.labeled_fraction}: must be in (0, 1]")
+        if self.fold != "all" and not str(self.fold).isdigit():
+            raise ValueError(f"--fold {self.fold!r}: 'all' or a fold number")
+        if not self.seeds:
+            raise ValueError("--seeds: give at least one seed")
+        if self.method == "b-grpo" and self.needs_teacher and not self.teacher:
+            raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether the reward compares with a teacher (r3, r4, r5)."""
+        return self.reward in TEACHER_REWARDS
+
+    @property
+    def epochs_total(self) -> int:
+        """Epochs of the whole run (both stages)."""
+        return self.epochs_baseline + self.epochs_stage2
+
+    @property
+    def unlabeled_dataset(self) -> str:
+        """The dataset feeding the unsupervised stage."""
+        return self.unlabeled_from or self.dataset
+
+    @property
+    def run_name(self) -> str:
+        """Sub-folder name of this run under `out`."""
+        parts = [self.method, self.model, self.dataset, self.labels]
+        if self.method == "b-grpo":
+            parts += [self.reward, self.advantage] + ([self.teacher] if self.needs_teacher else [])
+        if self.unlabeled_from:
+            parts.append(f"from-{self.unlabeled_from}")
+        if self.labeled_fraction != 0.5:
+            parts.append(f"lab{self.labeled_fraction:g}")
+        if self.fold != "all":
+            parts.append(f"fold{self.fold}")
+        return "_".join(parts)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["seeds"] = list(self.seeds)
+        return d
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def config_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig)]
+
+
+__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "config_fields"]

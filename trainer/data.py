@@ -1,0 +1,277 @@
+"""Store -> tensors, EmoBox folds, label mapping, joins by key, and the per-epoch batch indices.
+
+Everything a run needs is loaded once as whole-dataset tensors; training only ever indexes them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.config import SIX_CLASSES
+
+
+class DataError(ValueError):
+    """Input that cannot give a correct number; the message says what is wrong and what to do."""
+
+
+@dataclass
+class Features:
+    """Pooled features of one store entry."""
+
+    model: str
+    dataset: str
+    keys: list[str]
+    X: torch.Tensor  # (N, D) float32
+    raw_labels: list[str]
+    dropped_keys: tuple[str, ...] = ()
+    """Keys dropped for NaN/inf values (only with nonfinite='drop')."""
+    frames_available: bool = False
+
+
+def open_store(url: str):
+    """emocache.open_store with an error that names --store."""
+    import emocache
+
+    if not url:
+        raise DataError("--store is required: the feature store written by `emocache extract`")
+    try:
+        return emocache.open_store(url)
+    except (emocache.StoreError, FileNotFoundError, OSError) as e:
+        raise DataError(f"--store {url}: cannot open it as an emocache store ({e})") from None
+
+
+def load_features(store, model: str, dataset: str, nonfinite: str = "error") -> Features:
+    """Pooled vectors and raw labels of (model, dataset); NaN/inf rows raise or are dropped and counted."""
+    try:
+        keys, X = store.pooled(model, dataset)
+        raw = store.labels(model, dataset)
+        has_frames = store.has_frames(model, dataset)
+    except KeyError as e:
+        raise DataError(f"--store {store.url}: no features for --model {model} --dataset {dataset}. "
+                        f"{str(e).strip(chr(39))}. Run `emocache extract --model {model}` on that dataset "
+                        "or pick an existing entry") from None
+    if len(keys) == 0:
+        raise DataError(f"--store {store.url}: entry {model}/{dataset} holds no extracted utterances yet")
+    X = np.asarray(X, dtype=np.float32)
+    bad = ~np.isfinite(X).all(1)
+    n_bad = int(bad.sum())
+    dropped: tuple[str, ...] = ()
+    if n_bad:
+        examples = [k for k, b in zip(keys, bad) if b][:3]
+        if nonfinite != "drop":
+            raise DataError(f"{model}/{dataset}: {n_bad} of {len(keys)} utterances have NaN/inf features "
+                            f"(e.g. {', '.join(examples)}); re-extract them (e.g. in fp32) or pass "
+                            "--nonfinite drop to leave them out (they are counted in n_dropped)")
+        warnings.warn(f"{model}/{dataset}: dropping {n_bad} utterances with NaN/inf features")
+        keep = ~bad
+        dropped = tuple(k for k, b in zip(keys, bad) if b)
+        keys = [k for k, m in zip(keys, keep) if m]
+        raw = [r for r, m in zip(raw, keep) if m]
+        X = X[keep]
+    return Features(model, dataset, list(keys), torch.from_numpy(np.ascontiguousarray(X)), list(raw),
+                    dropped, bool(has_frames))
+
+
+@dataclass
+class Labels:
+    """Class indices per row (-1 = dropped) and the class names."""
+
+    y: np.ndarray  # (N,) int64
+    classes: tuple[str, ...]
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Raw label -> rows dropped because the label has no class (labels='six')."""
+
+
+def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> Labels:
+    """Raw `emo` values -> class indices.
+
+    ``emobox``: through the dataset's label_map.json (case-insensitive); an unknown label is an error.
+    ``six``: then through the paper's six-class map; labels outside the six classes are dropped and counted.
+    Classes are those present in the data (six: in the paper's order; emobox: sorted).
+    """
+    from emocache.manifest import lookup_label, six_class_map
+
+    canon = []
+    unknown: dict[str, int] = {}
+    for r in raw:
+        c = lookup_label(r, label_map) if label_map is not None else r
+        if c is None:
+            unknown[r] = unknown.get(r, 0) + 1
+        canon.append(c)
+    if unknown:
+        raise DataError(f"labels {sorted(unknown)} are not in label_map.json "
+                        f"(known: {', '.join(sorted(label_map or {}))}); fix the map or the manifest")
+    dropped: dict[str, int] = {}
+    if mode == "six":
+        six = six_class_map()
+        mapped = []
+        for r, c in zip(raw, canon):
+            s = lookup_label(c, six)
+            if s is None:
+                dropped[r] = dropped.get(r, 0) + 1
+            mapped.append(s)
+        classes = tuple(c for c in SIX_CLASSES if c in set(mapped))
+    else:
+        mapped = canon
+        classes = tuple(sorted(set(mapped)))
+    if len(classes) < 2:
+        raise DataError(f"only {len(classes)} class(es) left after --labels {mode} mapping "
+                        f"(dropped: {dropped}); a classifier needs at least two")
+    pos = {c: i for i, c in enumerate(classes)}
+    y = np.array([pos.get(m, -1) if m is not None else -1 for m in mapped], dtype=np.int64)
+    return Labels(y, classes, dropped)
+
+
+def read_label_map(manifests: str, dataset: str) -> dict[str, str] | None:
+    """<manifests>/<dataset>/label_map.json, or None when the folder has none."""
+    from emocache.manifest import load_label_map
+
+    p = Path(manifests) / dataset / "label_map.json"
+    return load_label_map(p) if p.exists() else None
+
+
+@dataclass(frozen=True)
+class FoldRows:
+    """One EmoBox fold as row indices into the entry."""
+
+    k: int
+    train: np.ndarray  # (n_train,) int64
+    test: np.ndarray  # (n_test,) int64
+    n_missing: int
+    """Manifest keys of this fold with no features in the store (failed or not extracted)."""
+    n_dropped: int
+    """Rows of this fold whose label was dropped (labels='six') or whose features were dropped."""
+
+
+def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold: str = "all",
+              n_dropped_rows: set[str] | None = None) -> list[FoldRows]:
+    """EmoBox folds of <manifests>/<dataset> mapped to rows of ``keys``; rows with y == -1 are left out."""
+    from emocache.manifest import ManifestError, read_folds
+
+    if not manifests:
+        raise DataError("--manifests is required: the EmoBox data folder with <dataset>/fold_<k>/ manifests")
+    folder = Path(manifests) / dataset
+    if not folder.is_dir():
+        raise DataError(f"--manifests {manifests}: no folder {dataset}/ (EmoBox layout "
+                        f"<manifests>/<dataset>/fold_<k>/<dataset>_train_fold_<k>.jsonl)")
+    try:
+        folds = read_folds(folder)
+    except ManifestError as e:
+        raise DataError(str(e)) from None
+    if fold != "all":
+        folds = [f for f in folds if f.k == int(fold)]
+        if not folds:
+            raise DataError(f"--fold {fold}: {folder} has folds {[f.k for f in read_folds(folder)]}")
+    row = {k: i for i, k in enumerate(keys)}
+    gone = n_dropped_rows or set()
+    out = []
+    for f in folds:
+        parts, missing, dropped = {}, 0, 0
+        for split in ("train", "test"):
+            rows = []
+            for k in getattr(f, split):
+                i = row.get(k)
+                if i is None:
+                    if k in gone:
+                        dropped += 1
+                    else:
+                        missing += 1
+                elif y[i] < 0:
+                    dropped += 1
+                else:
+                    rows.append(i)
+            parts[split] = np.asarray(rows, dtype=np.int64)
+        if len(parts["train"]) == 0 or len(parts["test"]) == 0:
+            raise DataError(f"{dataset} fold {f.k}: no usable {'train' if len(parts['train']) == 0 else 'test'} "
+                            "utterances (none of its keys are in the store with a kept label)")
+        if missing:
+            warnings.warn(f"{dataset} fold {f.k}: {missing} manifest keys have no features in the store; "
+                          "they are left out and counted in n_missing")
+        out.append(FoldRows(f.k, parts["train"], parts["test"], missing, dropped))
+    return out
+
+
+def split_labeled(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of the training rows into (labelled, unlabelled); ceil(fraction * n_c) per class."""
+    if fraction >= 1:
+        return np.sort(train), np.sort(train)
+    rng = np.random.default_rng(seed)
+    lab, unl = [], []
+    for c in np.unique(y[train]):
+        rows = rng.permutation(train[y[train] == c])
+        n = math.ceil(fraction * len(rows))
+        lab.append(rows[:n])
+        unl.append(rows[n:])
+    return np.sort(np.concatenate(lab)), np.sort(np.concatenate(unl))
+
+
+def join_by_key(keys: list[str], other_keys: list[str], what: str) -> np.ndarray:
+    """Row of each key in ``other_keys`` (-1 where absent); ``what`` names the other side in messages."""
+    pos = {k: i for i, k in enumerate(other_keys)}
+    return np.array([pos.get(k, -1) for k in keys], dtype=np.int64)
+
+
+def missing_keys_error(keys: list[str], rows: np.ndarray, what: str) -> DataError:
+    miss = [k for k, r in zip(keys, rows) if r < 0]
+    return DataError(f"{what} lacks {len(miss)} of {len(keys)} utterances the run needs "
+                     f"(e.g. {', '.join(miss[:3])}); extract them for the teacher too, or pass "
+                     "--missing-teacher drop to leave them out (counted in n_dropped)")
+
+
+def crop_views(store, model: str, dataset: str, keys: list[str], n_views: int, seed: int) -> torch.Tensor:
+    """DINO views from frames: per utterance, n_views means over random windows of 50-100 % of its frames.
+
+    Computed once at load time; returns (N, V, D) aligned with ``keys``.
+    """
+    rng = np.random.default_rng(seed)
+    pos = {k: i for i, k in enumerate(keys)}
+    out = None
+    for key, F in store.iter_frames(model, dataset, keys):
+        F = np.asarray(F, dtype=np.float32)  # (T, D)
+        if out is None:
+            out = np.zeros((len(keys), n_views, F.shape[1]), dtype=np.float32)
+        t = len(F)
+        csum = np.concatenate([np.zeros((1, F.shape[1]), np.float32), np.cumsum(F, 0)])  # (T+1, D)
+        ln = np.maximum(1, np.round(rng.uniform(0.5, 1.0, n_views) * t)).astype(int)
+        st = rng.integers(0, t - ln + 1)
+        out[pos[key]] = (csum[st + ln] - csum[st]) / ln[:, None]
+    if out is None:
+        raise DataError(f"{model}/{dataset}: no frames to crop")
+    return torch.from_numpy(out)
+
+
+def epoch_batches(pools: list[torch.Tensor], batch_size: int, gens: list[torch.Generator]):
+    """One epoch of shuffled batches for M runs at once.
+
+    ``pools[r]`` are run r's rows; each run gets its own permutation (its own generator, so a run's batches
+    do not depend on which other runs share the stack). Yields (idx (M, B) rows, valid (M, B), active (M,)):
+    a run whose pool is exhausted is inactive for the remaining steps; its padded slots are invalid.
+    """
+    m = len(pools)
+    n = [len(p) for p in pools]
+    steps = max(math.ceil(k / batch_size) for k in n)
+    idx = torch.zeros(m, steps * batch_size, dtype=torch.long)  # (M, S*B)
+    valid = torch.zeros(m, steps * batch_size, dtype=torch.bool)
+    for r, (p, g) in enumerate(zip(pools, gens)):
+        idx[r, :n[r]] = p[torch.randperm(n[r], generator=g)]
+        valid[r, :n[r]] = True
+    for s in range(steps):
+        sl = slice(s * batch_size, (s + 1) * batch_size)
+        yield idx[:, sl], valid[:, sl], valid[:, s * batch_size]
+
+
+def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged row lists -> (idx (M, T), valid (M, T)) padded with row 0 / False."""
+    t = max(len(p) for p in pools)
+    idx = torch.zeros(len(pools), t, dtype=torch.long)
+    valid = torch.zeros(len(pools), t, dtype=torch.bool)
+    for r, p in enumerate(pools):
+        idx[r, :len(p)] = torch.as_tensor(p)
+        valid[r, :len(p)] = True
+    return idx, valid

@@ -1,0 +1,120 @@
+"""The paper's policy (two linear layers, ReLU between) and M independent copies trained in lockstep.
+
+Folds and seeds are independent runs of the same small MLP; stacking their weights (M, ...) turns M
+per-run matmuls into one batched matmul, which is where the speed comes from on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class PolicyMLP(nn.Sequential):
+    """Linear(D, H) -> ReLU -> Linear(H, C): the B-GRPO policy, the DINO student and the teacher MLP."""
+
+    def __init__(self, dim: int, n_classes: int, hidden: int = 128):
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+class StackedMLP(nn.Module):
+    """M independent PolicyMLPs; forward((M, B, D)) -> (M, B, C)."""
+
+    def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor):
+        super().__init__()
+        self.w1 = nn.Parameter(w1)  # (M, D, H)
+        self.b1 = nn.Parameter(b1)  # (M, 1, H)
+        self.w2 = nn.Parameter(w2)  # (M, H, C)
+        self.b2 = nn.Parameter(b2)  # (M, 1, C)
+
+    @classmethod
+    def from_seeds(cls, seeds: list[int], dim: int, n_classes: int, hidden: int = 128) -> "StackedMLP":
+        """Member r is initialised exactly as ``PolicyMLP`` under ``torch.manual_seed(seeds[r])``."""
+        members = []
+        for s in seeds:
+            torch.manual_seed(s)
+            members.append(PolicyMLP(dim, n_classes, hidden))
+        return cls.from_modules(members)
+
+    @classmethod
+    def from_modules(cls, members: list[PolicyMLP]) -> "StackedMLP":
+        w1 = torch.stack([m[0].weight.detach().T for m in members]).contiguous()
+        b1 = torch.stack([m[0].bias.detach()[None] for m in members])
+        w2 = torch.stack([m[2].weight.detach().T for m in members]).contiguous()
+        b2 = torch.stack([m[2].bias.detach()[None] for m in members])
+        return cls(w1, b1, w2, b2)
+
+    @property
+    def n_members(self) -> int:
+        return self.w1.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
+        return torch.baddbmm(self.b2, h, self.w2)  # (M, B, C)
+
+    @torch.no_grad()
+    def predict(self, X: torch.Tensor, idx: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Logits of member r on rows X[idx[r]]; X (N, D), idx (M, T) -> (M, T, C)."""
+        outs = [self(X[idx[:, s:s + chunk]]) for s in range(0, idx.shape[1], chunk)]
+        return torch.cat(outs, 1)
+
+    @torch.no_grad()
+    def predict_all(self, X: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Logits of every member on every row; X (N, D) -> (M, N, C)."""
+        outs = [self(X[s:s + chunk].expand(self.n_members, -1, -1)) for s in range(0, X.shape[0], chunk)]
+        return torch.cat(outs, 1)
+
+    def frozen_copy(self) -> "StackedMLP":
+        c = copy.deepcopy(self)
+        c.requires_grad_(False)
+        return c
+
+    def member(self, r: int) -> PolicyMLP:
+        """Member r as a plain PolicyMLP (for saving or single-run use)."""
+        d, h = self.w1.shape[1:]
+        m = PolicyMLP(d, self.w2.shape[2], h)
+        with torch.no_grad():
+            m[0].weight.copy_(self.w1[r].T)
+            m[0].bias.copy_(self.b1[r, 0])
+            m[2].weight.copy_(self.w2[r].T)
+            m[2].bias.copy_(self.b2[r, 0])
+        return m
+
+
+class StackedAdam:
+    """Adam over stacked parameters with a per-member `active` mask (torch.optim.Adam semantics).
+
+    Each member is its own optimiser: own moments, own step count. A member whose epoch has run out of
+    batches (smaller training set than the others) is skipped entirely, exactly as if trained alone. The
+    update is PyTorch's fused Adam kernel over per-member views of the stacked tensors (no copies).
+    """
+
+    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        n = self.params[0].shape[0]
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = [torch.zeros(()) for _ in range(n)]  # steps taken, per member
+        self.views = [[(p.data[r], m[r], v[r]) for p, m, v in zip(self.params, self.m, self.v)] for r in range(n)]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor | None = None):
+        """One Adam step for the members where ``active`` (M,) bool is True (all when None)."""
+        members = range(len(self.t)) if active is None else active.nonzero().flatten().tolist()
+        ps, gs, ms, vs, ts = [], [], [], [], []
+        grads = [p.grad for p in self.params]
+        for r in members:
+            self.t[r] += 1
+            for (p, m, v), g in zip(self.views[r], grads):
+                ps.append(p), gs.append(g[r]), ms.append(m), vs.append(v), ts.append(self.t[r])
+        if ps:
+            torch._fused_adam_(ps, gs, ms, vs, [], ts, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
+                               weight_decay=self.wd, eps=self.eps, amsgrad=False, maximize=False)
