@@ -277,7 +277,7 @@ def demo(out: Path = typer.Option(Path("emocache-demo"), help="Working folder fo
     """The default main job, offline: synthetic corpus -> fbank-stats store -> trainer -> results table."""
     from emocache.demo import run_demo
 
-    run_demo(out, progress=progress)
+    run_demo(out, progress=progress, echo=console.print)
 
 
 if __name__ == "__main__":

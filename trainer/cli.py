@@ -59,6 +59,8 @@ def run(
     threads: int = typer.Option(0, help="torch threads (0 = all cores; 1 on a shared machine)"),
     eval_every: int = typer.Option(1, help="Epochs between curve evaluations"),
     plots: bool = typer.Option(True, "--plots/--no-plots"),
+    standardize: bool = typer.Option(False, "--standardize/--no-standardize",
+                                     help="Z-score features per run with its training rows' mean/std"),
     experiment: str = typer.Option("", help="Tag copied into every row"),
 ):
     """Train and test one method over the folds and seeds; writes results.csv/json, curves and plots."""
@@ -74,7 +76,8 @@ def run(
                           batch_size=batch_size, weight_decay=weight_decay, delta=delta, reward_value=reward_value,
                           theta=theta, epsilon=epsilon, beta=beta, mu=mu, action=action, dino_views=dino_views,
                           nonfinite=nonfinite, missing_teacher=missing_teacher, threads=threads,
-                          eval_every=eval_every, plots=plots, experiment=experiment)
+                          eval_every=eval_every, plots=plots, standardize=standardize,
+                          experiment=experiment)
         exp.get_method(method)
         with warnings.catch_warnings():
             warnings.simplefilter("always")

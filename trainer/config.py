@@ -107,6 +107,9 @@ class TrainConfig:
     (threads waiting on a busy core stall every step); pipeline cells on dask workers use 1."""
     eval_every: int = 1
     """Epochs between test evaluations for the curves (the final epoch is always evaluated)."""
+    standardize: bool = False
+    """Z-score each feature per run with the mean/std of that run's training rows (labelled and unlabelled, no
+    labels used; the teacher with its own features'). Off in the paper's protocol; the demo turns it on."""
     plots: bool = True
     """Write PNG curves and confusion matrices beside the results."""
     progress: bool = True

@@ -205,6 +205,8 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
         teacher = StackedMLP.from_seeds([s + 7 for s in data.init_seeds], data.Xt.shape[1], len(data.classes),
                                         cfg.hidden)
         teacher_gens = [torch.Generator().manual_seed(s + 7) for s in data.init_seeds]
+        if cfg.standardize:
+            teacher.standardize(data.Xt, data.train_all)
         train_supervised(teacher, ctx.new_opt(teacher), data.Xt, data.y, data.labeled, cfg.epochs_baseline,
                          cfg.batch_size, teacher_gens)
         p_teacher_all = teacher.predict_all(data.Xtu).softmax(-1)  # (M, N_u, C)
@@ -264,6 +266,8 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     t_load = time.perf_counter() - t0
     test_idx, test_valid = pad_rows(data.test)
     policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[1], len(data.classes), cfg.hidden)
+    if cfg.standardize:
+        policy.standardize(data.X, data.train_all)
     gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
     ctx = Context(cfg, data, policy, None, EpochLog(data.X, data.y, test_idx, test_valid, len(data.classes),
                                                     [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs],

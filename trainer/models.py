@@ -28,6 +28,10 @@ class StackedMLP(nn.Module):
         self.b1 = nn.Parameter(b1)  # (M, 1, H)
         self.w2 = nn.Parameter(w2)  # (M, H, C)
         self.b2 = nn.Parameter(b2)  # (M, 1, C)
+        m, d = w1.shape[:2]
+        self.register_buffer("mu", torch.zeros(m, 1, d))  # (M, 1, D) input mean
+        self.register_buffer("inv_sd", torch.ones(m, 1, d))  # (M, 1, D) 1 / input std
+        self.standardized = False
 
     @classmethod
     def from_seeds(cls, seeds: list[int], dim: int, n_classes: int, hidden: int = 128) -> "StackedMLP":
@@ -50,7 +54,18 @@ class StackedMLP(nn.Module):
     def n_members(self) -> int:
         return self.w1.shape[0]
 
+    @torch.no_grad()
+    def standardize(self, X: torch.Tensor, pools: list[torch.Tensor]) -> None:
+        """Z-score member r's inputs with the mean and std of rows ``pools[r]`` of X (N, D); no labels used."""
+        for r, rows in enumerate(pools):
+            x = X[rows]  # (n_r, D)
+            self.mu[r, 0] = x.mean(0)
+            self.inv_sd[r, 0] = 1.0 / x.std(0).clamp_min(1e-6)
+        self.standardized = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardized:
+            x = (x - self.mu) * self.inv_sd  # (M, B, D)
         h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
         return torch.baddbmm(self.b2, h, self.w2)  # (M, B, C)
 

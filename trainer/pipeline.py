@@ -94,24 +94,16 @@ def run_pipeline(spec: dict, scheduler: str = "", echo=print) -> tuple[str, Path
     echo(f"{spec['name']}: {len(todo)} cells")
     rows: list[dict] = []
     if scheduler:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import as_completed
 
-        if scheduler.startswith("local:"):
-            cluster = LocalCluster(n_workers=int(scheduler.split(":", 1)[1]), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
-            client = Client(cluster)
-        else:
-            cluster, client = None, Client(scheduler)
-        try:
+        from emocache.distributed import client_for
+
+        with client_for(scheduler, gpus=False) as client:
             one = {"threads": 1} if "threads" not in spec["overrides"] else {}
             futures = [client.submit(run_cell, c.replace(**one), pure=False) for c in todo]
             for i, f in enumerate(as_completed(futures), 1):
                 rows += f.result()
                 echo(f"  {i}/{len(todo)} cells done")
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     else:
         for i, c in enumerate(todo, 1):
             rows += run_cell(c)

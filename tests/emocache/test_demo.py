@@ -74,3 +74,16 @@ def test_folds_are_speaker_independent(demo_corpus):
         test_spk = {d["key"].split("-")[1] for d in test}
         assert test_spk == {f"spk{2 * (k - 1)}", f"spk{2 * (k - 1) + 1}"}
         assert not test_spk & {d["key"].split("-")[1] for d in train} and len(train) + len(test) == 36
+
+
+def test_demo_command_end_to_end(tmp_path, run_cli):
+    p = run_cli("demo", "--out", tmp_path / "d", "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"Baseline", "DINO", "Same epochs", "Full labeled", "B-GRPO"} <= set(rows), out
+    f1 = {k: float(v.split("|")[2].split("±")[0]) for k, v in rows.items() if k not in ("method", "---")}
+    assert f1["Full labeled"] > 100 / 6 + 10, f1  # well above chance on six balanced classes
+    assert rows["B-GRPO"].strip() in (tmp_path / "d" / "table.md").read_text()
+    assert len(list((tmp_path / "d" / "results").rglob("results.json"))) == 5
+    assert list((tmp_path / "d" / "results").rglob("confusion.png"))

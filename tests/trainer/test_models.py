@@ -49,3 +49,16 @@ def test_epoch_batches_visit_each_row_once_with_uneven_pools():
             seen[r] += idx[r][valid[r]].tolist()
     assert sorted(seen[0]) == list(range(10, 20)) and sorted(seen[1]) == list(range(100, 104))
     assert actives == [[True, True], [True, True], [True, False], [True, False]]
+
+
+def test_standardize_equals_training_on_z_scored_inputs():
+    torch.manual_seed(1)
+    X = torch.randn(50, 6) * 5 + 3
+    pools = [torch.arange(0, 30), torch.arange(20, 50)]
+    st = StackedMLP.from_seeds([0, 1], 6, 3, 4)
+    plain = StackedMLP.from_seeds([0, 1], 6, 3, 4)
+    st.standardize(X, pools)
+    for r, rows in enumerate(pools):
+        z = (X - X[rows].mean(0)) / X[rows].std(0)
+        assert torch.allclose(st.predict_all(X)[r], plain.predict_all(z)[r], atol=1e-5)
+    assert st.frozen_copy().standardized and torch.equal(st.frozen_copy().mu, st.mu)
