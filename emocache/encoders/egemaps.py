@@ -45,14 +45,22 @@ class EGeMAPS(Encoder):
     def weights_identity(self) -> dict:
         return {"weights": f"none (openSMILE {self._version} eGeMAPSv02)"}
 
-    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError("egemaps encodes per utterance in encode()")
+    def frontend(self, waves: list[np.ndarray]) -> dict:
+        return {"waves": waves}  # openSMILE reads each wave as it is: no padding
 
-    def encode(self, waves: list[np.ndarray]) -> Encoded:
-        frames, pooled = [], []
+    def _process(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for w in waves:
-                frames.append(self.lld.process_signal(w, self.sample_rate).to_numpy(np.float32))  # (T, 25)
-                pooled.append(self.func.process_signal(w, self.sample_rate).to_numpy(np.float32)[0])  # (88,)
-        return Encoded(frames=frames, pooled=np.stack(pooled))
+            warnings.simplefilter("ignore")  # openSMILE warns about short segments; checked before encoding
+            lld = self.lld.process_signal(w, self.sample_rate).to_numpy(np.float32)  # (T, 25)
+            func = self.func.process_signal(w, self.sample_rate).to_numpy(np.float32)[0]  # (88,)
+        return lld, func
+
+    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-level descriptors padded to (B, T, 25) with lengths (B,)."""
+        lld = [torch.from_numpy(self._process(w)[0]) for w in inputs["waves"]]
+        return torch.nn.utils.rnn.pad_sequence(lld, batch_first=True), torch.tensor([f.shape[0] for f in lld])
+
+    def run(self, inputs: dict, owner: list[int]) -> Encoded:
+        """Frames = descriptors, pooled = eGeMAPS functionals (not a mean of the frames)."""
+        out = [self._process(w) for w in inputs["waves"]]
+        return Encoded(frames=[f for f, _ in out], pooled=np.stack([p for _, p in out]))

@@ -144,3 +144,27 @@ def test_provenance_names_weights_and_layer(fbank):
     p = fbank.provenance()
     assert p["model"] == "fbank-stats" and p["weights"].startswith("none") and p["layer"] == "last"
     assert (p["dim"], p["frame_dim"], p["sample_rate"], p["frame_rate"]) == (80, 80, 16000, 100.0)
+
+
+def test_egemaps_through_the_extraction_pipeline(tmp_path, demo_corpus):
+    """The pipeline's prepare/run path stores descriptors as frames and functionals as pooled."""
+    pytest.importorskip("opensmile")
+    import emocache
+    from emocache.audio import load
+    from emocache.extract import ExtractConfig, extract
+
+    cfg = ExtractConfig(model="egemaps", manifests=(str(demo_corpus.manifest),), store=str(tmp_path / "s"),
+                        audio_root=(demo_corpus.audio_root,), device="cpu", block_size=8)
+    report = extract(cfg, progress=False)
+    assert report.ok and report.datasets["demo"]["done"] == 36
+    st = emocache.open_store(tmp_path / "s")
+    keys, X = st.pooled("egemaps", "demo")
+    assert X.shape == (36, 88)
+    eg = build_encoder("egemaps", EncoderConfig(device="cpu"))
+    utts = {u["key"]: u for u in demo_corpus.lines()}
+    w = load(str(demo_corpus.ds_dir / utts[keys[5]]["wav"].removeprefix("demo/")), target_sr=16000)
+    one = eg.encode([w])
+    np.testing.assert_array_equal(X[5], one.pooled[0])
+    F = st.frames("egemaps", "demo", keys[5])
+    assert F.shape == one.frames[0].shape
+    np.testing.assert_allclose(F, one.frames[0], rtol=1e-3, atol=1e-3)  # frames stored as float16
