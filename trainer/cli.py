@@ -59,6 +59,7 @@ def run(
     threads: int = typer.Option(0, help="torch threads (0 = all cores; 1 on a shared machine)"),
     eval_every: int = typer.Option(1, help="Epochs between curve evaluations"),
     plots: bool = typer.Option(True, "--plots/--no-plots"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
     standardize: bool = typer.Option(False, "--standardize/--no-standardize",
                                      help="Z-score features per run with its training rows' mean/std"),
     experiment: str = typer.Option("", help="Tag copied into every row"),
@@ -76,13 +77,13 @@ def run(
                           batch_size=batch_size, weight_decay=weight_decay, delta=delta, reward_value=reward_value,
                           theta=theta, epsilon=epsilon, beta=beta, mu=mu, action=action, dino_views=dino_views,
                           nonfinite=nonfinite, missing_teacher=missing_teacher, threads=threads,
-                          eval_every=eval_every, plots=plots, standardize=standardize,
+                          eval_every=eval_every, plots=plots, progress=progress, standardize=standardize,
                           experiment=experiment)
         exp.get_method(method)
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda m, *a, **k: err.print(f"[yellow]warning:[/yellow] {m}")
-            with progress_bar() as bar:
+            with progress_bar(cfg.progress) as bar:
                 res = exp.run(cfg, bar=bar)
         d = exp.write(res)
     except (DataError, ValueError) as e:

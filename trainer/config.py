@@ -175,8 +175,4 @@ class TrainConfig:
         return dataclasses.replace(self, **kw)
 
 
-def config_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainConfig)]
-
-
-__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "config_fields"]
+__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES"]

@@ -133,7 +133,12 @@ def read_label_map(manifests: str, dataset: str) -> dict[str, str] | None:
     from emocache.manifest import load_label_map
 
     p = Path(manifests) / dataset / "label_map.json"
-    return load_label_map(p) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        return load_label_map(p)
+    except ValueError as e:
+        raise DataError(f"{p}: not a JSON label map ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,11 @@ class FoldRows:
 
 
 def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold: str = "all",
-              n_dropped_rows: set[str] | None = None) -> list[FoldRows]:
-    """EmoBox folds of <manifests>/<dataset> mapped to rows of ``keys``; rows with y == -1 are left out."""
+              dropped_keys: set[str] | None = None) -> list[FoldRows]:
+    """EmoBox folds of <manifests>/<dataset> mapped to rows of ``keys``; rows with y == -1 are left out.
+
+    Manifest keys in ``dropped_keys`` (features dropped at load) count as dropped, other absent keys as missing.
+    """
     from emocache.manifest import ManifestError, read_folds
 
     if not manifests:
@@ -169,7 +177,7 @@ def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold
         if not folds:
             raise DataError(f"--fold {fold}: {folder} has folds {[f.k for f in read_folds(folder)]}")
     row = {k: i for i, k in enumerate(keys)}
-    gone = n_dropped_rows or set()
+    gone = dropped_keys or set()
     out = []
     for f in folds:
         parts, missing, dropped = {}, 0, 0
@@ -211,15 +219,15 @@ def split_labeled(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) 
     return np.sort(np.concatenate(lab)), np.sort(np.concatenate(unl))
 
 
-def join_by_key(keys: list[str], other_keys: list[str], what: str) -> np.ndarray:
-    """Row of each key in ``other_keys`` (-1 where absent); ``what`` names the other side in messages."""
+def join_by_key(keys: list[str], other_keys: list[str]) -> np.ndarray:
+    """Row of each key in ``other_keys`` (-1 where absent)."""
     pos = {k: i for i, k in enumerate(other_keys)}
     return np.array([pos.get(k, -1) for k in keys], dtype=np.int64)
 
 
-def missing_keys_error(keys: list[str], rows: np.ndarray, what: str) -> DataError:
-    miss = [k for k, r in zip(keys, rows) if r < 0]
-    return DataError(f"{what} lacks {len(miss)} of {len(keys)} utterances the run needs "
+def missing_keys_error(miss: list[str], n_needed: int, what: str) -> DataError:
+    """The error for ``miss``, keys among ``n_needed`` that the teacher entry ``what`` lacks."""
+    return DataError(f"{what} lacks {len(miss)} of {n_needed} utterances the run needs "
                      f"(e.g. {', '.join(miss[:3])}); extract them for the teacher too, or pass "
                      "--missing-teacher drop to leave them out (counted in n_dropped)")
 

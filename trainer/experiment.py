@@ -71,7 +71,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     runs, labeled, train_all, unlabeled, test, init_seeds = [], [], [], [], [], []
     for f in folds:
         for seed in cfg.seeds:
-            lab, unl = split_labeled(f.train, y, cfg.labeled_fraction, seed * 1000 + f.k)
+            run_seed = seed * 1000 + f.k  # the split, the initialisation and the batch order of this run
+            lab, unl = split_labeled(f.train, y, cfg.labeled_fraction, run_seed)
             if ufeats is not feats:
                 unl = np.arange(len(ufeats.keys))
             present = set(np.unique(y[lab if cfg.method != "full-labeled" else f.train]).tolist())
@@ -79,8 +80,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
             miss_test = [c for i, c in enumerate(labels.classes) if i not in set(np.unique(y[f.test]).tolist())]
             if miss_train or miss_test:
                 warnings.warn(f"{cfg.dataset} fold {f.k} seed {seed}: classes missing from training "
-                              f"{miss_train or '-'}, from test {miss_test or '-'}; macro-F1 and UA are over the "
-                              "classes present in test and predictions (recorded in the results)")
+                              f"{miss_train or '-'}, from test {miss_test or '-'}; macro-F1 is over the classes present "
+                              "in test labels or predictions, UA over those in test labels (recorded in the results)")
             runs.append({"fold": f.k, "seed": seed, "n_missing": f.n_missing,
                          "n_dropped": f.n_dropped,
                          "missing_train_classes": "|".join(miss_train),
@@ -89,7 +90,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
             train_all.append(torch.as_tensor(f.train))
             unlabeled.append(torch.as_tensor(unl))
             test.append(f.test)
-            init_seeds.append(seed * 1000 + f.k)
+            init_seeds.append(run_seed)
 
     data = Prepared(feats.X, torch.as_tensor(np.maximum(y, 0)), labels.classes, ufeats.X, runs, labeled,
                     train_all, unlabeled, test, init_seeds, provenance=prov)
@@ -110,21 +111,25 @@ def prepare(cfg: TrainConfig) -> Prepared:
 def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
     """Teacher features joined by key to the policy rows (labelled) and the unlabelled rows."""
     tf = load_features(store, cfg.teacher, cfg.dataset, cfg.nonfinite)
-    rows = join_by_key(feats.keys, tf.keys, f"teacher {cfg.teacher}/{cfg.dataset}")
+    rows = join_by_key(feats.keys, tf.keys)
     if cfg.unlabeled_from:
         tfu = load_features(store, cfg.teacher, cfg.unlabeled_from, cfg.nonfinite)
-        rows_u = join_by_key(ufeats.keys, tfu.keys, f"teacher {cfg.teacher}/{cfg.unlabeled_from}")
+        rows_u = join_by_key(ufeats.keys, tfu.keys)
+        data.provenance[f"{cfg.teacher}/{cfg.unlabeled_from}"] = store.provenance(cfg.teacher, cfg.unlabeled_from)
     else:
         tfu, rows_u = tf, rows
     need = np.unique(np.concatenate([p.numpy() for p in data.labeled]))
     need_u = np.unique(np.concatenate([p.numpy() for p in data.unlabeled]))
     lack, lack_u = need[rows[need] < 0], need_u[rows_u[need_u] < 0]
-    if len(lack) or len(lack_u):
+    # without --unlabeled-from both pools are rows of one entry (a row may be labelled in one run and
+    # unlabelled in another): count each utterance once
+    miss = list(dict.fromkeys([feats.keys[i] for i in lack] + [ufeats.keys[i] for i in lack_u]))
+    if miss:
         if cfg.missing_teacher != "drop":
-            keys = [feats.keys[i] for i in lack] + [ufeats.keys[i] for i in lack_u]
-            raise missing_keys_error(keys, np.full(len(keys), -1), f"--teacher {cfg.teacher} (store entry "
-                                     f"{cfg.teacher}/{cfg.unlabeled_dataset})")
-        warnings.warn(f"--teacher {cfg.teacher}: {len(lack) + len(lack_u)} utterances lack teacher features; "
+            n_needed = len(need) + len(need_u) if cfg.unlabeled_from else len(np.union1d(need, need_u))
+            entries = " and ".join(f"{cfg.teacher}/{d}" for d in dict.fromkeys([cfg.dataset, cfg.unlabeled_dataset]))
+            raise missing_keys_error(miss, n_needed, f"--teacher {cfg.teacher} (store entry {entries})")
+        warnings.warn(f"--teacher {cfg.teacher}: {len(miss)} utterances lack teacher features; "
                       "dropped from the labelled and unlabelled pools and counted in n_dropped")
         for r in range(len(data.runs)):
             lab, unl = data.labeled[r].numpy(), data.unlabeled[r].numpy()

@@ -59,8 +59,9 @@ class StackedMLP(nn.Module):
         """Z-score member r's inputs with the mean and std of rows ``pools[r]`` of X (N, D); no labels used."""
         for r, rows in enumerate(pools):
             x = X[rows]  # (n_r, D)
+            sd = x.std(0) if len(x) > 1 else torch.zeros_like(x[0])  # (D,)
             self.mu[r, 0] = x.mean(0)
-            self.inv_sd[r, 0] = 1.0 / x.std(0).clamp_min(1e-6)
+            self.inv_sd[r, 0] = torch.where(sd > 1e-6, 1.0 / sd, torch.ones_like(sd))  # constant features pass
         self.standardized = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,10 @@ def _coerce(name: str, value):
         return tuple(int(s) for s in (value if isinstance(value, (list, tuple)) else str(value).split(",")))
     kind = FIELDS[name].type
     if isinstance(value, str) and kind in ("int", "float", "bool"):
-        return {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}[kind](value)
+        try:
+            return {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}[kind](value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r}: expected {kind}") from None
     return value
 
 
@@ -49,6 +52,9 @@ def load_spec(path: str | Path, store: str = "", manifests: str = "", out: str =
     spec["store"] = store or spec.get("store", "")
     spec["manifests"] = manifests or spec.get("manifests", "")
     spec["out"] = out or spec.get("out", f"results/{spec['name']}")
+    bad = [o for o in overrides or [] if "=" not in o]
+    if bad:
+        raise ValueError(f"--set {bad[0]!r}: use field=value, e.g. --set epochs_baseline=5")
     spec["overrides"] = dict(o.split("=", 1) for o in overrides or [])
     grids = spec.get("grid", [])
     if isinstance(grids, dict):
@@ -88,7 +94,7 @@ def run_cell(cfg: TrainConfig) -> list[dict]:
 
 def run_pipeline(spec: dict, scheduler: str = "", echo=print) -> tuple[str, Path]:
     """Run all cells (sequentially or on dask), write <out>/results.csv and table.md; return the table."""
-    from trainer.tables import render
+    from trainer.tables import RENDER, load_results, render
 
     todo = cells(spec)
     echo(f"{spec['name']}: {len(todo)} cells")
@@ -112,9 +118,7 @@ def run_pipeline(spec: dict, scheduler: str = "", echo=print) -> tuple[str, Path
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "results.csv", index=False)
-    layout = spec["name"] if spec["name"] in ("table1", "table2", "table3", "table4", "table5") else "generic"
-    from trainer.tables import load_results
-
+    layout = spec["name"] if spec["name"] in RENDER else "generic"
     text = render(load_results([out / "results.csv"]), layout)
     (out / "table.md").write_text(text + "\n")
     return text, out

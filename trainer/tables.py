@@ -16,7 +16,6 @@ TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher"
 METHOD_NAMES = {"baseline": "Baseline", "dino": "DINO", "same-epochs": "Same epochs",
                 "full-labeled": "Full labeled", "b-grpo": "B-GRPO"}
 ADVANTAGE_NAMES = {"positive": "A_i > 0 (eq. 6)", "signed": "w/o A_i > 0", "none": "w/o A_i"}
-LAYOUTS = ("table1", "table2", "table3", "table4", "table5", "generic")
 
 
 def load_results(paths) -> pd.DataFrame:
@@ -31,8 +30,13 @@ def load_results(paths) -> pd.DataFrame:
             raise ValueError(f"{p}: no such file or folder")
     if not files:
         raise ValueError(f"no results.csv under {', '.join(map(str, paths))}")
-    df = pd.concat([pd.read_csv(f, keep_default_na=False, na_values={"macro_f1": [""]}) for f in files],
-                   ignore_index=True)
+    frames = []
+    for f in files:
+        d = pd.read_csv(f, keep_default_na=False, na_values={"macro_f1": [""]})
+        if not {"stage", "dataset", "seed", "macro_f1"} <= set(d.columns):
+            raise ValueError(f"{f}: not a results.csv of `trainer run` (needs stage, dataset, seed, macro_f1 columns)")
+        frames.append(d)
+    df = pd.concat(frames, ignore_index=True)
     for c in TEXT:
         if c in df:
             df[c] = df[c].astype(str)

@@ -54,7 +54,10 @@ def ema_update(teacher, student, momentum: torch.Tensor):
 
 
 def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gen: torch.Generator):
-    """Two views of pooled vectors: x + N(0, (noise * std)^2), then feature dropout (inverted scaling)."""
+    """Two views of pooled vectors: x + N(0, (noise * std)^2), then feature dropout (inverted scaling).
+
+    ``std`` broadcasts against ``x``: (D,) or per run (M, 1, D) for x (M, B, D).
+    """
     views = []
     for _ in range(2):
         v = x + torch.randn(x.shape, generator=gen) * (noise * std)
@@ -73,7 +76,8 @@ def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor
     steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
     schedule = momentum_schedule(cfg.dino_momentum, epochs * steps_per_epoch)
     center = torch.zeros(m, 1, student.w2.shape[2])  # (M, 1, C)
-    std = Xu.std(0)  # (D,)
+    # each run's noise scale comes from its own pool (not the whole entry, which holds the test rows too)
+    std = torch.stack([Xu[p].std(0) for p in pools]).nan_to_num(0.0).unsqueeze(1)  # (M, 1, D)
     step = 0
     for epoch in range(epochs):
         tau_t = teacher_temperature(epoch, epochs, cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp,
@@ -93,7 +97,6 @@ def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor
             opt.zero_grad()
             loss.sum().backward()
             opt.step(active)
-            a = active.to(loss.dtype)
             ema_update(teacher, student, torch.where(active, schedule[min(step, len(schedule) - 1)], 1.0))
             with torch.no_grad():
                 v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)
@@ -103,7 +106,7 @@ def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor
                 conf = ((t1.softmax(-1).amax(-1) * v.squeeze(-1)).sum(1) / v.squeeze(-1).sum(1).clamp_min(1))
             step += 1
             if log is not None:
-                log.step(active, loss * a, conf)
+                log.step(active, loss, conf)
         if log is not None:
             log.end_epoch()
     return center
