@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from emocache.encoders import EncoderConfig, EncoderError, batches_by_budget, build_encoder
+from emocache.encoders import EncoderConfig, EncoderError, batches_by_budget, build_encoder, encoder_class
 from emocache.encoders.loading import cosine_to_fp32
 
 SR = 16000
@@ -80,13 +80,19 @@ def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: in
     q: queue.Queue = queue.Queue(maxsize=prefetch)
 
     def produce() -> None:
-        with ThreadPoolExecutor(workers) as pool:
-            for fut in [pool.submit(enc.prepare, [waves[i] for i in b]) for b in batches]:
-                q.put(fut.result())
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                for fut in [pool.submit(enc.prepare, [waves[i] for i in b]) for b in batches]:
+                    q.put(fut.result())
+        except Exception as e:  # handed to the consumer, which would otherwise wait forever
+            q.put(e)
+            return
         q.put(None)
 
     threading.Thread(target=produce, daemon=True).start()
     while (item := q.get()) is not None:
+        if isinstance(item, Exception):
+            raise item
         enc.run(*item)
     _sync(enc.device)
     return windows
@@ -101,8 +107,12 @@ def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: st
     ``warmup`` runs both ways once untimed first (per-shape kernel set-up would otherwise be charged to whichever
     runs first). ``budget_seconds`` is the padded audio per batch (default 480 s on GPU, 60 s on CPU).
     """
-    from emocache.encoders.tiny import overrides
+    from emocache.encoders.tiny import NEURAL_MODELS, overrides
 
+    if model not in NEURAL_MODELS:
+        encoder_class(model)  # an unknown name: EncoderError listing the known ones
+        raise EncoderError(f"{model} has no weights to batch; `bench --model` times the neural encoders "
+                           f"({', '.join(NEURAL_MODELS)})")
     lengths = iemocap_like_lengths(n_utts, seed)
     waves = synthetic_waves(lengths, seed)
     if tiny:
@@ -195,11 +205,3 @@ def print_table(rows: list[dict]) -> None:
         table.add_row(*[_fmt(r.get(k)) for k, _ in COLUMNS])
     console = Console()
     Console(width=max(console.width, 200)).print(table)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The same table as Markdown (for docs/BENCHMARKS.md)."""
-    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
-    sep = "|" + "---|" * len(COLUMNS)
-    body = ["| " + " | ".join(_fmt(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, sep, *body])

@@ -166,7 +166,7 @@ def pack(url: str = typer.Argument(..., help="Store URL to pack."),
 
     try:
         n = run(url, out, storage_options=_storage_options(storage_options))
-    except (StoreError, FileExistsError) as e:
+    except (StoreError, OSError) as e:  # OSError: out exists, or its folder does not
         _fail(str(e))
     console.print(f"packed {n} objects into {out} ({out.stat().st_size / 1e6:.2f} MB)")
 

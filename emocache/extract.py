@@ -142,12 +142,6 @@ class _Loaded:
     load_seconds: float
 
 
-def _pin(inputs: dict, device: torch.device) -> dict:
-    if device.type != "cuda":
-        return inputs
-    return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
 def load_block(utts: list[Utterance], enc: Encoder, cfg: ExtractConfig) -> _Loaded:
     """Decode, resample, check and run the frontend for one block (CPU work, runs ahead of the model)."""
     t0 = time.perf_counter()
@@ -165,8 +159,8 @@ def load_block(utts: list[Utterance], enc: Encoder, cfg: ExtractConfig) -> _Load
     batches = []
     for group in batches_by_budget(lengths, budget, cfg.max_batch):
         idx = [ok[j] for j in group]
-        inputs, owner = enc.prepare([waves[i] for i in idx])
-        batches.append((idx, _pin(inputs, enc.device), owner))
+        inputs, owner = enc.prepare([waves[i] for i in idx])  # neural encoders page-lock their inputs here
+        batches.append((idx, inputs, owner))
     return _Loaded(waves, errors, warns, batches, time.perf_counter() - t0)
 
 

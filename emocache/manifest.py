@@ -179,7 +179,7 @@ def read_manifests(paths: list[str | Path], audio_root: list[str] | None = None,
 
 
 def dataset_manifest(folder: str | Path) -> Path:
-    """The whole-dataset jsonl in an EmoBox dataset folder (``<ds>/<ds>.jsonl``), else the union of folds."""
+    """The whole-dataset jsonl in an EmoBox dataset folder (``<ds>/<ds>.jsonl``); ManifestError without one."""
     folder = Path(folder)
     whole = folder / f"{folder.name}.jsonl"
     if whole.exists():
@@ -228,14 +228,6 @@ def lookup_label(raw: str, label_map: dict[str, str]) -> str | None:
         return label_map[raw]
     low = {k.lower(): v for k, v in label_map.items()}
     return low.get(raw.lower())
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def utterances_sha256(utts: list[Utterance]) -> str:

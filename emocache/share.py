@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocache.store import Entry, StoreError, _member, _zarr, open_store, zarr_store
+from emocache.store import Entry, StoreError, _zarr, frames_end, open_store, zarr_store
 
 MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
                 "sample_rate", "frame_rate", "manifest_sha256")
@@ -110,20 +110,16 @@ def _read_block(src: Entry, b: int, idx: np.ndarray):
         if src.has_frames:
             arr = src.block_frames(b)
             F = np.asarray(arr[:])  # (sum T_i, D_frames), float16 or float32
-            rows = idx[sl]
-            ok = rows[:, 0] >= 0
-            end = int((rows[ok, 0] + rows[ok, 1]).max()) if ok.any() else 0
+            end = frames_end(idx[sl])
             if end != F.shape[0]:
                 raise StoreError(f"{where}: index ends at frame {end}, frames hold {F.shape[0]}")
-        errs = _member(src.group, f"blocks/b{b:06d}", src.where).attrs.get("errors", {})
+        errs = src.block_errors(b)
     except StoreError:
         raise
     except Exception as e:
         raise StoreError(f"{where}: unreadable ({type(e).__name__}: {e}); run `emocache verify` on the "
                          "source") from None
-    if not isinstance(errs, dict) or not all(isinstance(v, str) for v in errs.values()):
-        raise StoreError(f"{where}: attribute errors must map keys to messages")
-    return P, idx[sl].copy(), F, {str(k): v for k, v in errs.items()}
+    return P, idx[sl].copy(), F, errs
 
 
 def merge(src: str, dst: str, entries: list[str] | None = None, storage_options: dict | None = None) -> list[dict]:

@@ -160,6 +160,17 @@ def _member(group, name: str, where: str):
         raise StoreError(f"{where}/{name}: unreadable metadata ({type(e).__name__}: {e})") from None
 
 
+def invalid_rows(idx: np.ndarray) -> np.ndarray:
+    """(N,) bool: index rows that no writer produces (offset below -2, or a done row with a negative length)."""
+    return (idx[:, 0] < FAILED) | ((idx[:, 0] >= 0) & (idx[:, 1] < 0))
+
+
+def frames_end(rows: np.ndarray) -> int:
+    """The frame count a block's index rows (n_b, 2) claim: the end of the last done utterance, 0 when none."""
+    ok = rows[:, 0] >= 0
+    return int((rows[ok, 0] + rows[ok, 1]).max()) if ok.any() else 0
+
+
 @dataclass(frozen=True)
 class BlockState:
     done: int
@@ -202,6 +213,7 @@ class Entry:
                                  "blocks must map to whole chunks for the commit protocol")
         self._keys: list[str] | None = None
         self._labels: list[str] | None = None
+        self._pos: dict[str, int] | None = None
 
     # -- metadata --------------------------------------------------------------------------------------------
     @property
@@ -227,16 +239,20 @@ class Entry:
             self._labels = [str(k) for k in self.labels_array[:]]
         return self._labels
 
-    def index(self) -> np.ndarray:
-        """(N, 2) int64: (offset, length) per utterance; -1 pending, -2 failed (values range-checked)."""
+    def index(self, rows: slice = slice(None)) -> np.ndarray:
+        """(N, 2) int64: (offset, length) per utterance; -1 pending, -2 failed (values range-checked).
+
+        ``rows`` reads only those rows (a contiguous slice), e.g. one utterance's.
+        """
         try:
-            idx = np.asarray(self.index_array[:], dtype=np.int64)
+            idx = np.asarray(self.index_array[rows], dtype=np.int64)
         except Exception as e:
             raise StoreError(f"{self.where}/index: unreadable ({type(e).__name__}: {e}); run `emocache verify`, "
                              "then `emocache extract ... --redo-failed` to redo the blocks it names") from None
-        bad = (idx[:, 0] < FAILED) | ((idx[:, 0] >= 0) & (idx[:, 1] < 0))
+        bad = invalid_rows(idx)
         if bad.any():
-            blocks = sorted({int(i) // self.block_size for i in np.flatnonzero(bad)})
+            start = rows.start or 0
+            blocks = sorted({(start + int(i)) // self.block_size for i in np.flatnonzero(bad)})
             raise StoreError(f"{self.where}/index: invalid (offset, length) rows in block(s) {blocks[:10]}; "
                              "run `emocache verify` and re-extract them with --redo-failed")
         return idx
@@ -249,16 +265,19 @@ class Entry:
             out.append(BlockState(int((o >= 0).sum()), int((o == FAILED).sum()), int((o == PENDING).sum())))
         return out
 
+    def block_errors(self, b: int) -> dict[str, str]:
+        """Block ``b``'s ``errors`` attribute (key -> message), validated."""
+        errs = _member(self.group, f"blocks/b{b:06d}", self.where).attrs.get("errors", {})
+        if not isinstance(errs, dict) or not all(isinstance(v, str) for v in errs.values()):
+            raise StoreError(f"{self.where}/blocks/b{b:06d}: attribute errors must map keys to messages")
+        return {str(k): v for k, v in errs.items()}
+
     def errors(self) -> dict[str, str]:
         """key -> error message for every failed utterance of committed blocks."""
-        idx = self.index()
         out: dict[str, str] = {}
-        for b, st in enumerate(self.block_states(idx)):
+        for b, st in enumerate(self.block_states()):
             if st.failed and st.committed:
-                errs = _member(self.group, f"blocks/b{b:06d}", self.where).attrs.get("errors", {})
-                if not isinstance(errs, dict) or not all(isinstance(v, str) for v in errs.values()):
-                    raise StoreError(f"{self.where}/blocks/b{b:06d}: attribute errors must map keys to messages")
-                out.update({str(k): v for k, v in errs.items()})
+                out.update(self.block_errors(b))
         return out
 
     # -- reading ---------------------------------------------------------------------------------------------
@@ -292,11 +311,12 @@ class Entry:
     def frames(self, key: str) -> np.ndarray:
         if not self.has_frames:
             raise StoreError(f"{self.model}/{self.dataset}: extracted with --no-frames; only pooled vectors")
-        try:
-            i = self.keys.index(key)
-        except ValueError:
-            raise KeyError(f"{self.model}/{self.dataset}: no utterance {key!r}") from None
-        off, ln = (int(v) for v in self.index()[i])
+        if self._pos is None:
+            self._pos = {k: i for i, k in enumerate(self.keys)}
+        i = self._pos.get(key)
+        if i is None:
+            raise KeyError(f"{self.model}/{self.dataset}: no utterance {key!r}")
+        off, ln = (int(v) for v in self.index(slice(i, i + 1))[0])  # this row only, not the whole index
         if off < 0:
             state = "failed" if off == FAILED else "not extracted yet"
             raise KeyError(f"{self.model}/{self.dataset}: utterance {key!r} {state}")
@@ -403,6 +423,7 @@ class Store:
         zarr = _zarr()
         self.url = str(url)
         self.mode = mode
+        self._entries: dict[tuple[str, str], Entry] = {}
         self.storage_options = storage_options_for(storage_options)
         read_only = mode == "r"
         self.zstore = zs = zarr_store(url, read_only=read_only, storage_options=self.storage_options)
@@ -414,8 +435,7 @@ class Store:
                 self.root = zarr.open_group(zs, mode="a", zarr_format=3, use_consolidated=False)
                 if "emocache_format" not in self.root.attrs or _has_consolidated(zs):
                     self.root.attrs["emocache_format"] = self.root.attrs.get("emocache_format", FORMAT)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError")
-                else FileNotFoundError) as e:
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
             raise StoreError(f"{url}: not a Zarr v3 group ({e}); is this an emocache store?") from None
         except (ValueError, TypeError) as e:
             raise StoreError(f"{url}: unreadable root metadata ({type(e).__name__}: {e})") from None
@@ -428,29 +448,46 @@ class Store:
     # -- entries ---------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, str]]:
         out = []
-        for model, g in sorted(self.root.groups()):
-            for dataset, e in sorted(g.groups()):
-                if "n" in e.attrs:
-                    out.append((model, dataset))
+        where = self.url
+        try:
+            for model, g in sorted(self.root.groups()):
+                where = f"{self.url}/{model}"
+                for dataset, e in sorted(g.groups()):
+                    if "n" in e.attrs:
+                        out.append((model, dataset))
+        except (ValueError, TypeError) as e:  # a damaged zarr.json below ``where``
+            raise StoreError(f"{where}: unreadable metadata ({type(e).__name__}: {e}); the store is damaged") from None
         return out
 
-    def entry(self, model: str, dataset: str) -> Entry:
-        path = f"{model}/{dataset}"
+    def _node(self, path: str):
+        """``root[path]``, None when absent; unreadable metadata is a StoreError."""
         try:
-            g = self.root[path]
+            return self.root[path]
         except KeyError:
-            g = None
+            return None
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{self.url}/{path}: unreadable metadata ({type(e).__name__}: {e})") from None
+
+    def entry(self, model: str, dataset: str) -> Entry:
+        """The entry (model, dataset); a read-only store opens each entry once (its keys never change)."""
+        cached = self._entries.get((model, dataset))
+        if cached is not None:
+            return cached
+        path = f"{model}/{dataset}"
+        g = self._node(path)
         if g is None or not hasattr(g, "attrs") or "n" not in g.attrs:
             have = ", ".join(f"{m}/{d}" for m, d in self.entries()) or "none"
             raise KeyError(f"{self.url}: no entry {path} (entries: {have})")
-        return Entry(g, model, dataset, self.url)
+        e = Entry(g, model, dataset, self.url)
+        if self.mode == "r":
+            self._entries[(model, dataset)] = e
+        return e
 
     def _entry_group(self, model: str, dataset: str):
         """The entry's group when complete (attributes written), else None."""
         zarr = _zarr()
-        try:
-            g = self.root[f"{model}/{dataset}"]
-        except KeyError:
+        g = self._node(f"{model}/{dataset}")
+        if g is None:
             return None
         if not isinstance(g, zarr.Group):
             raise StoreError(f"{self.url}/{model}/{dataset}: an array where an entry group belongs")

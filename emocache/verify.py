@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emocache.store import FAILED, PENDING, Entry, Store
+from emocache.store import PENDING, Entry, Store, frames_end, invalid_rows
 
 
 @dataclass
@@ -47,7 +47,7 @@ def verify_entry(entry: Entry) -> EntryCheck:
             sl = entry.block_slice(b)
             try:
                 rows = np.asarray(entry.index_array[sl], dtype=np.int64)
-                if (rows[:, 0] < FAILED).any() or ((rows[:, 0] >= 0) & (rows[:, 1] < 0)).any():
+                if invalid_rows(rows).any():
                     raise ValueError("invalid (offset, length) rows")
                 idx[sl] = rows
             except Exception as e:
@@ -73,9 +73,7 @@ def verify_entry(entry: Entry) -> EntryCheck:
                 raise ValueError("block group missing")
             if entry.has_frames:
                 F = entry.block_frames(b)
-                rows = idx[entry.block_slice(b)]
-                ok = rows[:, 0] >= 0
-                end = int((rows[ok, 0] + rows[ok, 1]).max()) if ok.any() else 0
+                end = frames_end(idx[entry.block_slice(b)])
                 if end != F.shape[0]:
                     raise ValueError(f"index ends at frame {end}, the frames array has {F.shape[0]}")
                 n_chunks = -(-F.shape[0] // F.chunks[0]) if F.shape[0] else 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -46,7 +45,7 @@ class EncoderConfig:
 
 @dataclass
 class Encoded:
-    """One batch's output: frames and valid lengths, pooled over valid frames in float32."""
+    """One batch's output: each utterance's valid frames, and their pooled vectors in float32."""
 
     frames: list[np.ndarray]
     """Per utterance (T_i, D_frames), float32."""
@@ -219,7 +218,3 @@ def ceil_div(a: int, b: int) -> int:
 
 def conv_frames(n: int, kernel: int, stride: int) -> int:
     return max(0, (n - kernel) // stride + 1)
-
-
-def seconds(n: int, sr: int) -> float:
-    return n / sr if sr else math.nan
