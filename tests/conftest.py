@@ -1,4 +1,4 @@
-"""Shared fixtures: audio made by the tests (never ../shared), a tiny EmoBox-format corpus, CLI runners.
+"""Shared fixtures: audio made by the tests (never the repository-external data folder), a tiny EmoBox-format corpus, CLI runners.
 
 Reusable by every test module:
 
