@@ -223,6 +223,12 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
     train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
                 ctx.gens, logp_ref_all, reward_fn, cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
                 p_teacher_all, ctx.gen, ctx.log)
+    unrewarded = sorted({(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo"}
+                        - {(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo" and r["reward"] > 0})
+    if unrewarded:
+        warnings.warn(f"b-grpo: {len(unrewarded)} run(s) (fold, seed) {unrewarded[:4]} got no reward in any batch "
+                      f"({cfg.reward} never paid out, e.g. no max probability above --delta {cfg.delta}), so "
+                      "the stage left their policy unchanged; train the baseline longer or lower --delta")
     return ctx.policy
 
 

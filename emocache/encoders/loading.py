@@ -264,10 +264,13 @@ class NeuralEncoder(Encoder):
 
 def import_or_hint(module: str, package: str):
     """Import a heavy optional dependency, or raise an :class:`EncoderError` that says how to install it."""
+    import contextlib
     import importlib
+    import io
 
     try:
-        return importlib.import_module(module)
+        with contextlib.redirect_stdout(io.StringIO()):  # funasr prints an ffmpeg notice on import; audio is ours
+            return importlib.import_module(module)
     except ImportError as e:
         raise EncoderError(f"{module} is needed for this encoder (an emocache dependency): "
                            f"pip install '{package}' ({e})") from e

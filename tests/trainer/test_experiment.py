@@ -86,3 +86,11 @@ def test_write_results_with_config_curves_and_plots(base_kw, tmp_path):
     assert meta["config"]["method"] == "b-grpo" and meta["config"]["beta"] == 0.04
     assert len(meta["rows"]) == 4 and "m/ds" in meta["provenance"]
     assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bgrpo_warns_when_no_reward_was_ever_paid(base_kw):
+    with pytest.warns(UserWarning, match="got no reward in any batch"):
+        res = experiment.run(TrainConfig(method="b-grpo", delta=1.0, seeds=(0,), **base_kw))  # max prob > 1 never holds
+    final = [r["macro_f1"] for r in res.rows if r["stage"] == "final"]
+    stage1 = [r["macro_f1"] for r in res.rows if r["stage"] == "stage1"]
+    assert final == stage1
