@@ -143,6 +143,7 @@ def bench(
     store: str = typer.Option("", help="Use a real entry instead of synthetic data"),
     model: str = typer.Option(""), dataset: str = typer.Option(""), manifests: str = typer.Option(""),
     slow: bool = typer.Option(True, "--slow/--no-slow", help="Also time the per-sample DataLoader loop"),
+    npy: bool = typer.Option(True, "--npy/--no-npy", help="Also time it reading one .npy per utterance (EmoBox)"),
     out: Optional[Path] = typer.Option(None, help="Write bench.json and bench.md into this folder"),
 ):
     """Time the stacked whole-tensor b-grpo run against a per-sample DataLoader loop on the same data."""
@@ -153,7 +154,7 @@ def bench(
     try:
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
                         seeds=_seeds(seeds), threads=threads, store=store, model=model, dataset=dataset,
-                        manifests=manifests, slow=slow)
+                        manifests=manifests, slow=slow, npy=npy)
     except (DataError, ValueError) as e:
         _fail(e)
     md = markdown(rep)
