@@ -206,11 +206,12 @@ def run_block(entry: Entry, b: int, utts: list[Utterance], enc: Encoder, cfg: Ex
                        {block_utts[i].key: m for i, m in errors.items()}, loaded.warnings)
 
 
-def store_order(utts: list[Utterance]) -> list[Utterance]:
-    """Rows sorted by the manifest's length (stable) when every line has one, so blocks batch with little padding."""
+def store_order(utts: list[Utterance]) -> tuple[list[Utterance], str]:
+    """Rows sorted by the manifest's length (stable) when every line has one, so blocks batch with little
+    padding; returns the rows and the order's name for provenance."""
     if all(u.length for u in utts):
-        return sorted(utts, key=lambda u: u.length)
-    return list(utts)
+        return sorted(utts, key=lambda u: u.length), "manifest length"
+    return list(utts), "manifest"
 
 
 def parse_part(part: str | None) -> tuple[int, int]:
@@ -234,9 +235,8 @@ def prepare_entries(cfg: ExtractConfig, enc: Encoder) -> list[tuple[Entry, list[
     jobs = []
     for ds, utts in by_ds.items():
         prov = {**enc.provenance(), "package": f"emocache {__version__}", "manifest_sha256": utterances_sha256(utts),
-                "frames_dtype": "float16 (float32 for blocks that overflow)", "torch": torch.__version__,
-                "order": "manifest length" if all(u.length for u in utts) else "manifest"}
-        utts = store_order(utts)
+                "frames_dtype": "float16 (float32 for blocks that overflow)", "torch": torch.__version__}
+        utts, prov["order"] = store_order(utts)
         entry = store.create_entry(enc.name, ds, [u.key for u in utts], [u.emo for u in utts], enc.dim,
                                    enc.frame_dim, prov, has_frames=cfg.frames, block_size=cfg.block_size)
         if cfg.redo_failed:
@@ -261,7 +261,7 @@ def extract(cfg: ExtractConfig, progress: bool = True) -> ExtractReport:
     report = ExtractReport(cfg.model, cfg.store, load_seconds=time.perf_counter() - t0)
     t0 = time.perf_counter()
     jobs = prepare_entries(cfg, enc)
-    total = sum(len(range(entry.n)[entry.block_slice(b)]) for entry, _, todo in jobs for b in todo)
+    total = sum(entry.block_slice(b).stop - entry.block_slice(b).start for entry, _, todo in jobs for b in todo)
 
     with progress_bar(progress) as bar, ThreadPoolExecutor(max(1, cfg.loader_threads)) as pool:
         task = bar.add_task(f"{cfg.model}", total=total)

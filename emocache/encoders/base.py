@@ -218,3 +218,10 @@ def ceil_div(a: int, b: int) -> int:
 
 def conv_frames(n: int, kernel: int, stride: int) -> int:
     return max(0, (n - kernel) // stride + 1)
+
+
+def conv_stack_frames(n: int, layers) -> int:
+    """Output length of a stack of unpadded 1-d convolutions given as (kernel, stride) pairs."""
+    for kernel, stride in layers:
+        n = conv_frames(n, kernel, stride)
+    return n

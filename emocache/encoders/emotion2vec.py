@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emocache.encoders.base import EncoderError, conv_frames
+from emocache.encoders.base import EncoderError, conv_stack_frames
 from emocache.encoders.loading import NeuralEncoder, import_or_hint, load_strict
 
 CNN_SPEC = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"
@@ -139,10 +139,7 @@ class _Emotion2vec(NeuralEncoder):
         return int(self.model.cfg.embed_dim)
 
     def valid_frames(self, num_samples: int) -> int:
-        n = num_samples
-        for k, s in self.cnn:
-            n = conv_frames(n, k, s)
-        return n
+        return conv_stack_frames(num_samples, self.cnn)
 
     def frontend(self, waves: list[np.ndarray]) -> dict:
         """Layer norm over each wave's own length (as funasr's inference), then zero padding."""

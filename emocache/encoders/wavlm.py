@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emocache.encoders.base import EncoderError, conv_frames
+from emocache.encoders.base import EncoderError, conv_frames, conv_stack_frames
 from emocache.encoders.loading import NeuralEncoder, import_or_hint
 
 LARGE_CONFIG = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
@@ -66,10 +66,7 @@ class _WavLM(NeuralEncoder):
         return int(self.model.config.hidden_size)
 
     def valid_frames(self, num_samples: int) -> int:
-        n = num_samples
-        for k, s in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
-            n = conv_frames(n, k, s)
-        return n
+        return conv_stack_frames(num_samples, zip(self.model.config.conv_kernel, self.model.config.conv_stride))
 
     def frontend(self, waves: list[np.ndarray]) -> dict:
         """Zero-mean unit-variance per wave over its own length when the checkpoint asks for it; zero padding."""
