@@ -8,50 +8,36 @@ from pathlib import Path
 
 import numpy as np
 
-from emocache.store import Entry, StoreError, _zarr, frames_end, open_store, zarr_store
+from emocache.store import Entry, StoreError, frames_end, open_store, zarr_store
+from emocache.store.storage import get_bytes, object_keys, quiet_zarr
 
 MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
                 "sample_rate", "frame_rate", "manifest_sha256")
 """Provenance fields that must agree for blocks from two stores to sit in one entry."""
 
 
-def _sync(coro):
-    from zarr.core.sync import sync
-
-    return sync(coro)
-
-
-async def _list(zs) -> list[str]:
-    return [k async for k in zs.list()]
-
-
 def _get(zs, key: str) -> bytes:
-    from zarr.core.buffer import default_buffer_prototype
-
-    buf = _sync(zs.get(key, prototype=default_buffer_prototype()))
-    if buf is None:
+    raw = get_bytes(zs, key)
+    if raw is None:
         raise StoreError(f"{zs}: object {key} vanished while reading (is a writer still running?)")
-    return buf.to_bytes()
-
-
-def _object_keys(zs) -> list[str]:
-    """Every object of a store except temporary files of interrupted LocalStore writes."""
-    return sorted(k for k in _sync(_list(zs)) if not k.endswith(".partial"))
+    return raw
 
 
 def _consolidated_root(zs, keys: list[str]) -> bytes:
     """The root zarr.json with consolidated metadata of every node, computed from a copy of the metadata only."""
-    zarr = _zarr()
+    import zarr
     from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
     from zarr.storage import MemoryStore
 
     mem = MemoryStore()
     proto = default_buffer_prototype()
     for k in keys:
         if k == "zarr.json" or k.endswith("/zarr.json"):
-            _sync(mem.set(k, proto.buffer.from_bytes(_get(zs, k))))
-    zarr.consolidate_metadata(mem)
-    return _sync(mem.get("zarr.json", prototype=proto)).to_bytes()
+            sync(mem.set(k, proto.buffer.from_bytes(_get(zs, k))))
+    with quiet_zarr():
+        zarr.consolidate_metadata(mem)
+    return get_bytes(mem, "zarr.json")
 
 
 def pack(url: str, out: str | Path, storage_options: dict | None = None) -> int:
@@ -66,7 +52,7 @@ def pack(url: str, out: str | Path, storage_options: dict | None = None) -> int:
     for model, dataset in store.entries():
         store.entry(model, dataset)  # validates before anything is copied
     zs = store.zstore
-    keys = _object_keys(zs)
+    keys = object_keys(zs)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -83,11 +69,13 @@ def pack(url: str, out: str | Path, storage_options: dict | None = None) -> int:
 def consolidate(url: str, storage_options: dict | None = None) -> int:
     """Write consolidated metadata into the store's root (writers drop it again; rerun after the last one).
     Returns the number of nodes listed."""
-    zarr = _zarr()
+    import zarr
+
     if str(url).endswith(".zip"):
         raise StoreError(f"{url}: packed stores are consolidated already")
     open_store(url, storage_options=storage_options)  # an emocache store, format checked
-    g = zarr.consolidate_metadata(zarr_store(url, read_only=False, storage_options=storage_options))
+    with quiet_zarr():
+        g = zarr.consolidate_metadata(zarr_store(url, read_only=False, storage_options=storage_options))
     return len(g.metadata.consolidated_metadata.flattened_metadata)
 
 
@@ -144,8 +132,8 @@ def merge(src: str, dst: str, entries: list[str] | None = None, storage_options:
     for m, ds in want:
         se = s.entry(m, ds)
         where = f"{dst}/{m}/{ds}"
-        existing = d._entry_group(m, ds)
-        if existing is not None:
+        existing = d.has_entry(m, ds)
+        if existing:
             de = d.entry(m, ds)
             _check_provenance(se, de.provenance, where)
             if de.block_size != se.block_size:
@@ -165,5 +153,5 @@ def merge(src: str, dst: str, entries: list[str] | None = None, storage_options:
                 continue
             de.commit_block(b, *_read_block(se, b, sidx))
             copied += 1
-        rows.append({"model": m, "dataset": ds, "copied": copied, "skipped": skipped, "created": existing is None})
+        rows.append({"model": m, "dataset": ds, "copied": copied, "skipped": skipped, "created": not existing})
     return rows

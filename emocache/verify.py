@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emocache.store import PENDING, Entry, Store, frames_end, invalid_rows
+from emocache.store import PENDING, Entry, Store, block_name, frames_end, invalid_rows
 
 
 @dataclass
@@ -29,13 +29,6 @@ class EntryCheck:
         return not self.problems
 
 
-def _exists(entry: Entry, rel: str) -> bool:
-    from zarr.core.sync import sync
-
-    g = entry.group
-    return bool(sync(g.store.exists(f"{g.path}/{rel}" if g.path else rel)))
-
-
 def verify_entry(entry: Entry) -> EntryCheck:
     """Read every chunk of every committed block (CRC32C-checked) and check the index against the frames."""
     chk = EntryCheck(entry.model, entry.dataset, blocks=entry.n_blocks)
@@ -53,9 +46,9 @@ def verify_entry(entry: Entry) -> EntryCheck:
             except Exception as e:
                 chk.problems[b] = f"index chunk unreadable ({type(e).__name__}: {e})"
     states = entry.block_states(idx)
-    names = set(entry.group["blocks"].group_keys()) if "blocks" in entry.group else set()
+    names = entry.block_groups()
     for b, st in enumerate(states):
-        name = f"b{b:06d}"
+        name = block_name(b)
         if b in chk.problems:
             continue
         if not st.committed:
@@ -64,7 +57,7 @@ def verify_entry(entry: Entry) -> EntryCheck:
             continue
         chk.committed += 1
         try:
-            if not _exists(entry, f"pooled/c/{b}/0"):
+            if not entry.chunk_exists(entry.pooled_array, (b, 0)):
                 raise ValueError("pooled chunk missing")
             P = np.asarray(entry.pooled_array[entry.block_slice(b)])
             if not np.isfinite(P).all():
@@ -78,7 +71,7 @@ def verify_entry(entry: Entry) -> EntryCheck:
                     raise ValueError(f"index ends at frame {end}, the frames array has {F.shape[0]}")
                 n_chunks = -(-F.shape[0] // F.chunks[0]) if F.shape[0] else 0
                 for c in range(n_chunks):
-                    if not _exists(entry, f"blocks/{name}/frames/c/{c}/0"):
+                    if not entry.chunk_exists(F, (c, 0)):
                         raise ValueError(f"frames chunk {c} missing")
                 np.asarray(F[:])
         except Exception as e:

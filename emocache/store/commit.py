@@ -1,0 +1,148 @@
+"""Writing: creating an entry's arrays and committing blocks (the commit protocol; invariants in the package doc)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from emocache.store.layout import BLOCKS, DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, block_name
+from emocache.store.storage import codecs, quiet_zarr
+
+
+class BlockWriter:
+    """Block writing for :class:`~emocache.store.entry.Entry` (which supplies the arrays and attributes)."""
+
+    def write_block(self, b: int, pooled: np.ndarray, frames: list[np.ndarray] | None,
+                    errors: dict[int, str]) -> None:
+        """Write block ``b``: frames and pooled first, the index chunk (the commit record) last.
+
+        ``pooled`` is (n_b, D) with rows of failed utterances ignored; ``frames`` per utterance (T_i, D_frames)
+        (None entries for failed ones); ``errors`` maps a row within the block to its message.
+        """
+        sl = self.block_slice(b)
+        nb = sl.stop - sl.start
+        index = np.full((nb, 2), FAILED, dtype=np.int64)
+        F = None
+        if self.has_frames:
+            assert frames is not None and len(frames) == nb
+            ok = [i for i in range(nb) if i not in errors]
+            lengths = [int(frames[i].shape[0]) for i in ok]
+            parts = [np.asarray(frames[i], dtype=np.float32) for i in ok]
+            F = np.concatenate(parts, 0) if parts else np.zeros((0, self.frame_dim), np.float32)
+            overflow = F.size and max(float(F.max()), -float(F.min())) > F16_MAX
+            F = F.astype(np.float32 if overflow else np.float16)
+            off = 0
+            for i, ln in zip(ok, lengths):
+                index[i] = (off, ln)
+                off += ln
+        else:
+            for i in range(nb):
+                if i not in errors:
+                    index[i] = (0, 0)
+        P = np.zeros((nb, self.dim), np.float32)
+        for i in range(nb):
+            if i not in errors:
+                P[i] = pooled[i]
+        self.commit_block(b, P, index, F, {self.keys[sl.start + i]: msg for i, msg in sorted(errors.items())})
+
+    def commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
+                     errors: dict[str, str]) -> None:
+        """Write block ``b``'s objects, the index chunk last: pooled (n_b, D) float32, index (n_b, 2) int64,
+        frames (sum T_i, D_frames) float16/float32 (None without frames), errors key -> message.
+
+        A block group left by an earlier attempt is uncommitted first (index chunk reset), then replaced.
+        """
+        sl = self.block_slice(b)
+        blocks = self.group.require_group(BLOCKS)
+        name = block_name(b)
+        if name in blocks:
+            self.reset_blocks([b])
+            del blocks[name]
+        g = blocks.create_group(name)
+        g.attrs["errors"] = errors
+        if self.has_frames:
+            F = frames if frames is not None else np.zeros((0, self.frame_dim), np.float16)
+            total = F.shape[0]
+            rows = max(1, min(max(total, 1), (1 << 20) // (self.frame_dim * F.dtype.itemsize)))
+            arr = g.create_array("frames", shape=(total, self.frame_dim), dtype=F.dtype,
+                                 chunks=(rows, self.frame_dim), compressors=codecs(level=1), fill_value=0,
+                                 config={"write_empty_chunks": True})
+            if total:
+                arr[:] = F
+        self.pooled_array.with_config({"write_empty_chunks": True})[sl] = pooled
+        self.index_array[sl] = index  # commit
+
+    def reset_blocks(self, blocks: list[int]) -> None:
+        """Mark blocks pending again (their index chunk first), so the next run redoes them."""
+        for b in blocks:
+            sl = self.block_slice(b)
+            self.index_array[sl] = np.full((sl.stop - sl.start, 2), PENDING, dtype=np.int64)
+
+
+def require_group(parent, name: str):
+    """Open or create a sub-group; another process creating it at the same moment is fine."""
+    import zarr
+
+    for _ in range(5):
+        try:
+            return parent.require_group(name)
+        except zarr.errors.ContainsGroupError:
+            continue
+    return parent[name]
+
+
+def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=None):
+    """Open an array of exactly this spec, or create it; a mismatching one (left by a crashed creation of an
+    entry that never got its attributes) is replaced."""
+    import zarr
+
+    want = np.dtype(dtype) if dtype is not str else None
+    try:
+        a = g[name]
+        if (isinstance(a, zarr.Array) and tuple(a.shape) == tuple(shape) and tuple(a.chunks) == tuple(chunks)
+                and (want is None or a.dtype == want)):
+            return a
+        overwrite = True
+    except KeyError:
+        overwrite = False
+    try:
+        with quiet_zarr():
+            return g.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=codecs(),
+                                  fill_value=fill_value, overwrite=overwrite)
+    except zarr.errors.ContainsArrayError:
+        return g[name]
+
+
+def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
+                       frame_dim: int, provenance: dict, has_frames: bool, block_size: int):
+    """Write an entry's group and arrays, then its attributes in one write (from then on the entry exists)."""
+    g = require_group(require_group(root, model), dataset)
+    n = len(keys)
+    bs = max(1, min(block_size, n))
+    require_array(g, "keys", shape=(n,), dtype=str, chunks=(max(n, 1),))[:] = np.array(keys, dtype=object)
+    require_array(g, "labels", shape=(n,), dtype=str, chunks=(max(n, 1),))[:] = np.array(labels, dtype=object)
+    require_array(g, "pooled", shape=(n, dim), dtype="float32", chunks=(bs, dim), fill_value=0)
+    require_array(g, "index", shape=(n, 2), dtype="int64", chunks=(bs, 2), fill_value=PENDING)
+    require_group(g, BLOCKS)
+    g.update_attributes({"n": n, "block_size": bs, "dim": dim, "frame_dim": frame_dim, "has_frames": has_frames,
+                         "provenance": provenance, "format": FORMAT})  # one write: the entry exists
+    return g
+
+
+def write_arrays(url: str | Path, model: str, dataset: str, keys: list[str], labels: list[str],
+                 pooled: np.ndarray, frames: list[np.ndarray] | None = None, provenance: dict | None = None,
+                 block_size: int = DEFAULT_BLOCK):
+    """Write a complete entry from arrays (features made elsewhere, tests, merges); returns the Entry."""
+    from emocache.store.root import open_store
+
+    pooled = np.asarray(pooled, dtype=np.float32)
+    frame_dim = frames[0].shape[1] if frames else pooled.shape[1]
+    prov = {"model": model, "weights": "arrays", "layer": "n/a", "pooling": "given", **(provenance or {})}
+    st = open_store(url, mode="a")
+    e = st.create_entry(model, dataset, list(keys), list(labels), pooled.shape[1], frame_dim, prov,
+                        has_frames=frames is not None, block_size=block_size)
+    for b in range(e.n_blocks):
+        sl = e.block_slice(b)
+        e.write_block(b, pooled[sl], frames[sl] if frames is not None else None, {})
+    return e

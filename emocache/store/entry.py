@@ -1,0 +1,192 @@
+"""Reading an entry: one (model, dataset) group, its attributes and arrays validated on opening."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from emocache.store.commit import BlockWriter
+from emocache.store.layout import (BLOCKS, FAILED, PENDING, BlockState, block_name, block_path, invalid_rows)
+from emocache.store.storage import exists
+from emocache.store.validate import StoreError, check_array, int_attr, member
+
+
+class Entry(BlockWriter):
+    """One (model, dataset) group; reading here, writing blocks in :class:`~emocache.store.commit.BlockWriter`."""
+
+    def __init__(self, group, model: str, dataset: str, url: str = ""):
+        self.group = group
+        self.model = model
+        self.dataset = dataset
+        self.where = where = f"{url}/{model}/{dataset}" if url else f"{model}/{dataset}"
+        a = dict(group.attrs)
+        self.attrs = a
+        self.n = int_attr(a, "n", where, 0)
+        self.block_size = int_attr(a, "block_size", where, 1)
+        self.dim = int_attr(a, "dim", where, 1, 1 << 20)
+        self.frame_dim = int_attr(a, "frame_dim", where, 1, 1 << 20)
+        if not isinstance(a.get("has_frames"), bool):
+            raise StoreError(f"{where}: attribute has_frames={a.get('has_frames')!r} must be true or false")
+        self.has_frames = a["has_frames"]
+        if not isinstance(a.get("provenance", {}), dict):
+            raise StoreError(f"{where}: attribute provenance must be a JSON object")
+        n, bs = self.n, self.block_size
+        self.keys_array = check_array(member(group, "keys", where), f"{where}/keys", ("string",), (n,))
+        self.labels_array = check_array(member(group, "labels", where), f"{where}/labels", ("string",), (n,))
+        self.pooled_array = check_array(member(group, "pooled", where), f"{where}/pooled", ("float32",),
+                                        (n, self.dim))
+        self.index_array = check_array(member(group, "index", where), f"{where}/index", ("int64",), (n, 2))
+        for arr, name in ((self.pooled_array, "pooled"), (self.index_array, "index")):
+            if n and arr.chunks[0] != min(bs, n):
+                raise StoreError(f"{where}/{name}: chunks of {arr.chunks[0]} rows, expected one block ({bs}); "
+                                 "blocks must map to whole chunks for the commit protocol")
+        self._keys: list[str] | None = None
+        self._labels: list[str] | None = None
+        self._pos: dict[str, int] | None = None
+
+    # -- metadata --------------------------------------------------------------------------------------------
+    @property
+    def provenance(self) -> dict:
+        return dict(self.attrs.get("provenance", {}))
+
+    @property
+    def n_blocks(self) -> int:
+        return math.ceil(self.n / self.block_size)
+
+    def block_slice(self, b: int) -> slice:
+        return slice(b * self.block_size, min(self.n, (b + 1) * self.block_size))
+
+    @property
+    def keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = [str(k) for k in self.keys_array[:]]
+        return self._keys
+
+    @property
+    def labels(self) -> list[str]:
+        if self._labels is None:
+            self._labels = [str(k) for k in self.labels_array[:]]
+        return self._labels
+
+    def index(self, rows: slice = slice(None)) -> np.ndarray:
+        """(N, 2) int64: (offset, length) per utterance; -1 pending, -2 failed (values range-checked).
+
+        ``rows`` reads only those rows (a contiguous slice), e.g. one utterance's.
+        """
+        try:
+            idx = np.asarray(self.index_array[rows], dtype=np.int64)
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"{self.where}/index: unreadable ({type(e).__name__}: {e}); run `emocache verify`, "
+                             "then `emocache extract ... --redo-failed` to redo the blocks it names") from None
+        bad = invalid_rows(idx)
+        if bad.any():
+            start = rows.start or 0
+            blocks = sorted({(start + int(i)) // self.block_size for i in np.flatnonzero(bad)})
+            raise StoreError(f"{self.where}/index: invalid (offset, length) rows in block(s) {blocks[:10]}; "
+                             "run `emocache verify` and re-extract them with --redo-failed")
+        return idx
+
+    def block_states(self, index: np.ndarray | None = None) -> list[BlockState]:
+        idx = self.index() if index is None else index
+        out = []
+        for b in range(self.n_blocks):
+            o = idx[self.block_slice(b), 0]
+            out.append(BlockState(int((o >= 0).sum()), int((o == FAILED).sum()), int((o == PENDING).sum())))
+        return out
+
+    def block_groups(self) -> set[str]:
+        """Names of the block groups present (committed or not)."""
+        return set(self.group[BLOCKS].group_keys()) if BLOCKS in self.group else set()
+
+    def has_block_group(self, b: int) -> bool:
+        return block_name(b) in self.block_groups()
+
+    def chunk_exists(self, arr, coords: tuple[int, ...]) -> bool:
+        """Whether the chunk at ``coords`` of array ``arr`` (an array of this entry) is stored (not a fill value)."""
+        key = arr.metadata.encode_chunk_key(coords)
+        return exists(arr.store, f"{arr.path}/{key}" if arr.path else key)
+
+    def block_errors(self, b: int) -> dict[str, str]:
+        """Block ``b``'s ``errors`` attribute (key -> message), validated."""
+        errs = member(self.group, block_path(b), self.where).attrs.get("errors", {})
+        if not isinstance(errs, dict) or not all(isinstance(v, str) for v in errs.values()):
+            raise StoreError(f"{self.where}/{block_path(b)}: attribute errors must map keys to messages")
+        return {str(k): v for k, v in errs.items()}
+
+    def errors(self) -> dict[str, str]:
+        """key -> error message for every failed utterance of committed blocks."""
+        out: dict[str, str] = {}
+        for b, st in enumerate(self.block_states()):
+            if st.failed and st.committed:
+                out.update(self.block_errors(b))
+        return out
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def done_mask(self) -> np.ndarray:
+        return self.index()[:, 0] >= 0
+
+    def pooled(self) -> tuple[list[str], np.ndarray]:
+        mask = self.done_mask()
+        X = np.asarray(self.pooled_array[:], dtype=np.float32)[mask]  # (N_done, D)
+        keys = [k for k, m in zip(self.keys, mask) if m]
+        return keys, X
+
+    def labels_done(self) -> list[str]:
+        return [lab for lab, m in zip(self.labels, self.done_mask()) if m]
+
+    def block_frames(self, b: int):
+        """Block ``b``'s frames array (sum T_i, D_frames), dtype and codecs checked."""
+        where = f"{self.where}/{block_path(b)}/frames"
+        arr = member(self.group, f"{block_path(b)}/frames", self.where)
+        check_array(arr, where, ("float16", "float32"), ndim=2)
+        if arr.shape[1] != self.frame_dim:
+            raise StoreError(f"{where}: {arr.shape[1]} columns, the entry says frame_dim={self.frame_dim}")
+        return arr
+
+    def _rows(self, F, b: int, off: int, ln: int) -> np.ndarray:
+        if off + ln > F.shape[0]:
+            raise StoreError(f"{self.where}: the index points past block {b}'s frames ({off}+{ln} > {F.shape[0]}); "
+                             "run `emocache verify` and re-extract with --redo-failed")
+        return F[off:off + ln]
+
+    def frames(self, key: str) -> np.ndarray:
+        if not self.has_frames:
+            raise StoreError(f"{self.model}/{self.dataset}: extracted with --no-frames; only pooled vectors")
+        if self._pos is None:
+            self._pos = {k: i for i, k in enumerate(self.keys)}
+        i = self._pos.get(key)
+        if i is None:
+            raise KeyError(f"{self.model}/{self.dataset}: no utterance {key!r}")
+        off, ln = (int(v) for v in self.index(slice(i, i + 1))[0])  # this row only, not the whole index
+        if off < 0:
+            state = "failed" if off == FAILED else "not extracted yet"
+            raise KeyError(f"{self.model}/{self.dataset}: utterance {key!r} {state}")
+        b = i // self.block_size
+        F = self.block_frames(b)
+        return np.asarray(self._rows(F, b, off, ln), dtype=np.float32)
+
+    def iter_frames(self, keys: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(key, frames) in store order, reading each block's frames once."""
+        if not self.has_frames:
+            raise StoreError(f"{self.model}/{self.dataset}: extracted with --no-frames; only pooled vectors")
+        idx = self.index()
+        want = None if keys is None else set(keys)
+        if want is not None:
+            missing = want - set(self.keys)
+            if missing:
+                raise KeyError(f"{self.model}/{self.dataset}: {len(missing)} keys not in the entry, "
+                               f"e.g. {sorted(missing)[:3]}")
+        for b in range(self.n_blocks):
+            sl = self.block_slice(b)
+            rows = [i for i in range(sl.start, sl.stop) if idx[i, 0] >= 0
+                    and (want is None or self.keys[i] in want)]
+            if not rows:
+                continue
+            F = np.asarray(self.block_frames(b)[:], dtype=np.float32)  # (sum T, D)
+            for i in rows:
+                off, ln = idx[i]
+                yield self.keys[i], self._rows(F, b, int(off), int(ln))

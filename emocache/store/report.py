@@ -1,0 +1,50 @@
+"""Reporting for the CLI: what a store holds (``emocache info``), bytes per entry, JSON output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emocache.store.layout import FAILED, PENDING
+from emocache.store.root import Store
+from emocache.store.storage import is_remote, local_path
+
+
+def describe(store: Store) -> list[dict]:
+    """One row per entry: counts, dims, bytes, provenance (``emocache info``)."""
+    rows = []
+    for model, dataset in store.entries():
+        e = store.entry(model, dataset)
+        idx = e.index()
+        rows.append({
+            "model": model, "dataset": dataset, "n": e.n, "done": int((idx[:, 0] >= 0).sum()),
+            "failed": int((idx[:, 0] == FAILED).sum()), "pending": int((idx[:, 0] == PENDING).sum()),
+            "dim": e.dim, "frames": e.has_frames, "blocks": e.n_blocks, "bytes": entry_bytes(store, model, dataset),
+            "provenance": e.provenance,
+        })
+    return rows
+
+
+def entry_bytes(store: Store, model: str, dataset: str) -> int | None:
+    """Bytes stored for an entry's objects: files on disk, members of a .zip, objects under an fsspec URL."""
+    url = local_path(store.url)
+    prefix = f"{model}/{dataset}/"
+    if is_remote(url):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **store.storage_options)
+        try:
+            return int(fs.du(f"{path.rstrip('/')}/{prefix}", total=True))
+        except (OSError, NotImplementedError):
+            return None
+    if url.endswith(".zip"):
+        import zipfile
+
+        with zipfile.ZipFile(url) as z:
+            return sum(i.compress_size for i in z.infolist() if i.filename.startswith(prefix))
+    p = Path(url) / model / dataset
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

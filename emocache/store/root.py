@@ -1,0 +1,159 @@
+"""The store: one Zarr v3 group of entries, opened read-only or for writing, and the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from emocache.store.commit import create_entry_group
+from emocache.store.entry import Entry
+from emocache.store.layout import DEFAULT_BLOCK, FORMAT
+from emocache.store.storage import has_consolidated, quiet_zarr, storage_options_for, zarr_store
+from emocache.store.validate import FORMAT_NAME, StoreError
+
+
+class Store:
+    """A feature store: one Zarr v3 group holding one sub-group per (model, dataset)."""
+
+    def __init__(self, url: str | Path, mode: str = "r", storage_options: dict | None = None):
+        import zarr
+
+        self.url = str(url)
+        self.mode = mode
+        self._entries: dict[tuple[str, str], Entry] = {}
+        self.storage_options = storage_options_for(storage_options)
+        read_only = mode == "r"
+        self.zstore = zs = zarr_store(url, read_only=read_only, storage_options=self.storage_options)
+        try:
+            with quiet_zarr():
+                if read_only:
+                    self.root = zarr.open_group(zs, mode="r", zarr_format=3)
+                else:
+                    # writers ignore consolidated metadata and drop it, so no reader sees a stale listing
+                    self.root = zarr.open_group(zs, mode="a", zarr_format=3, use_consolidated=False)
+                    if FORMAT_NAME not in self.root.attrs or has_consolidated(zs):
+                        self.root.attrs[FORMAT_NAME] = self.root.attrs.get(FORMAT_NAME, FORMAT)
+        except StoreError:
+            raise
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+            raise StoreError(f"{url}: not a Zarr v3 group ({e}); is this an emocache store?") from None
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{url}: unreadable root metadata ({type(e).__name__}: {e})") from None
+        fmt = self.root.attrs.get(FORMAT_NAME)
+        if fmt is None and read_only:
+            raise StoreError(f"{url}: a Zarr group but not an emocache store (no '{FORMAT_NAME}' attribute)")
+        if fmt is not None and fmt != FORMAT:
+            raise StoreError(f"{url}: store format {fmt}, this emocache reads format {FORMAT}; upgrade emocache")
+
+    # -- entries ---------------------------------------------------------------------------------------------
+    def entries(self) -> list[tuple[str, str]]:
+        out = []
+        where = self.url
+        try:
+            for model, g in sorted(self.root.groups()):
+                where = f"{self.url}/{model}"
+                for dataset, e in sorted(g.groups()):
+                    if "n" in e.attrs:
+                        out.append((model, dataset))
+        except StoreError:
+            raise
+        except (ValueError, TypeError) as e:  # a damaged zarr.json below ``where``
+            raise StoreError(f"{where}: unreadable metadata ({type(e).__name__}: {e}); the store is damaged") from None
+        return out
+
+    def _node(self, path: str):
+        """``root[path]``, None when absent; unreadable metadata is a StoreError."""
+        try:
+            return self.root[path]
+        except KeyError:
+            return None
+        except StoreError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{self.url}/{path}: unreadable metadata ({type(e).__name__}: {e})") from None
+
+    def entry(self, model: str, dataset: str) -> Entry:
+        """The entry (model, dataset); a read-only store opens each entry once (its keys never change)."""
+        cached = self._entries.get((model, dataset))
+        if cached is not None:
+            return cached
+        path = f"{model}/{dataset}"
+        g = self._node(path)
+        if g is None or not hasattr(g, "attrs") or "n" not in g.attrs:
+            have = ", ".join(f"{m}/{d}" for m, d in self.entries()) or "none"
+            raise KeyError(f"{self.url}: no entry {path} (entries: {have})")
+        e = Entry(g, model, dataset, self.url)
+        if self.mode == "r":
+            self._entries[(model, dataset)] = e
+        return e
+
+    def has_entry(self, model: str, dataset: str) -> bool:
+        """Whether the entry exists and is complete (its attributes written)."""
+        import zarr
+
+        g = self._node(f"{model}/{dataset}")
+        if g is None:
+            return False
+        if not isinstance(g, zarr.Group):
+            raise StoreError(f"{self.url}/{model}/{dataset}: an array where an entry group belongs")
+        return "n" in g.attrs
+
+    def create_entry(self, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
+                     frame_dim: int, provenance: dict, has_frames: bool = True,
+                     block_size: int = DEFAULT_BLOCK) -> Entry:
+        """Create an entry, or return the existing one when it holds the same keys and weights.
+
+        Refuses (StoreError) an existing entry whose keys, weights identity, layer or dims differ. Safe when
+        several processes create the same entry at once: every step writes identical objects and the
+        attributes (which make the entry exist) come last, so they all end with one valid entry.
+        """
+        path = f"{model}/{dataset}"
+        if self.has_entry(model, dataset):
+            e = self.entry(model, dataset)
+            old = e.provenance
+            for field in ("weights", "revision", "sha256", "layer", "pooling", "long_policy"):
+                if str(old.get(field)) != str(provenance.get(field)):
+                    raise StoreError(
+                        f"{self.url}/{path}: the entry was made with {field}={old.get(field)!r}, this run has "
+                        f"{provenance.get(field)!r}; refusing to mix them. Use another --store or remove the entry")
+            if e.dim != dim or e.frame_dim != frame_dim or e.has_frames != has_frames:
+                raise StoreError(f"{self.url}/{path}: existing entry has dim={e.dim}, frames={e.has_frames}; "
+                                 f"this run has dim={dim}, frames={has_frames}")
+            if e.keys != list(keys):
+                raise StoreError(f"{self.url}/{path}: the entry holds {e.n} utterances from another manifest "
+                                 f"(sha256 {old.get('manifest_sha256', '?')[:12]}); this manifest has {len(keys)}. "
+                                 "Use another dataset name or store")
+            return e
+        g = create_entry_group(self.root, model, dataset, keys, labels, dim, frame_dim, provenance, has_frames,
+                               block_size)
+        return Entry(g, model, dataset, self.url)
+
+    # -- the Python API (the documented contract) ------------------------------------------------------------
+    def provenance(self, model: str, dataset: str) -> dict:
+        return self.entry(model, dataset).provenance
+
+    def pooled(self, model: str, dataset: str) -> tuple[list[str], np.ndarray]:
+        """keys (successfully extracted, store order) and float32 [N, D]."""
+        return self.entry(model, dataset).pooled()
+
+    def labels(self, model: str, dataset: str) -> list[str]:
+        """Raw labels aligned with the keys of :meth:`pooled`."""
+        return self.entry(model, dataset).labels_done()
+
+    def has_frames(self, model: str, dataset: str) -> bool:
+        return self.entry(model, dataset).has_frames
+
+    def frames(self, model: str, dataset: str, key: str) -> np.ndarray:
+        return self.entry(model, dataset).frames(key)
+
+    def iter_frames(self, model: str, dataset: str, keys: list[str] | None = None):
+        return self.entry(model, dataset).iter_frames(keys)
+
+    def errors(self, model: str, dataset: str) -> dict[str, str]:
+        return self.entry(model, dataset).errors()
+
+
+def open_store(url: str | Path, mode: str = "r", storage_options: dict | None = None) -> Store:
+    """Open a store: read-only by default; ``mode='a'`` to write. Local path, s3://, gs://, .zip."""
+    return Store(url, mode=mode, storage_options=storage_options)

@@ -1,0 +1,111 @@
+"""Storage backends: which zarr store serves a URL (local path, .zip, s3://, gs://) and its options."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+from emocache.store.validate import StoreError
+
+STORAGE_OPTIONS_ENV = "EMOCACHE_STORAGE_OPTIONS"
+"""JSON fsspec storage options used when none are passed (e.g. {"endpoint_url": ...} for an S3-compatible server)."""
+
+
+@contextlib.contextmanager
+def quiet_zarr():
+    """Silence zarr's notices that string arrays and consolidated metadata are not yet in the v3 spec, here only."""
+    from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnstableSpecificationWarning)
+        warnings.filterwarnings("ignore", message=".*not part (of|in) the Zarr format 3.*", category=ZarrUserWarning)
+        yield
+
+
+def codecs(level: int = 3):
+    """zstd then a CRC32C checksum on every chunk (frames use level 1: features compress little, speed wins)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(level=level), Crc32cCodec()]
+
+
+def is_remote(url: str) -> bool:
+    return "://" in str(url) and not str(url).startswith("file://")
+
+
+def local_path(url: str) -> str:
+    """A local URL without its ``file://`` prefix."""
+    url = str(url)
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def storage_options_for(storage_options: dict | None = None) -> dict:
+    """The given options, else those in $EMOCACHE_STORAGE_OPTIONS (JSON), else none."""
+    if storage_options:
+        return dict(storage_options)
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise StoreError(f"${STORAGE_OPTIONS_ENV} is not JSON ({e}); e.g. '{{\"endpoint_url\": \"http://host:9000\"}}'")
+    if not isinstance(opts, dict):
+        raise StoreError(f"${STORAGE_OPTIONS_ENV} must hold a JSON object, got {type(opts).__name__}")
+    return opts
+
+
+def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | None = None):
+    """The zarr storage for a URL: LocalStore for paths (atomic writes), ZipStore for .zip, fsspec otherwise."""
+    from zarr.storage import FsspecStore, LocalStore, ZipStore
+
+    url = local_path(url)
+    if url.endswith(".zip") and not is_remote(url):
+        if not read_only:
+            raise StoreError(f"{url}: zip stores are read-only; write to a directory, then `emocache pack` it")
+        if not Path(url).exists():
+            raise StoreError(f"{url}: no such file")
+        return ZipStore(url, mode="r")
+    if is_remote(url):
+        try:
+            return FsspecStore.from_url(url, read_only=read_only, storage_options=storage_options_for(storage_options))
+        except ImportError as e:
+            raise StoreError(f"{url}: {e}; install the filesystem package (s3fs for s3://, gcsfs for gs://)") from None
+    if read_only and not Path(url).exists():
+        raise StoreError(f"{url}: no store here (nothing extracted yet? run `emocache extract ... --store {url}`)")
+    return LocalStore(url, read_only=read_only)
+
+
+async def _list(zs) -> list[str]:
+    return [k async for k in zs.list()]
+
+
+def object_keys(zs) -> list[str]:
+    """Every object of a store except temporary files of interrupted LocalStore writes."""
+    from zarr.core.sync import sync
+
+    return sorted(k for k in sync(_list(zs)) if not k.endswith(".partial"))
+
+
+def get_bytes(zs, key: str) -> bytes | None:
+    """One object's bytes, None when absent."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buf = sync(zs.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def exists(zs, key: str) -> bool:
+    from zarr.core.sync import sync
+
+    return bool(sync(zs.exists(key)))
+
+
+def has_consolidated(zs) -> bool:
+    """Whether the root metadata holds consolidated metadata (writers drop it)."""
+    raw = get_bytes(zs, "zarr.json")
+    return raw is not None and json.loads(raw).get("consolidated_metadata") is not None
