@@ -36,6 +36,28 @@ def _storage_options(raw: Optional[str]) -> dict:
     return opts
 
 
+def _limit_options():
+    """Typer options bounding what an untrusted store can make a command read (defaults: emocache.store.Limits)."""
+    from emocache.store import Limits
+
+    d = Limits()
+    return (typer.Option(d.chunk_bytes / (1 << 20), "--max-chunk-mb",
+                         help="Untrusted stores: largest decoded chunk in MiB (checked before decompressing)."),
+            typer.Option(d.metadata_bytes / (1 << 20), "--max-metadata-mb",
+                         help="Untrusted stores: largest metadata document (zarr.json) in MiB."),
+            typer.Option(d.json_depth, "--max-json-depth", help="Untrusted stores: deepest JSON nesting."),
+            typer.Option(d.rows, "--max-rows", help="Untrusted stores: most utterances per entry."))
+
+
+def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int):
+    from emocache.store import Limits, StoreError
+
+    try:
+        return Limits.from_cli(chunk_mb, metadata_mb, json_depth, rows)
+    except StoreError as e:
+        _fail(str(e))
+
+
 @app.command()
 def extract(
     model: str = typer.Option(..., help="Model name (see `emocache models`)."),
@@ -108,12 +130,15 @@ def _print_report(report) -> None:
 @app.command()
 def info(url: str = typer.Argument(..., help="Store URL."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-         storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
+         storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+         max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
+         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
     """What a store holds: entries, utterances done/failed, dims, bytes, provenance."""
     from emocache.store import StoreError, describe, dumps, open_store
 
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
     try:
-        rows = describe(open_store(url, storage_options=_storage_options(storage_options)))
+        rows = describe(open_store(url, storage_options=_storage_options(storage_options), limits=limits))
     except StoreError as e:
         _fail(str(e))
     if as_json:
@@ -134,38 +159,63 @@ def info(url: str = typer.Argument(..., help="Store URL."),
 
 @app.command()
 def verify(url: str = typer.Argument(..., help="Store URL."),
-           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
-    """Integrity: every committed block readable, checksums match, index consistent; names blocks to redo."""
+           allow_partial: bool = typer.Option(False, "--allow-partial",
+                                              help="Exit 0 for a store with uncommitted blocks (a run in progress)."),
+           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+           max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
+           max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+    """Integrity: every committed block readable, checksums match, index consistent, every block committed;
+    names blocks to redo. Exit 1 on damage or (without --allow-partial) an incomplete store."""
     from emocache.store import StoreError, open_store
     from emocache.verify import verify_store
 
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
     try:
-        checks = verify_store(open_store(url, storage_options=_storage_options(storage_options)))
+        checks = verify_store(open_store(url, storage_options=_storage_options(storage_options), limits=limits))
     except StoreError as e:
         _fail(str(e))
+    incomplete = 0
     bad = 0
     for c in checks:
         status = "[green]ok[/green]" if c.ok else f"[red]{len(c.problems)} bad block(s)[/red]"
         console.print(f"{c.model}/{c.dataset}: {c.committed}/{c.blocks} blocks committed, {status}"
                       + (f", {len(c.orphans)} uncommitted block(s) to be rewritten on resume" if c.orphans else ""))
+        for msg in c.entry_problems:
+            console.print(f"  [red]entry:[/red] {msg}")
         for b, msg in sorted(c.problems.items()):
             console.print(f"  block {b}: {msg}")
-        bad += len(c.problems)
+        if not c.complete:
+            console.print(f"  incomplete: {c.blocks - c.pending} of {c.blocks} blocks committed "
+                          "(finish it with the same `emocache extract` or `emocache merge`)")
+            incomplete += 1
+        bad += len(c.problems) + len(c.entry_problems)
     if bad:
-        console.print(f"[red]{bad} block(s) to redo[/red]: rerun the same `emocache extract` with --redo-failed")
+        n_blocks = sum(len(c.problems) for c in checks)
+        if n_blocks:
+            console.print(f"[red]{n_blocks} block(s) to redo[/red]: rerun the same `emocache extract` with --redo-failed")
+        if bad > n_blocks:
+            console.print(f"[red]{bad - n_blocks} damaged entry array(s)[/red] (keys/labels): no redo repairs them; "
+                          "re-extract into a new store")
+        raise typer.Exit(1)
+    if incomplete and not allow_partial:
+        console.print(f"[red]{incomplete} incomplete entr{'y' if incomplete == 1 else 'ies'}[/red] "
+                      "(pass --allow-partial to accept a store still being written)")
         raise typer.Exit(1)
 
 
 @app.command()
 def pack(url: str = typer.Argument(..., help="Store URL to pack."),
          out: Path = typer.Argument(..., help="Output .zip (one read-only file; open it like any store)."),
-         storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
+         storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+         max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
+         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
     """Pack a store into one read-only .zip with consolidated metadata, to hand to others."""
     from emocache.share import pack as run
     from emocache.store import StoreError
 
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
     try:
-        n = run(url, out, storage_options=_storage_options(storage_options))
+        n = run(url, out, storage_options=_storage_options(storage_options), limits=limits)
     except (StoreError, OSError) as e:  # OSError: out exists, or its folder does not
         _fail(str(e))
     console.print(f"packed {n} objects into {out} ({out.stat().st_size / 1e6:.2f} MB)")
@@ -175,13 +225,16 @@ def pack(url: str = typer.Argument(..., help="Store URL to pack."),
 def merge(src: str = typer.Argument(..., help="Store (or .zip) to copy entries from."),
           dst: str = typer.Argument(..., help="Store to copy them into (created if missing)."),
           entry: list[str] = typer.Option([], help="MODEL/DATASET to copy; repeatable (default: all)."),
-          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)) -> None:
+          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+          max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
+          max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
     """Copy committed blocks of SRC's entries into DST, refusing entries whose provenance or keys conflict."""
     from emocache.share import merge as run
     from emocache.store import StoreError
 
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
     try:
-        rows = run(src, dst, entries=entry or None, storage_options=_storage_options(storage_options))
+        rows = run(src, dst, entries=entry or None, storage_options=_storage_options(storage_options), limits=limits)
     except (StoreError, KeyError) as e:
         _fail(str(e).strip("'\""))
     for r in rows:

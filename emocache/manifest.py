@@ -87,6 +87,25 @@ def remap(wav: str, roots: list[tuple[str, str]], base: Path | None = None) -> s
     return wav
 
 
+NAME_MAX = 128
+"""Longest model or dataset name (one path component of a store; file systems allow 255 bytes)."""
+RESERVED_NAMES = frozenset({"zarr.json", "blocks", "c", "keys", "labels", "pooled", "index"})
+"""Names that collide with the store's own objects."""
+_NAME = re.compile(r"[\w][\w.+:=@-]*")
+
+
+def check_name(name: str, what: str = "dataset", where: str = "") -> str:
+    """``name`` when it is usable as a model or dataset name in a store (one path component: word characters and
+    ``. + : = @ -``, not starting with a dot, at most NAME_MAX characters, not reserved); else ManifestError."""
+    at = f"{where}: " if where else ""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > NAME_MAX or name in RESERVED_NAMES \
+            or name.endswith(".partial"):
+        raise ManifestError(f"{at}{what} name {str(name)[:60]!r}{'...' if len(str(name)) > 60 else ''} cannot name a "
+                            f"store entry: use letters, digits and . _ + : = @ - (no '/'), at most {NAME_MAX} "
+                            f"characters, not one of {sorted(RESERVED_NAMES)}")
+    return name
+
+
 def read_manifest(path: str | Path, audio_root: list[str] | None = None,
                   label_map: dict[str, str] | None = None, base: Path | None = None) -> list[Utterance]:
     """Read and validate one EmoBox jsonl file.
@@ -99,11 +118,16 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
     roots = parse_audio_root(audio_root)
     seen: dict[str, int] = {}
     out: list[Utterance] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{where}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                    "save the manifest as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
@@ -162,7 +186,7 @@ def read_manifests(paths: list[str | Path], audio_root: list[str] | None = None,
         if p.is_dir():
             p = dataset_manifest(p)
         for u in read_manifest(p, audio_root, base=base):
-            ds = u.dataset or p.stem
+            ds = check_name(u.dataset or p.stem, "dataset", str(p))
             lst = by_ds.setdefault(ds, [])
             if u.key in where and where[u.key] != str(p):
                 raise ManifestError(f"{p}: key {u.key!r} also appears in {where[u.key]}; "

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from emocache.store import Entry, StoreError, frames_end, open_store, zarr_store
-from emocache.store.storage import get_bytes, object_keys, quiet_zarr
+from emocache.store import Entry, Limits, StoreError, frames_end, is_remote, open_store, zarr_store
+from emocache.store.storage import get_bytes, local_path, object_keys, quiet_zarr
 
 MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
                 "sample_rate", "frame_rate", "manifest_sha256")
@@ -40,15 +41,49 @@ def _consolidated_root(zs, keys: list[str]) -> bytes:
     return get_bytes(mem, "zarr.json")
 
 
-def pack(url: str, out: str | Path, storage_options: dict | None = None) -> int:
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def stale_partials(out: Path) -> list[Path]:
+    """Temporary files of earlier ``pack`` runs to ``out`` whose process is gone (killed or crashed)."""
+    out_dir = out.parent if str(out.parent) else Path(".")
+    found = []
+    for p in out_dir.glob(f".{out.name}.*.partial"):
+        pid = p.name[len(out.name) + 2:-len(".partial")]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            found.append(p)
+        except PermissionError:
+            pass  # alive, another user's
+    return found
+
+
+def pack(url: str, out: str | Path, storage_options: dict | None = None, limits: Limits | None = None) -> int:
     """Write the store at ``url`` into ``out`` (.zip, stored uncompressed: chunks are already zstd), with
-    consolidated metadata so one read lists everything. Returns the number of objects packed."""
+    consolidated metadata so one read lists everything. Returns the number of objects packed.
+
+    The zip is written to ``.OUT.zip.<pid>.partial`` and renamed into place; a failure removes it, and partial
+    files left by killed runs (their process gone) are removed first."""
     out = Path(out)
     if out.suffix != ".zip":
         raise StoreError(f"{out}: the packed store must end in .zip")
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another name")
-    store = open_store(url, storage_options=storage_options)
+    if not is_remote(url) and Path(local_path(url)).is_dir() and _inside(out, Path(local_path(url))):
+        raise StoreError(f"{out}: inside the store being packed ({url}); write the .zip outside it")
+    if not out.parent.is_dir():
+        raise StoreError(f"{out}: folder {out.parent} does not exist")
+    for p in stale_partials(out):
+        p.unlink(missing_ok=True)
+    store = open_store(url, storage_options=storage_options, limits=limits)
     for model, dataset in store.entries():
         store.entry(model, dataset)  # validates before anything is copied
     zs = store.zstore
@@ -61,6 +96,9 @@ def pack(url: str, out: str | Path, storage_options: dict | None = None) -> int:
                 if k != "zarr.json":
                     z.writestr(k, _get(zs, k))
         tmp.replace(out)
+    except OSError as e:
+        hint = "; free space and rerun" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise StoreError(f"{out}: {e.strerror or e}{hint}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return len(keys)
@@ -93,11 +131,11 @@ def _read_block(src: Entry, b: int, idx: np.ndarray):
     sl = src.block_slice(b)
     where = f"{src.where} block {b}"
     try:
-        P = np.asarray(src.pooled_array[sl], dtype=np.float32)  # (n_b, D)
+        P = src.block_pooled(b, idx)  # (n_b, D)
         F = None
         if src.has_frames:
             arr = src.block_frames(b)
-            F = np.asarray(arr[:])  # (sum T_i, D_frames), float16 or float32
+            F = src.block_frames_data(b, dtype=arr.dtype)  # (sum T_i, D_frames), float16 or float32
             end = frames_end(idx[sl])
             if end != F.shape[0]:
                 raise StoreError(f"{where}: index ends at frame {end}, frames hold {F.shape[0]}")
@@ -110,13 +148,14 @@ def _read_block(src: Entry, b: int, idx: np.ndarray):
     return P, idx[sl].copy(), F, errs
 
 
-def merge(src: str, dst: str, entries: list[str] | None = None, storage_options: dict | None = None) -> list[dict]:
+def merge(src: str, dst: str, entries: list[str] | None = None, storage_options: dict | None = None,
+          limits: Limits | None = None) -> list[dict]:
     """Copy the committed blocks of ``src``'s entries that ``dst`` lacks (commit protocol kept: index last).
 
     Entries are created in ``dst`` when missing; an existing entry must hold the same keys, labels, block
     size and provenance (weights, layer, pooling, dtype, manifest), else StoreError and nothing of it is copied.
     """
-    s = open_store(src, storage_options=storage_options)
+    s = open_store(src, storage_options=storage_options, limits=limits)
     d = open_store(dst, mode="a", storage_options=storage_options)
     have = s.entries()
     if entries:

@@ -28,7 +28,7 @@ Crash-safety invariants (read before reordering any write):
    listing; ``emocache consolidate`` after the last writer.
 
 Modules: :mod:`~emocache.store.layout` (names and numbers), :mod:`~emocache.store.validate` (untrusted stores),
-:mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.entry` (reading an entry),
+:mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.guard` (checks on every object read or written), :mod:`~emocache.store.entry` (reading an entry),
 :mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~emocache.store.root` (the store and the
 Python API), :mod:`~emocache.store.report` (``emocache info``).
 """
@@ -40,9 +40,9 @@ from emocache.store.layout import (DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDI
 from emocache.store.report import describe, dumps, entry_bytes
 from emocache.store.root import Store, open_store
 from emocache.store.storage import (STORAGE_OPTIONS_ENV, is_remote, storage_options_for, zarr_store)
-from emocache.store.validate import MAX_ROWS, SAFE_CODECS, StoreError, check_array
+from emocache.store.validate import MAX_ROWS, SAFE_CODECS, Limits, StoreError, check_array
 
 __all__ = ["DEFAULT_BLOCK", "F16_MAX", "FAILED", "FORMAT", "MAX_ROWS", "PENDING", "SAFE_CODECS",
-           "STORAGE_OPTIONS_ENV", "BlockState", "Entry", "Store", "StoreError", "block_name", "block_path",
+           "STORAGE_OPTIONS_ENV", "BlockState", "Entry", "Limits", "Store", "StoreError", "block_name", "block_path",
            "check_array", "describe", "dumps", "entry_bytes", "frames_end", "invalid_rows", "is_remote",
            "open_store", "storage_options_for", "write_arrays", "zarr_store"]

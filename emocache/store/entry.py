@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ import numpy as np
 from emocache.store.commit import BlockWriter
 from emocache.store.layout import (BLOCKS, FAILED, PENDING, BlockState, block_name, block_path, invalid_rows)
 from emocache.store.storage import exists
-from emocache.store.validate import StoreError, check_array, int_attr, member
+from emocache.store.validate import Limits, StoreError, check_array, int_attr, member
 
 
 class Entry(BlockWriter):
@@ -20,10 +21,15 @@ class Entry(BlockWriter):
         self.group = group
         self.model = model
         self.dataset = dataset
+        self.url = url
         self.where = where = f"{url}/{model}/{dataset}" if url else f"{model}/{dataset}"
         a = dict(group.attrs)
         self.attrs = a
+        limits = getattr(group.store, "limits", None) or Limits()
         self.n = int_attr(a, "n", where, 0)
+        if self.n > limits.rows:
+            raise StoreError(f"{where}: attribute n={self.n} utterances, over the limit of {limits.rows} rows per "
+                             "entry (raise --max-rows only for a store you trust)")
         self.block_size = int_attr(a, "block_size", where, 1)
         self.dim = int_attr(a, "dim", where, 1, 1 << 20)
         self.frame_dim = int_attr(a, "frame_dim", where, 1, 1 << 20)
@@ -61,13 +67,13 @@ class Entry(BlockWriter):
     @property
     def keys(self) -> list[str]:
         if self._keys is None:
-            self._keys = [str(k) for k in self.keys_array[:]]
+            self._keys = [str(k) for k in self._read(self.keys_array, slice(None))]
         return self._keys
 
     @property
     def labels(self) -> list[str]:
         if self._labels is None:
-            self._labels = [str(k) for k in self.labels_array[:]]
+            self._labels = [str(k) for k in self._read(self.labels_array, slice(None))]
         return self._labels
 
     def index(self, rows: slice = slice(None)) -> np.ndarray:
@@ -110,6 +116,32 @@ class Entry(BlockWriter):
         key = arr.metadata.encode_chunk_key(coords)
         return exists(arr.store, f"{arr.path}/{key}" if arr.path else key)
 
+    def missing_chunks(self, arr) -> list[str]:
+        """Chunk keys of ``arr`` that reads so far found absent (zarr filled them with the fill value)."""
+        missing = getattr(arr.store, "missing", None)
+        if not missing:
+            return []
+        prefix = f"{arr.path}/"
+        return sorted(k[len(prefix):] for k in list(missing) if k.startswith(prefix))
+
+    def _read(self, arr, sel, must_exist=None) -> np.ndarray:
+        """``arr[sel]`` with unreadable chunks (checksum, codec) as a StoreError naming the array, and absent
+        chunks refused: all of them, or those ``must_exist(chunk_key)`` says were committed."""
+        where = f"{self.url}/{arr.path}" if self.url else arr.path
+        try:
+            data = arr[sel]
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"{where}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                             "run `emocache verify` and re-extract the blocks it names with --redo-failed") from None
+        lost = [k for k in self.missing_chunks(arr) if must_exist is None or must_exist(k)]
+        if lost:
+            raise StoreError(f"{where}: chunk(s) {lost[:5]} missing from a committed block; the store is damaged "
+                             "(a missing chunk is never read as zeros). Run `emocache verify`, then `emocache "
+                             "extract ... --redo-failed`")
+        return data
+
     def block_errors(self, b: int) -> dict[str, str]:
         """Block ``b``'s ``errors`` attribute (key -> message), validated."""
         errs = member(self.group, block_path(b), self.where).attrs.get("errors", {})
@@ -129,9 +161,24 @@ class Entry(BlockWriter):
     def done_mask(self) -> np.ndarray:
         return self.index()[:, 0] >= 0
 
+    def _committed_chunks(self, arr, idx: np.ndarray) -> set[str]:
+        """Chunk keys of ``arr`` (chunked by block) of the blocks with done rows."""
+        return {arr.metadata.encode_chunk_key((b, 0)) for b in range(self.n_blocks)
+                if (idx[self.block_slice(b), 0] >= 0).any()}
+
+    def block_pooled(self, b: int, index: np.ndarray | None = None) -> np.ndarray:
+        """(n_b, D) float32: block ``b``'s pooled rows; a missing chunk of a committed block is a StoreError."""
+        idx = self.index(self.block_slice(b)) if index is None else index[self.block_slice(b)]
+        key = self.pooled_array.metadata.encode_chunk_key((b, 0)) if (idx[:, 0] >= 0).any() else None
+        return np.asarray(self._read(self.pooled_array, self.block_slice(b), must_exist=lambda k: k == key),
+                          dtype=np.float32)
+
     def pooled(self) -> tuple[list[str], np.ndarray]:
-        mask = self.done_mask()
-        X = np.asarray(self.pooled_array[:], dtype=np.float32)[mask]  # (N_done, D)
+        idx = self.index()
+        mask = idx[:, 0] >= 0
+        committed = functools.cache(lambda: self._committed_chunks(self.pooled_array, idx))
+        X = np.asarray(self._read(self.pooled_array, slice(None), must_exist=lambda k: k in committed()),
+                       dtype=np.float32)[mask]  # (N_done, D)
         keys = [k for k, m in zip(self.keys, mask) if m]
         return keys, X
 
@@ -146,6 +193,10 @@ class Entry(BlockWriter):
         if arr.shape[1] != self.frame_dim:
             raise StoreError(f"{where}: {arr.shape[1]} columns, the entry says frame_dim={self.frame_dim}")
         return arr
+
+    def block_frames_data(self, b: int, dtype=np.float32) -> np.ndarray:
+        """Block ``b``'s frames (sum T_i, D_frames), every chunk present and checksum-verified."""
+        return np.asarray(self._read(self.block_frames(b), slice(None)), dtype=dtype)
 
     def _rows(self, F, b: int, off: int, ln: int) -> np.ndarray:
         if off + ln > F.shape[0]:
@@ -167,7 +218,9 @@ class Entry(BlockWriter):
             raise KeyError(f"{self.model}/{self.dataset}: utterance {key!r} {state}")
         b = i // self.block_size
         F = self.block_frames(b)
-        return np.asarray(self._rows(F, b, off, ln), dtype=np.float32)
+        if off + ln > F.shape[0]:
+            self._rows(F, b, off, ln)
+        return np.asarray(self._read(F, slice(off, off + ln)), dtype=np.float32)
 
     def iter_frames(self, keys: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """(key, frames) in store order, reading each block's frames once."""
@@ -186,7 +239,7 @@ class Entry(BlockWriter):
                     and (want is None or self.keys[i] in want)]
             if not rows:
                 continue
-            F = np.asarray(self.block_frames(b)[:], dtype=np.float32)  # (sum T, D)
+            F = self.block_frames_data(b)  # (sum T, D)
             for i in rows:
                 off, ln = idx[i]
                 yield self.keys[i], self._rows(F, b, int(off), int(ln))

@@ -9,22 +9,25 @@ import numpy as np
 from emocache.store.commit import create_entry_group
 from emocache.store.entry import Entry
 from emocache.store.layout import DEFAULT_BLOCK, FORMAT
-from emocache.store.storage import has_consolidated, quiet_zarr, storage_options_for, zarr_store
-from emocache.store.validate import FORMAT_NAME, StoreError
+from emocache.store.storage import has_consolidated, is_remote, quiet_zarr, storage_options_for, zarr_store
+from emocache.store.validate import FORMAT_NAME, Limits, StoreError
 
 
 class Store:
     """A feature store: one Zarr v3 group holding one sub-group per (model, dataset)."""
 
-    def __init__(self, url: str | Path, mode: str = "r", storage_options: dict | None = None):
+    def __init__(self, url: str | Path, mode: str = "r", storage_options: dict | None = None,
+                 limits: Limits | None = None):
         import zarr
 
         self.url = str(url)
+        self.limits = limits or Limits()
         self.mode = mode
         self._entries: dict[tuple[str, str], Entry] = {}
         self.storage_options = storage_options_for(storage_options)
         read_only = mode == "r"
-        self.zstore = zs = zarr_store(url, read_only=read_only, storage_options=self.storage_options)
+        self.zstore = zs = zarr_store(url, read_only=read_only, storage_options=self.storage_options,
+                                          limits=self.limits)
         try:
             with quiet_zarr():
                 if read_only:
@@ -39,12 +42,22 @@ class Store:
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
             raise StoreError(f"{url}: not a Zarr v3 group ({e}); is this an emocache store?") from None
         except (ValueError, TypeError) as e:
-            raise StoreError(f"{url}: unreadable root metadata ({type(e).__name__}: {e})") from None
+            raise StoreError(f"{url}: unreadable root metadata ({type(e).__name__}: {_line(e)})") from None
+        except Exception as e:  # remote filesystems: missing credentials, refused connections, ...
+            if not is_remote(self.url):
+                raise
+            hint = ("; give credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, or --storage-options "
+                    "'{\"key\": ..., \"secret\": ...}'; '{\"anon\": true}' for a public bucket)"
+                    if "credential" in f"{type(e).__name__} {e}".lower() else "; check the URL and --storage-options")
+            raise StoreError(f"{url}: cannot open ({type(e).__name__}: {_line(e)}){hint}") from None
         fmt = self.root.attrs.get(FORMAT_NAME)
         if fmt is None and read_only:
             raise StoreError(f"{url}: a Zarr group but not an emocache store (no '{FORMAT_NAME}' attribute)")
-        if fmt is not None and fmt != FORMAT:
-            raise StoreError(f"{url}: store format {fmt}, this emocache reads format {FORMAT}; upgrade emocache")
+        if isinstance(fmt, str) and fmt.strip().isdigit():
+            raise StoreError(f"{url}: store format {fmt!r} is a string; emocache writes the integer {FORMAT}. The root "
+                             "zarr.json was edited or written by another tool: set \"emocache_format\": 1")
+        if fmt is not None and (isinstance(fmt, bool) or fmt != FORMAT):
+            raise StoreError(f"{url}: store format {fmt!r}, this emocache reads format {FORMAT}; upgrade emocache")
 
     # -- entries ---------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, str]]:
@@ -108,6 +121,13 @@ class Store:
         several processes create the same entry at once: every step writes identical objects and the
         attributes (which make the entry exist) come last, so they all end with one valid entry.
         """
+        from emocache.manifest import ManifestError, check_name
+
+        try:
+            check_name(model, "model")
+            check_name(dataset, "dataset")
+        except ManifestError as e:
+            raise StoreError(str(e)) from None
         path = f"{model}/{dataset}"
         if self.has_entry(model, dataset):
             e = self.entry(model, dataset)
@@ -154,6 +174,15 @@ class Store:
         return self.entry(model, dataset).errors()
 
 
-def open_store(url: str | Path, mode: str = "r", storage_options: dict | None = None) -> Store:
-    """Open a store: read-only by default; ``mode='a'`` to write. Local path, s3://, gs://, .zip."""
-    return Store(url, mode=mode, storage_options=storage_options)
+def open_store(url: str | Path, mode: str = "r", storage_options: dict | None = None,
+               limits: Limits | None = None) -> Store:
+    """Open a store: read-only by default; ``mode='a'`` to write. Local path, s3://, gs://, .zip.
+
+    ``limits`` bound what an untrusted store can make emocache read (:class:`~emocache.store.validate.Limits`).
+    """
+    return Store(url, mode=mode, storage_options=storage_options, limits=limits)
+
+
+def _line(e: BaseException) -> str:
+    """An exception's message cut to its first line (errors stay one line)."""
+    return (str(e).strip().splitlines() or [""])[0][:300]

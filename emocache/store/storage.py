@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import warnings
+import zipfile
 from pathlib import Path
 
-from emocache.store.validate import StoreError
+from emocache.store.validate import Limits, StoreError
 
 STORAGE_OPTIONS_ENV = "EMOCACHE_STORAGE_OPTIONS"
 """JSON fsspec storage options used when none are passed (e.g. {"endpoint_url": ...} for an S3-compatible server)."""
@@ -58,25 +60,42 @@ def storage_options_for(storage_options: dict | None = None) -> dict:
     return opts
 
 
-def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | None = None):
-    """The zarr storage for a URL: LocalStore for paths (atomic writes), ZipStore for .zip, fsspec otherwise."""
-    from zarr.storage import FsspecStore, LocalStore, ZipStore
+def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | None = None,
+               limits: Limits | None = None):
+    """The guarded zarr storage for a URL (see :mod:`emocache.store.guard`): LocalStore for paths (atomic
+    writes), ZipStore for .zip, fsspec otherwise."""
+    from emocache.store.guard import local_guard_classes
 
+    SafeLocal, SafeZip, SafeFsspec = local_guard_classes()
+    limits = limits or Limits()
     url = local_path(url)
     if url.endswith(".zip") and not is_remote(url):
         if not read_only:
             raise StoreError(f"{url}: zip stores are read-only; write to a directory, then `emocache pack` it")
-        if not Path(url).exists():
-            raise StoreError(f"{url}: no such file")
-        return ZipStore(url, mode="r")
+        try:
+            st = os.stat(url)
+        except OSError:
+            raise StoreError(f"{url}: no such file") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{url}: not a regular file; a packed store is one .zip file")
+        zs = SafeZip(url, mode="r").guard(limits, url)
+        try:
+            zs._sync_open()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+            raise StoreError(f"{url}: not a readable zip file ({type(e).__name__}: {e}); the file is truncated "
+                             "or not made by `emocache pack`") from None
+        return zs
     if is_remote(url):
         try:
-            return FsspecStore.from_url(url, read_only=read_only, storage_options=storage_options_for(storage_options))
+            zs = SafeFsspec.from_url(url, read_only=read_only, storage_options=storage_options_for(storage_options))
         except ImportError as e:
             raise StoreError(f"{url}: {e}; install the filesystem package (s3fs for s3://, gcsfs for gs://)") from None
+        return zs.guard(limits, url)
     if read_only and not Path(url).exists():
         raise StoreError(f"{url}: no store here (nothing extracted yet? run `emocache extract ... --store {url}`)")
-    return LocalStore(url, read_only=read_only)
+    if Path(url).exists() and not Path(url).is_dir():
+        raise StoreError(f"{url}: not a folder; a store is a folder (or a .zip made by `emocache pack`)")
+    return SafeLocal(url, read_only=read_only).guard(limits, url)
 
 
 async def _list(zs) -> list[str]:

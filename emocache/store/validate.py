@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 FORMAT_NAME = "emocache_format"
-SAFE_CODECS = frozenset({"bytes", "vlen-utf8", "zstd", "gzip", "blosc", "crc32c", "transpose", "sharding_indexed"})
-"""Codecs a store may use; anything else (pickle, custom plugins) is refused before a chunk is decoded."""
+SAFE_CODECS = frozenset({"bytes", "vlen-utf8", "zstd", "gzip", "blosc", "crc32c", "transpose"})
+"""Codecs a store may use; anything else (pickle, custom plugins, sharding) is refused before a chunk is decoded."""
 MAX_ROWS = 1 << 40
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what an untrusted store can make emocache read or allocate; raise them for stores you trust."""
+
+    chunk_bytes: int = 256 << 20
+    """Largest decoded chunk, from the array's declared chunk shape and dtype and each chunk's compression header
+    (checked before decompressing); also bounds each stored object (``--max-chunk-mb``)."""
+    metadata_bytes: int = 64 << 20
+    """Largest metadata document (a ``zarr.json``, or a packed store's consolidated root) (``--max-metadata-mb``)."""
+    json_depth: int = 64
+    """Deepest nesting of a metadata document (``--max-json-depth``)."""
+    rows: int = 1 << 24
+    """Most utterances per entry (``--max-rows``)."""
+
+    @classmethod
+    def from_cli(cls, chunk_mb: float, metadata_mb: float, json_depth: int, rows: int) -> "Limits":
+        for name, v in (("--max-chunk-mb", chunk_mb), ("--max-metadata-mb", metadata_mb),
+                        ("--max-json-depth", json_depth), ("--max-rows", rows)):
+            if not v > 0:
+                raise StoreError(f"{name} {v}: must be positive")
+        return cls(int(chunk_mb * (1 << 20)), int(metadata_mb * (1 << 20)), int(json_depth), int(rows))
 
 
 class StoreError(ValueError):
@@ -30,7 +56,8 @@ def codec_names(codecs) -> set[str]:
 
 
 def check_array(arr, where: str, dtypes: tuple[str, ...], shape: tuple | None = None, ndim: int | None = None):
-    """Refuse an array with an unsafe codec, another data type or shape (StoreError naming ``where``)."""
+    """Refuse an array with an unsafe codec, another data type or shape, or chunks decoding to more than the
+    store's :class:`Limits` allow (StoreError naming ``where``)."""
     import zarr
 
     if not isinstance(arr, zarr.Array):
@@ -49,6 +76,11 @@ def check_array(arr, where: str, dtypes: tuple[str, ...], shape: tuple | None = 
         raise StoreError(f"{where}: {len(arr.shape)}-d, expected {ndim}-d")
     if shape is not None and tuple(arr.shape) != tuple(shape):
         raise StoreError(f"{where}: shape {tuple(arr.shape)}, expected {tuple(shape)} from the entry's attributes")
+    limits = getattr(arr.store, "limits", None) or Limits()
+    chunk = math.prod(arr.chunks) * (arr.dtype.itemsize if dt != "string" else 1)
+    if chunk > limits.chunk_bytes:
+        raise StoreError(f"{where}: chunks of {chunk} bytes, over the limit of {limits.chunk_bytes} "
+                         "(raise --max-chunk-mb only for a store you trust)")
     return arr
 
 

@@ -1,0 +1,382 @@
+"""Guarded storage: every object a store serves is checked before zarr decodes it.
+
+Local stores resolve each key inside the store root and refuse symbolic links and special files (FIFOs,
+devices, sockets) for reading, writing, listing and deleting; zip members are checked against their declared
+size; every metadata document is bounded in bytes and JSON nesting; every chunk's decoded size is read from its
+compression header (zstd frame content size, blosc header, gzip by bounded inflation) and checked against the
+array's declared chunk shape and dtype before zarr decompresses it. A chunk that zarr asks for and the store
+lacks is remembered (``missing``), so readers can refuse a fill value standing in for a committed block.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import stat
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from emocache.store.validate import Limits, StoreError
+
+COMPRESSORS = ("zstd", "gzip", "blosc")
+ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
+            "float32": 4, "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16}
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def is_metadata(key: str) -> bool:
+    return key == "zarr.json" or key.endswith("/zarr.json")
+
+
+def json_depth(obj) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), iteratively."""
+    depth, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = list(o.values())
+        if isinstance(o, list):
+            depth = max(depth, d)
+            stack.extend((v, d + 1) for v in o if isinstance(v, (dict, list)))
+    return depth
+
+
+def zstd_content_size(raw: bytes) -> int | None:
+    """The decompressed size a zstd frame header declares; None when the frame does not declare one."""
+    if len(raw) < 6 or raw[:4] != ZSTD_MAGIC:
+        return None
+    fhd = raw[4]
+    single = (fhd >> 5) & 1
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    width = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    if not width or len(raw) < pos + width:
+        return None
+    size = int.from_bytes(raw[pos:pos + width], "little")
+    return size + 256 if width == 2 else size
+
+
+def gzip_size(raw: bytes, limit: int) -> int:
+    """Bytes the gzip stream inflates to, counted up to ``limit + 1`` in 1 MiB steps (memory stays bounded)."""
+    total, data = 0, raw
+    d = zlib.decompressobj(47)
+    while data and total <= limit:
+        total += len(d.decompress(data, 1 << 20))
+        data = d.unconsumed_tail
+        if d.eof:
+            data = d.unused_data
+            d = zlib.decompressobj(47)
+    return total
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What a chunk of one array may decode to."""
+
+    decoded: int | None
+    """Bytes of one chunk from the declared chunk shape and dtype (None for variable-length strings)."""
+    compressor: str | None
+    """The one compression codec (zstd, gzip, blosc) or None."""
+    n_compressors: int
+
+
+def chunk_spec(meta: dict) -> ChunkSpec | None:
+    """The ChunkSpec of an array's metadata document, None when it is not a (readable) array document."""
+    if not isinstance(meta, dict) or meta.get("node_type") != "array":
+        return None
+    try:
+        shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        item = ITEMSIZE.get(str(meta.get("data_type")))
+        decoded = math.prod(int(s) for s in shape) * item if item else None
+        names = [c.get("name") if isinstance(c, dict) else c for c in meta.get("codecs") or ()]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    comps = [n for n in names if n in COMPRESSORS]
+    return ChunkSpec(decoded, comps[0] if comps else None, len(comps))
+
+
+class Guard:
+    """Mixed into a zarr store class: checks every object read (see the module docstring)."""
+
+    limits: Limits
+    label: str
+
+    def guard(self, limits: Limits, label: str):
+        self.limits = limits
+        self.label = label.rstrip("/")
+        self.specs: dict[str, ChunkSpec] = {}
+        self.missing: set[str] = set()
+        return self
+
+    def where(self, key: str) -> str:
+        return f"{self.label}/{key}"
+
+    def max_object(self, key: str) -> int:
+        """Largest stored object accepted for ``key`` (compressed chunks may exceed their decoded size a little)."""
+        if is_metadata(key):
+            return self.limits.metadata_bytes
+        return self.limits.chunk_bytes + self.limits.chunk_bytes // 64 + 4096
+
+    def too_big(self, key: str, size: int):
+        what = ("metadata document", "--max-metadata-mb") if is_metadata(key) else ("chunk", "--max-chunk-mb")
+        return StoreError(f"{self.where(key)}: {what[0]} of {size} bytes, over the limit of {self.max_object(key)}; "
+                          f"a damaged or hostile store (raise {what[1]} only for a store you trust)")
+
+    def before_get(self, key: str) -> None:
+        """Backend checks before any byte is read (path, type, declared size)."""
+
+    async def get(self, key, prototype=None, byte_range=None):
+        from zarr.core.buffer import default_buffer_prototype
+
+        prototype = prototype or default_buffer_prototype()
+        self.before_get(key)
+        buf = await super().get(key, prototype, byte_range)
+        if byte_range is None:
+            self.after_get(key, buf)
+        return buf
+
+    async def get_partial_values(self, prototype, key_ranges):
+        return [await self.get(k, prototype, r) for k, r in key_ranges]
+
+    def after_get(self, key: str, buf) -> None:
+        if buf is None:
+            if not is_metadata(key):
+                self.missing.add(key)
+            return
+        self.missing.discard(key)
+        raw = buf.to_bytes()
+        if len(raw) > self.max_object(key):
+            raise self.too_big(key, len(raw))
+        if is_metadata(key):
+            self.check_metadata(key, raw)
+        else:
+            self.check_chunk(key, raw)
+
+    def check_metadata(self, key: str, raw: bytes) -> None:
+        try:
+            meta = json.loads(raw)
+        except RecursionError:
+            raise StoreError(f"{self.where(key)}: JSON nested too deeply to parse; a damaged or hostile store") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StoreError(f"{self.where(key)}: not valid JSON ({e}); the store is damaged") from None
+        depth = json_depth(meta)
+        if depth > self.limits.json_depth:
+            raise StoreError(f"{self.where(key)}: JSON nested {depth} levels deep, over the limit of "
+                             f"{self.limits.json_depth} (raise --max-json-depth only for a store you trust)")
+        prefix = key[:-len("zarr.json")]
+        spec = chunk_spec(meta)
+        if spec is not None:
+            self.specs[prefix.rstrip("/")] = spec
+        cons = meta.get("consolidated_metadata") if isinstance(meta, dict) else None
+        nodes = cons.get("metadata") if isinstance(cons, dict) else None
+        if isinstance(nodes, dict):
+            for path, m in nodes.items():
+                spec = chunk_spec(m)
+                if spec is not None:
+                    self.specs[f"{prefix}{path}".strip("/")] = spec
+
+    def spec_for(self, key: str) -> ChunkSpec | None:
+        path = key
+        while "/" in path:
+            path = path.rsplit("/", 1)[0]
+            if path in self.specs:
+                return self.specs[path]
+        return None
+
+    def check_chunk(self, key: str, raw: bytes) -> None:
+        spec = self.spec_for(key)
+        limit = self.limits.chunk_bytes
+        if spec is not None and spec.decoded is not None:
+            if spec.decoded > limit:
+                raise StoreError(f"{self.where(key)}: the array declares chunks of {spec.decoded} bytes, over the "
+                                 f"limit of {limit} (raise --max-chunk-mb only for a store you trust)")
+            limit = spec.decoded
+        if spec is not None and spec.n_compressors > 1:
+            raise StoreError(f"{self.where(key)}: the array stacks {spec.n_compressors} compression codecs; "
+                             "emocache reads one (a damaged or hostile store)")
+        comp = spec.compressor if spec is not None else ("zstd" if raw[:4] == ZSTD_MAGIC else None)
+        if comp == "zstd":
+            size = zstd_content_size(raw)
+            if size is None:
+                raise StoreError(f"{self.where(key)}: zstd chunk without a declared content size; emocache "
+                                 "writes it and reads no other (a damaged or hostile store)")
+        elif comp == "blosc":
+            size = int.from_bytes(raw[4:8], "little") if len(raw) >= 16 else limit + 1
+        elif comp == "gzip":
+            size = gzip_size(raw, limit)
+        else:
+            return
+        if size > limit:
+            raise StoreError(f"{self.where(key)}: chunk inflates to {size if size <= self.limits.chunk_bytes else 'over ' + str(limit)} "
+                             f"bytes, more than the {limit} its array declares; a damaged or hostile store "
+                             "(a compression bomb) is not decoded")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def local_guard_classes():
+    """(SafeLocalStore, SafeZipStore, SafeFsspecStore), built on first use so zarr is imported lazily."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    from zarr.abc.store import RangeByteRequest
+    from zarr.storage import FsspecStore, LocalStore, ZipStore
+
+    class SafeLocalStore(Guard, LocalStore):
+        """LocalStore that stays inside its root: no symbolic links, no special files, errors in one line."""
+
+        def resolve(self, key: str, final: str = "file") -> tuple[Path, os.stat_result | None]:
+            """The path of ``key`` under the root, each component checked with lstat (never followed)."""
+            parts = key.strip("/").split("/") if key.strip("/") else []
+            if any(p in ("", ".", "..") for p in parts):
+                raise StoreError(f"{self.where(key)}: not a valid object key")
+            path = self.root
+            try:
+                st = os.stat(path)  # the root itself is the user's choice and may be a link
+            except OSError:
+                return path, None
+            for i, p in enumerate(parts):
+                path = path / p
+                try:
+                    st = os.lstat(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    return path, None
+                if stat.S_ISLNK(st.st_mode):
+                    raise StoreError(f"{path}: a symbolic link inside the store; emocache never follows links in a "
+                                     "store (remove it or replace it with the real file)")
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                    raise StoreError(f"{path}: a {_kind(st.st_mode)} inside the store; only regular files and "
+                                     "folders are read (remove it)")
+                if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+                    return path, None
+            return path, st
+
+        def before_get(self, key: str) -> None:
+            _, st = self.resolve(key)
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > self.max_object(key):
+                raise self.too_big(key, st.st_size)
+
+        async def set(self, key, value):
+            path, _ = self.resolve(key)
+            return await self._guarded(super().set, path, key, value)
+
+        async def set_if_not_exists(self, key, value):
+            path, _ = self.resolve(key)
+            return await self._guarded(super().set_if_not_exists, path, key, value)
+
+        async def _guarded(self, fn, path, *args):
+            """Run a write; an OSError (disk full, permissions) becomes a one-line StoreError naming the path."""
+            try:
+                return await fn(*args)
+            except StoreError:
+                raise
+            except OSError as e:
+                hint = ("; free space and rerun the same command (committed blocks are kept)"
+                        if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+                raise StoreError(f"{path}: {e.strerror or e}{hint}") from None
+
+        async def delete(self, key):
+            path, _ = self.resolve(key)
+            return await self._guarded(super().delete, path, key)
+
+        async def delete_dir(self, prefix):
+            path, _ = self.resolve(prefix)
+            return await self._guarded(super().delete_dir, path, prefix)
+
+        async def exists(self, key):
+            _, st = self.resolve(key)
+            return st is not None and stat.S_ISREG(st.st_mode)
+
+        async def getsize(self, key):
+            path, st = self.resolve(key)
+            if st is None:
+                raise FileNotFoundError(path)
+            return st.st_size
+
+        def _walk(self, base: Path):
+            """Relative keys of every regular file under ``base``; links and special files are errors."""
+            stack = [base]
+            while stack:
+                d = stack.pop()
+                try:
+                    entries = list(os.scandir(d))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                for e in entries:
+                    p = Path(e.path)
+                    if e.is_symlink():
+                        raise StoreError(f"{p}: a symbolic link inside the store; emocache never follows links in "
+                                         "a store (remove it or replace it with the real file)")
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(p)
+                    elif e.is_file(follow_symlinks=False):
+                        yield p.relative_to(self.root).as_posix()
+                    else:
+                        raise StoreError(f"{p}: a {_kind(e.stat(follow_symlinks=False).st_mode)} inside the store; "
+                                         "only regular files and folders are read (remove it)")
+
+        async def list(self):
+            for k in self._walk(self.root):
+                yield k
+
+        async def list_prefix(self, prefix):
+            path, st = self.resolve(prefix.rstrip("/"))
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                for k in self._walk(path):
+                    yield k
+
+        async def list_dir(self, prefix):
+            path, st = self.resolve(prefix.rstrip("/"))
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                return
+            for e in os.scandir(path):
+                if e.is_symlink():
+                    raise StoreError(f"{e.path}: a symbolic link inside the store; emocache never follows links in "
+                                     "a store (remove it or replace it with the real file)")
+                if not (e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)):
+                    raise StoreError(f"{e.path}: a {_kind(e.stat(follow_symlinks=False).st_mode)} inside the store; "
+                                     "only regular files and folders are read (remove it)")
+                yield e.name
+
+    class SafeZipStore(Guard, ZipStore):
+        """ZipStore whose members are checked against their declared sizes before they are read."""
+
+        def before_get(self, key: str) -> None:
+            if not self._is_open:
+                self._sync_open()
+            try:
+                info = self._zf.getinfo(key)
+            except KeyError:
+                return
+            if info.file_size > self.max_object(key):
+                raise self.too_big(key, info.file_size)
+
+    class SafeFsspecStore(Guard, FsspecStore):
+        """FsspecStore reading at most the limit plus one byte of any object."""
+
+        async def get(self, key, prototype=None, byte_range=None):
+            from zarr.core.buffer import default_buffer_prototype
+
+            prototype = prototype or default_buffer_prototype()
+            if byte_range is not None:
+                return await FsspecStore.get(self, key, prototype, byte_range)
+            limit = self.max_object(key)
+            buf = await FsspecStore.get(self, key, prototype, RangeByteRequest(0, limit + 1))
+            if buf is not None and len(buf) > limit:
+                raise self.too_big(key, len(buf))
+            self.after_get(key, buf)
+            return buf
+
+    _CLASSES = (SafeLocalStore, SafeZipStore, SafeFsspecStore)
+    return _CLASSES
+
+
+_CLASSES = None
