@@ -16,7 +16,7 @@ app = typer.Typer(help="Frozen speech-encoder features for SER research, cached 
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {msg}")
+    console.print(f"[red]error:[/red] {msg}", soft_wrap=True)  # one line, even in an 80-column pipe
     raise typer.Exit(code)
 
 

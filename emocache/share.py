@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocache.store import Entry, Limits, StoreError, frames_end, is_remote, open_store, zarr_store
+from emocache.store import Entry, Limits, StoreError, is_remote, open_store, zarr_store
 from emocache.store.storage import get_bytes, local_path, object_keys, quiet_zarr
 
 MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
@@ -127,7 +127,9 @@ def _check_provenance(src: Entry, dst_prov: dict, where: str) -> None:
 
 
 def _read_block(src: Entry, b: int, idx: np.ndarray):
-    """(pooled, index rows, frames or None, errors) of a committed source block, checked for consistency."""
+    """(pooled, index rows, frames or None, errors) of a committed source block, checked as `verify` checks it."""
+    from emocache.verify import index_problem
+
     sl = src.block_slice(b)
     where = f"{src.where} block {b}"
     try:
@@ -136,9 +138,9 @@ def _read_block(src: Entry, b: int, idx: np.ndarray):
         if src.has_frames:
             arr = src.block_frames(b)
             F = src.block_frames_data(b, dtype=arr.dtype)  # (sum T_i, D_frames), float16 or float32
-            end = frames_end(idx[sl])
-            if end != F.shape[0]:
-                raise StoreError(f"{where}: index ends at frame {end}, frames hold {F.shape[0]}")
+        problem = index_problem(idx[sl], None if F is None else F.shape[0])
+        if problem:
+            raise StoreError(f"{where}: {problem}; run `emocache verify` on the source")
         errs = src.block_errors(b)
     except StoreError:
         raise

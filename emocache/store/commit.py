@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import time
 from pathlib import Path
 
 import numpy as np
 
-from emocache.store.layout import BLOCKS, DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, block_name
+from emocache.store.layout import BLOCKS, DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
 from emocache.store.storage import codecs, quiet_zarr
+from emocache.store.validate import StoreError, StoreIOError
+
+RETRIES = 8
+"""Attempts at creating an entry while other processes create the same one."""
 
 
 class BlockWriter:
@@ -51,8 +57,24 @@ class BlockWriter:
         """Write block ``b``'s objects, the index chunk last: pooled (n_b, D) float32, index (n_b, 2) int64,
         frames (sum T_i, D_frames) float16/float32 (None without frames), errors key -> message.
 
-        A block group left by an earlier attempt is uncommitted first (index chunk reset), then replaced.
+        A block group left by an earlier attempt is uncommitted first (index chunk reset), then replaced. Two
+        processes writing the same block at once is not supported (one writer per storage object): the loser
+        stops with a StoreError saying so, and the store stays valid (the block is committed by one of them or
+        left uncommitted for the next run).
         """
+        import zarr
+
+        try:
+            return self._commit_block(b, pooled, index, frames, errors)
+        except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
+            if isinstance(e, StoreIOError) and e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise
+            raise StoreError(f"{self.where}/{block_path(b)}: another process is writing this block at the same "
+                             "time; run one writer per block (--part I/N splits the blocks), then rerun to finish "
+                             "any block left uncommitted") from None
+
+    def _commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
+                      errors: dict[str, str]) -> None:
         sl = self.block_slice(b)
         blocks = self.group.require_group(BLOCKS)
         name = block_name(b)
@@ -84,11 +106,15 @@ def require_group(parent, name: str):
     """Open or create a sub-group; another process creating it at the same moment is fine."""
     import zarr
 
-    for _ in range(5):
+    for attempt in range(RETRIES):
         try:
             return parent.require_group(name)
-        except zarr.errors.ContainsGroupError:
-            continue
+        except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, KeyError):
+            time.sleep(0.01 * attempt)
+        except StoreIOError as e:  # a folder created and replaced by another process under our feet
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise
+            time.sleep(0.01 * attempt)
     return parent[name]
 
 

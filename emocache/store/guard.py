@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from emocache.store.validate import Limits, StoreError
+from emocache.store.validate import Limits, StoreError, StoreIOError
 
 COMPRESSORS = ("zstd", "gzip", "blosc")
 ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
@@ -281,7 +281,7 @@ def local_guard_classes():
             except OSError as e:
                 hint = ("; free space and rerun the same command (committed blocks are kept)"
                         if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
-                raise StoreError(f"{path}: {e.strerror or e}{hint}") from None
+                raise StoreIOError(f"{path}: {e.strerror or e}{hint}", e.errno) from None
 
         async def delete(self, key):
             path, _ = self.resolve(key)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 from emocache.store.layout import FAILED, PENDING
@@ -42,8 +44,12 @@ def entry_bytes(store: Store, model: str, dataset: str) -> int | None:
 
         with zipfile.ZipFile(url) as z:
             return sum(i.compress_size for i in z.infolist() if i.filename.startswith(prefix))
-    p = Path(url) / model / dataset
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    total = 0
+    for folder, _, files in os.walk(Path(url) / model / dataset):  # links are not followed (nor counted)
+        for f in files:
+            st = os.lstat(os.path.join(folder, f))
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 def dumps(obj) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import time
 from pathlib import Path
 
 import numpy as np
 
-from emocache.store.commit import create_entry_group
+from emocache.store.commit import RETRIES, create_entry_group
 from emocache.store.entry import Entry
 from emocache.store.layout import DEFAULT_BLOCK, FORMAT
 from emocache.store.storage import has_consolidated, is_remote, quiet_zarr, storage_options_for, zarr_store
-from emocache.store.validate import FORMAT_NAME, Limits, StoreError
+from emocache.store.validate import FORMAT_NAME, Limits, StoreError, StoreIOError
 
 
 class Store:
@@ -33,10 +35,7 @@ class Store:
                 if read_only:
                     self.root = zarr.open_group(zs, mode="r", zarr_format=3)
                 else:
-                    # writers ignore consolidated metadata and drop it, so no reader sees a stale listing
-                    self.root = zarr.open_group(zs, mode="a", zarr_format=3, use_consolidated=False)
-                    if FORMAT_NAME not in self.root.attrs or has_consolidated(zs):
-                        self.root.attrs[FORMAT_NAME] = self.root.attrs.get(FORMAT_NAME, FORMAT)
+                    self.root = _open_for_writing(zs)
         except StoreError:
             raise
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
@@ -145,9 +144,23 @@ class Store:
                                  f"(sha256 {old.get('manifest_sha256', '?')[:12]}); this manifest has {len(keys)}. "
                                  "Use another dataset name or store")
             return e
-        g = create_entry_group(self.root, model, dataset, keys, labels, dim, frame_dim, provenance, has_frames,
-                               block_size)
-        return Entry(g, model, dataset, self.url)
+        import zarr
+
+        for attempt in range(RETRIES):
+            try:
+                g = create_entry_group(self.root, model, dataset, keys, labels, dim, frame_dim, provenance,
+                                       has_frames, block_size)
+                return Entry(g, model, dataset, self.url)
+            except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
+                # another process creating the same entry replaced an object under our feet: try again
+                if isinstance(e, StoreIOError) and e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+                if self.has_entry(model, dataset):
+                    return self.create_entry(model, dataset, keys, labels, dim, frame_dim, provenance, has_frames,
+                                             block_size)
+        raise StoreError(f"{self.url}/{path}: other processes kept replacing this entry while it was created; "
+                         "rerun")
 
     # -- the Python API (the documented contract) ------------------------------------------------------------
     def provenance(self, model: str, dataset: str) -> dict:
@@ -172,6 +185,22 @@ class Store:
 
     def errors(self, model: str, dataset: str) -> dict[str, str]:
         return self.entry(model, dataset).errors()
+
+
+def _open_for_writing(zs):
+    """The root group for writing (created when missing; concurrent creators are fine). Writers ignore consolidated
+    metadata and drop it, so no reader sees a stale listing."""
+    import zarr
+
+    for attempt in range(RETRIES):
+        try:
+            root = zarr.open_group(zs, mode="a", zarr_format=3, use_consolidated=False)
+            if FORMAT_NAME not in root.attrs or has_consolidated(zs):
+                root.attrs[FORMAT_NAME] = root.attrs.get(FORMAT_NAME, FORMAT)
+            return root
+        except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
+            time.sleep(0.02 * (attempt + 1))
+    return zarr.open_group(zs, mode="r+", zarr_format=3, use_consolidated=False)
 
 
 def open_store(url: str | Path, mode: str = "r", storage_options: dict | None = None,

@@ -38,6 +38,14 @@ class StoreError(ValueError):
     """A store or entry that cannot be used as asked; the message says which and what to do."""
 
 
+class StoreIOError(StoreError):
+    """A write or delete the file system refused (disk full, permissions, a folder removed meanwhile)."""
+
+    def __init__(self, msg: str, errno: int | None = None):
+        super().__init__(msg)
+        self.errno = errno
+
+
 def codec_names(codecs) -> set[str]:
     """Every codec name in a v3 codec list, including those nested in sharding codecs."""
     out: set[str] = set()

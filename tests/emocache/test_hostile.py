@@ -146,6 +146,10 @@ def _corrupt_pooled(url, tmp):
     c.write_bytes(bytes(data))
 
 
+def _set_index(url, row, rows):
+    open_store(url, mode="a").entry(*ENTRY).index_array[row:row + len(rows)] = np.array(rows)
+
+
 def _open(url):
     return open_store(url)
 
@@ -175,6 +179,10 @@ CASES = [
     ("FIFO frames chunk: iter_frames", _fifo_frames, _frames, "FIFO inside the store"),
     ("deleted pooled chunk: pooled", _delete_pooled, _pooled, r"pooled: chunk\(s\) \['c/1/0'\] missing"),
     ("deleted pooled chunk: merge", _delete_pooled, "merge", r"pooled: chunk\(s\) \['c/1/0'\] missing"),
+    ("overlapping index rows: merge", lambda url, tmp: _set_index(url, 0, [[0, 3], [1, 3]]), "merge",
+     "block 0: index rows overlap"),
+    ("index rows overflowing int64: merge", lambda url, tmp: _set_index(url, 4, [[1 << 62, 1 << 62]]), "merge",
+     "block 1: index rows overflow int64"),
     ("deleted frames chunk", _delete_frames, _frames, "frames: chunk.* missing"),
     ("deleted keys chunk", _delete_keys, _pooled, r"keys: chunk\(s\) \['c/0'\] missing"),
     ("zstd bomb in pooled", _zstd_bomb_pooled, _pooled, "inflates to over 48 bytes|more than the 48"),
@@ -358,11 +366,17 @@ def test_disk_full_is_one_line(tmp_path, monkeypatch):
     def full(path, value, exclusive=False):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
+    e = open_store(url, mode="a").entry(*ENTRY)
+    e.reset_blocks([1])
     monkeypatch.setattr(local, "_put", full)
-    e = open_store(url, mode="a").entry(*ENTRY) if False else None
     with pytest.raises(StoreError, match="No space left on device; free space and rerun") as err:
-        merge(str(url), str(tmp_path / "dst"))
+        merge(str(url), str(tmp_path / "dst"))  # merge
     one_line(err.value)
+    with pytest.raises(StoreError, match="No space left on device; free space and rerun") as err:
+        e.write_block(1, np.zeros((4, 3), np.float32), [np.zeros((2, 3), np.float32)] * 4, {})  # extract
+    one_line(err.value)
+    monkeypatch.undo()
+    assert [s.committed for s in open_store(url).entry(*ENTRY).block_states()] == [True, False, True]
 
 
 @pytest.mark.parametrize("name,ok", [("iemocap", True), ("urdu-v2.1", True), ("a/b", False), ("zarr.json", False),

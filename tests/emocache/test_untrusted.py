@@ -15,7 +15,6 @@ from emocache.store import StoreError, open_store, write_arrays
 from emocache.verify import verify_store
 
 ENTRY = ("m", "ds")
-MARKER = Path("/tmp/emocache-untrusted-marker")
 
 
 def make(tmp_path) -> Path:
@@ -40,8 +39,11 @@ def entry_json(url: Path, *parts: str) -> Path:
 class _Touch:
     """Unpickling this creates the marker file: what a malicious pickle would do, harmlessly."""
 
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (Path.touch, (MARKER,))
+        return (Path.touch, (self.marker,))
 
 
 @pytest.fixture
@@ -72,26 +74,34 @@ def evil_codec():
             return input_byte_length
 
     zarr.registry.register_codec("evil.pickle", EvilPickle)
-    MARKER.unlink(missing_ok=True)
     yield
-    MARKER.unlink(missing_ok=True)
+    # unregister (zarr has no public call for it), so no later test can decode with the plugin
+    getattr(zarr.registry, "__codec_registries").pop("evil.pickle", None)
 
 
 def test_pickle_codec_is_refused_before_any_chunk_is_decoded(tmp_path, evil_codec):
     import zarr
 
+    marker = tmp_path / "marker"
     url = make(tmp_path)
     edit(entry_json(url, "pooled"), lambda m: m["codecs"].append({"name": "evil.pickle"}))  # decoded first
-    url.joinpath(*ENTRY, "pooled", "c", "0", "0").write_bytes(pickle.dumps(_Touch()))
+    url.joinpath(*ENTRY, "pooled", "c", "0", "0").write_bytes(pickle.dumps(_Touch(marker)))
     with pytest.raises(Exception):  # plain zarr with the plugin installed runs the payload...
         zarr.open_array(str(url / "m" / "ds" / "pooled"), mode="r")[:]
-    assert MARKER.exists()
-    MARKER.unlink()
+    assert marker.exists()
+    marker.unlink()
     with pytest.raises(StoreError, match=r"m/ds/pooled: uses codec\(s\) \['evil.pickle'\].*never code"):
         emocache.open_store(str(url)).pooled(*ENTRY)  # ...emocache refuses the store first
     with pytest.raises(StoreError, match="evil.pickle"):
         verify_store(open_store(url))
-    assert not MARKER.exists()
+    assert not marker.exists()
+
+
+def test_evil_codec_is_unregistered_after_its_test():
+    import zarr
+
+    with pytest.raises(KeyError):
+        zarr.registry.get_codec_class("evil.pickle")
 
 
 def test_unknown_codec_is_a_clear_error(tmp_path):
