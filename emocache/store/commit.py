@@ -89,7 +89,7 @@ class BlockWriter:
             rows = max(1, min(max(total, 1), (1 << 20) // (self.frame_dim * F.dtype.itemsize)))
             arr = g.create_array("frames", shape=(total, self.frame_dim), dtype=F.dtype,
                                  chunks=(rows, self.frame_dim), compressors=codecs(level=1), fill_value=0,
-                                 config={"write_empty_chunks": True})
+                                 config={"write_empty_chunks": True}, dimension_names=DIMS["frames"])
             if total:
                 arr[:] = F
         self.pooled_array.with_config({"write_empty_chunks": True})[sl] = pooled
@@ -118,6 +118,12 @@ def require_group(parent, name: str):
     return parent[name]
 
 
+DIMS = {"keys": ("utterance",), "labels": ("utterance",), "pooled": ("utterance", "feature"),
+        "index": ("utterance", "offset_length"), "frames": ("frame", "frame_feature")}
+"""Zarr v3 ``dimension_names`` of every array, so xarray opens an entry directly
+(``xr.open_zarr(store, group="MODEL/DATASET")``: keys, labels, pooled and index along ``utterance``)."""
+
+
 def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=None):
     """Open an array of exactly this spec, or create it; a mismatching one (left by a crashed creation of an
     entry that never got its attributes) is replaced."""
@@ -135,7 +141,7 @@ def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=N
     try:
         with quiet_zarr():
             return g.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=codecs(),
-                                  fill_value=fill_value, overwrite=overwrite)
+                                  fill_value=fill_value, overwrite=overwrite, dimension_names=DIMS[name])
     except zarr.errors.ContainsArrayError:
         return g[name]
 

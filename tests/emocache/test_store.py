@@ -179,3 +179,21 @@ def test_verify_finds_corrupt_and_missing_chunks(tmp_path):
     st.entry("m", "ds").reset_blocks([0])
     chk = verify_entry(open_store(url).entry("m", "ds"))
     assert chk.orphans == ["b000000"] and chk.bad_blocks == [1, 2] and chk.committed == 2
+
+
+def test_xarray_opens_an_entry_directly(tmp_path):
+    """dimension_names make `xr.open_zarr(store, group="MODEL/DATASET")` work: keys/labels/pooled/index."""
+    xr = pytest.importorskip("xarray")
+    keys, P, F = ragged(10)
+    url = tmp_path / "s"
+    write_arrays(url, "m", "ds", keys, [f"l{i % 3}" for i in range(10)], P, F, block_size=4)
+    ds = xr.open_zarr(url, group="m/ds", consolidated=False)
+    assert ds["pooled"].dims == ("utterance", "feature") and ds["index"].dims == ("utterance", "offset_length")
+    assert ds.sizes["utterance"] == 10 and ds.attrs["n"] == 10
+    assert [str(k) for k in ds["keys"].values] == keys
+    assert [str(v) for v in ds["labels"].values] == [f"l{i % 3}" for i in range(10)]
+    np.testing.assert_array_equal(ds["pooled"].values, open_store(url).pooled("m", "ds")[1])
+    g = xr.open_zarr(url, group="m/ds/blocks/b000001", consolidated=False)
+    off, ln = ds["index"].values[5]
+    np.testing.assert_array_equal(g["frames"].values[off:off + ln].astype(np.float32),
+                                  open_store(url).frames("m", "ds", keys[5]))
