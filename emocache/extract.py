@@ -118,7 +118,7 @@ def _load_one(u: Utterance, enc: Encoder, cfg: ExtractConfig) -> tuple[np.ndarra
         if info.sample_rate and info.frames / info.sample_rate > cfg.max_audio_seconds:
             raise UtteranceError(f"{info.frames / info.sample_rate:.0f} s long, over --max-audio-seconds "
                                  f"{cfg.max_audio_seconds:g}; raise the limit to extract it")
-        w = load(u.wav, channel=u.channel, target_sr=enc.sample_rate)
+        w = load(u.wav, channel=u.channel, target_sr=enc.sample_rate, max_seconds=cfg.max_audio_seconds)
         enc.check(w)
     except (AudioError, UtteranceError) as e:
         return None, str(e), None

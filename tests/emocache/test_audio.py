@@ -115,3 +115,68 @@ def test_probe_of_a_long_container_does_not_decode(tmp_path, monkeypatch):
 
     monkeypatch.setattr(audio, "_decode_av", no_decode)
     assert probe(p) == AudioInfo(8000, 160000, 1)
+
+
+@pytest.mark.timeout(60)
+def test_m4a_gives_the_wavs_sample_count(tmp_path):
+    """AAC priming and the last frame's padding are trimmed: the m4a decodes to the wav's length, aligned."""
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(size=int(1.3 * 16000))).astype(np.float32)
+    x = (0.5 * x / np.abs(x).max()).astype(np.float32)  # a random walk: no period, so alignment is testable
+    wav = write_wav(tmp_path / "a.wav", x, 16000, subtype="FLOAT")
+    m4a = write_mp4(tmp_path / "a.m4a", x, 16000, codec="aac")
+    w, m = load(wav), load(m4a)
+    assert m.size == w.size == x.shape[0]
+    assert np.corrcoef(m, w)[0, 1] > 0.95  # aligned: no priming left at the start
+    assert np.corrcoef(m[1024:], w[:-1024])[0, 1] < 0.9
+
+
+def _no_editlist_m4a(path, x, sr):
+    """An AAC m4a written without an edit list (the priming samples are in the stream, unmarked)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=sr, layout="mono")
+        frame = av.AudioFrame.from_ndarray(x[None, :], format="fltp", layout="mono")
+        frame.sample_rate = sr
+        for p in [*s.encode(frame), *s.encode(None)]:
+            c.mux(p)
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_m4a_without_edit_list_is_trimmed_too(tmp_path):
+    x = tone(2.0, sr=16000)
+    m = load(_no_editlist_m4a(tmp_path / "b.m4a", x, 16000))
+    assert m.size == x.shape[0]
+
+
+@pytest.mark.timeout(60)
+def test_decoding_stops_at_max_seconds_by_decoded_samples(tmp_path, monkeypatch):
+    """The limit counts decoded samples; a header that claims less (here: none at all) does not let a file in."""
+    import emocache.audio as audio
+
+    p = write_mp4(tmp_path / "long.m4a", tone(20.0, sr=8000), 8000, codec="aac")
+    monkeypatch.setattr(audio, "_declared_seconds", lambda stream: 1.0)  # the header lies: 1 s
+    with pytest.raises(AudioError, match=r"over 5 s of audio decoded \(the header claims 1.0 s\).*--max-audio-seconds"):
+        load(p, max_seconds=5)
+    assert 160000 <= load(p, max_seconds=30, target_sr=None).size <= 160000 + 2048  # never cut to the lie
+    wav = write_wav(tmp_path / "long.wav", tone(20.0, sr=8000), 8000)
+    with pytest.raises(AudioError, match="--max-audio-seconds 5"):
+        load(wav, max_seconds=5)
+
+
+def test_absurd_sample_rate_and_fifo(tmp_path):
+    import os
+
+    p = write_wav(tmp_path / "a.wav", tone(0.5), 16000)
+    data = bytearray(p.read_bytes())
+    data[24:28] = (2**31 - 1).to_bytes(4, "little")  # the fmt chunk's sample rate
+    p.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=r"sample rate 2147483647 Hz is outside"):
+        load(p)
+    with pytest.raises(AudioError, match=r"sample rate 2147483647 Hz is outside"):
+        probe(p)
+    os.mkfifo(tmp_path / "fifo.wav")
+    with pytest.raises(AudioError, match="not a regular file"):
+        load(tmp_path / "fifo.wav")
