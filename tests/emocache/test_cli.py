@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import EMOCACHE_BIN, emobox_line, tone, write_jsonl, write_wav
+from tests.helpers.audio import emobox_line, tone, write_jsonl, write_wav
+from tests.helpers.cli import EMOCACHE_BIN
 from emocache.store import open_store
 
 M = "fbank-stats"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest_scale import MODEL, assert_entries_equal, child_extract, entry_of, fbank_config, run_child
+from tests.helpers.scale import MODEL, assert_entries_equal, child_extract, entry_of, fbank_config, run_child
 
 from emocache.extract import extract
 from emocache.verify import verify_entry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest_scale import assert_entries_equal, entry_of, fbank_config, run_child
+from tests.helpers.scale import assert_entries_equal, entry_of, fbank_config, run_child
 
 from emocache.distributed import SchedulerError, client_for
 from emocache.extract import extract

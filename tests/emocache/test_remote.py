@@ -10,7 +10,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest_scale import MODEL, assert_entries_equal, entry_of, fbank_config, moto_endpoint  # noqa: F401
+from tests.helpers.scale import MODEL, assert_entries_equal, entry_of, fbank_config
 
 from emocache.extract import extract
 from emocache.share import consolidate, merge, pack
