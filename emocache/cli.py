@@ -17,7 +17,7 @@ app = typer.Typer(help="Frozen speech-encoder features for SER research, cached 
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {msg}")
+    console.print(f"[red]error:[/red] {msg}", soft_wrap=True)  # one line, whatever the width
     raise typer.Exit(code)
 
 

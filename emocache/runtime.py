@@ -71,7 +71,7 @@ def progress_bar(enabled: bool = True):
     """A rich Progress (counter, elapsed, remaining) in a terminal, :class:`PlainProgress` lines otherwise, or a
     silent one when disabled."""
     if enabled and not console.is_terminal:
-        yield PlainProgress()
+        yield PlainProgress(PLAIN_EVERY_SECONDS)
         return
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled)
