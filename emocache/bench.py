@@ -23,6 +23,7 @@ from emocache.encoders import EncoderConfig, EncoderError, build_encoder, encode
 from emocache.encoders.neural import cosine_to_fp32
 from emocache.encoders.tiny import overrides
 from emocache.runner import encode_block, load_waves, prefetch
+from emocache.runtime import print_table as show
 from emocache.signals import speech_like
 
 SR = 16000
@@ -171,23 +172,6 @@ COLUMNS = [("model", "model"), ("config", "config"), ("device", "device"), ("dty
            ("roofline_pct", "% roofline")]
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    return str(v)
-
-
 def print_table(rows: list[dict]) -> None:
     """A rich table of :func:`bench_encoder` rows."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="encoder throughput: batched vs naive (batch 1, fp32, one at a time)")
-    for _, head in COLUMNS:
-        table.add_column(head)
-    for r in rows:
-        table.add_row(*[_fmt(r.get(k)) for k, _ in COLUMNS])
-    console = Console()
-    Console(width=max(console.width, 200)).print(table)
+    show("encoder throughput: batched vs naive (batch 1, fp32, one at a time)", COLUMNS, rows)

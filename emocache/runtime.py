@@ -79,6 +79,27 @@ def progress_bar(enabled: bool = True):
         yield bar
 
 
+def fmt_number(v) -> str:
+    """Benchmark cells: three significant digits, whole numbers from 100, ``-`` for missing."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def print_table(title: str, columns: list[tuple[str, str]], rows: list[dict], min_width: int = 200) -> None:
+    """Rows as a rich table on stdout, ``columns`` as (key, heading), at least ``min_width`` wide."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for _, head in columns:
+        table.add_column(head)
+    for r in rows:
+        table.add_row(*[fmt_number(r.get(k)) for k, _ in columns])
+    Console(width=max(Console().width, min_width)).print(table)
+
+
 class SchedulerError(ValueError):
     """A --scheduler value that is neither local:N nor a reachable scheduler address."""
 

@@ -183,10 +183,8 @@ class Emotion2vecBase(_Emotion2vec):
     """iic/emotion2vec_base: 768-d."""
 
     name = "emotion2vec-base"
-    hf_repos = ("emotion2vec/emotion2vec_base",)
-    ms_repos = ("iic/emotion2vec_base",)
-    full_config = model_conf(768, 12)
-    tiny_overrides = tiny_conf(32, 2)
+    hf_repos, ms_repos = ("emotion2vec/emotion2vec_base",), ("iic/emotion2vec_base",)
+    full_config, tiny_overrides = model_conf(768, 12), tiny_conf(32, 2)
 
 
 @register
@@ -194,7 +192,5 @@ class Emotion2vecPlusLarge(_Emotion2vec):
     """iic/emotion2vec_plus_large: 1024-d."""
 
     name = "emotion2vec-plus-large"
-    hf_repos = ("emotion2vec/emotion2vec_plus_large",)
-    ms_repos = ("iic/emotion2vec_plus_large",)
-    full_config = model_conf(1024, 16)
-    tiny_overrides = tiny_conf(48, 4)
+    hf_repos, ms_repos = ("emotion2vec/emotion2vec_plus_large",), ("iic/emotion2vec_plus_large",)
+    full_config, tiny_overrides = model_conf(1024, 16), tiny_conf(48, 4)

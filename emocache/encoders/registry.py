@@ -33,11 +33,6 @@ def register(cls: type[Encoder]) -> type[Encoder]:
     return cls
 
 
-def unregister(name: str) -> None:
-    """Remove a registered model (tests that register their own)."""
-    REGISTRY.pop(name, None)
-
-
 def load_plugins() -> list[str]:
     """Import the ``emocache.encoders`` entry points; returns the names they added. A plugin that fails to load
     is a warning naming it, never a failure of emocache."""

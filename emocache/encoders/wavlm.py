@@ -139,8 +139,7 @@ class WavLMLarge(_WavLM):
 
     name = "wavlm-large"
     hf_repos = ("microsoft/wavlm-large",)
-    full_config = LARGE_CONFIG
-    normalize_default = True
+    full_config, normalize_default = LARGE_CONFIG, True
 
 
 @register
@@ -149,5 +148,4 @@ class WavLMBasePlus(_WavLM):
 
     name = "wavlm-base-plus"
     hf_repos = ("microsoft/wavlm-base-plus",)
-    full_config = BASE_PLUS_CONFIG
-    normalize_default = False
+    full_config, normalize_default = BASE_PLUS_CONFIG, False

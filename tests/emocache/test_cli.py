@@ -186,6 +186,12 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path, demo_corpus, 
     assert n == 288
 
 
+def _demo_extract(corpus, store, *args) -> list:
+    """``extract`` arguments for fbank-stats over the demo corpus into ``store``, then ``args``."""
+    return ["extract", "--model", M, "--manifest", corpus.manifest, "--store", store, "--audio-root",
+            corpus.audio_root, "--no-progress", *args]
+
+
 def _one_error_line(text: str) -> str:
     lines = [s for s in text.splitlines() if s.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
@@ -199,8 +205,7 @@ def _one_error_line(text: str) -> str:
     (["--dtype", "fp8"], "--dtype 'fp8': use one of auto, fp32, bf16, fp16"),
 ])
 def test_device_and_dtype_errors_are_one_line_subprocess(tmp_path, demo_corpus, run_cli, args, expect):
-    p = run_cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", tmp_path / "s",
-                "--audio-root", demo_corpus.audio_root, "--no-progress", *args)
+    p = run_cli(*_demo_extract(demo_corpus, tmp_path / "s", *args))
     assert p.returncode == 2
     line = _one_error_line(p.stdout + p.stderr)
     assert expect in line
@@ -236,8 +241,7 @@ def test_cuda_on_a_cpu_only_torch_names_the_devices(monkeypatch):
     (["--storage-options", "[1]"], "--storage-options must hold a JSON object, got list"),
 ])
 def test_extract_settings_refused_in_one_line(tmp_path, demo_corpus, cli, args, expect):
-    code, out = cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", tmp_path / "s",
-                    "--audio-root", demo_corpus.audio_root, "--no-progress", *args)
+    code, out = cli(*_demo_extract(demo_corpus, tmp_path / "s", *args))
     assert code == 2 and expect in _one_error_line(out)
     assert not (tmp_path / "s").exists()
 
@@ -245,8 +249,7 @@ def test_extract_settings_refused_in_one_line(tmp_path, demo_corpus, cli, args, 
 def test_store_at_an_existing_file_is_refused(tmp_path, demo_corpus, cli):
     for name in ("notes.txt", "theirs.zip"):
         (tmp_path / name).write_text("x")
-        code, out = cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", tmp_path / name,
-                        "--audio-root", demo_corpus.audio_root, "--no-progress")
+        code, out = cli(*_demo_extract(demo_corpus, tmp_path / name))
         assert code == 2 and f"--store {tmp_path / name} is a" in _one_error_line(out)
         assert (tmp_path / name).read_text() == "x"
 

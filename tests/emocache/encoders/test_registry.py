@@ -15,7 +15,7 @@ import pytest
 
 from emocache.encoders import REGISTRY, EncoderError, encoder_class, load_plugins, names, neural_models, register
 from emocache.encoders.fbank import FbankStats
-from emocache.encoders.registry import PLUGIN_GROUP, unregister
+from emocache.encoders.registry import PLUGIN_GROUP
 from emocache.encoders.tiny import overrides, save_random
 
 REPO = Path(__file__).resolve().parents[3]
@@ -30,10 +30,8 @@ from emocache.encoders.emotion2vec import Emotion2vecBase, model_conf, tiny_conf
 @register
 class Emotion2vecVariant(Emotion2vecBase):
     name = "emotion2vec-test-variant"
-    hf_repos = ("example/emotion2vec_test_variant",)
-    ms_repos = ("example/emotion2vec_test_variant",)
-    full_config = model_conf(256, 4, depth=4)
-    tiny_overrides = tiny_conf(40, 4)
+    hf_repos = ms_repos = ("example/emotion2vec_test_variant",)
+    full_config, tiny_overrides = model_conf(256, 4, depth=4), tiny_conf(40, 4)
 
 
 def test_variant_listed_by_emocache_models():
@@ -112,7 +110,7 @@ def plugin(monkeypatch):
     monkeypatch.setattr(metadata, "entry_points", _fake_entry_points(ep))
     assert load_plugins() == ["plugin-fbank"]
     yield PluginFbank
-    unregister("plugin-fbank")
+    REGISTRY.pop("plugin-fbank")
 
 
 def test_plugin_entry_point_appears_in_models_and_the_cli(plugin, cli, tmp_path, demo_corpus):
@@ -134,3 +132,11 @@ def test_broken_plugin_is_a_warning_not_a_failure(monkeypatch):
     with pytest.warns(UserWarning, match="plugin 'broken'.*failed to load.*ModuleNotFoundError"):
         assert load_plugins() == []
     assert "fbank-stats" in names()
+
+
+def test_registering_imports_no_heavy_library():
+    """`emocache models` lists every encoder without importing transformers, funasr or openSMILE."""
+    code = ("import sys, emocache.encoders as e; assert len(e.names()) >= 8; "
+            "print(sorted({'transformers', 'funasr', 'opensmile'} & set(sys.modules)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
