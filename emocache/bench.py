@@ -22,7 +22,8 @@ from emocache.config import DEFAULT_BLOCK
 from emocache.encoders import EncoderConfig, EncoderError, build_encoder, encoder_class, neural_models
 from emocache.encoders.neural import cosine_to_fp32
 from emocache.encoders.tiny import overrides
-from emocache.runner import encode_block, load_waves, prefetch
+from emocache.runner import encode_block, load_waves
+from emocache.runner import prefetch as prefetch_blocks
 from emocache.runtime import print_table as show
 from emocache.signals import speech_like
 
@@ -70,10 +71,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: int = 2,
+def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: int = 2, prefetch: int | None = None,
                 block_size: int = DEFAULT_BLOCK) -> int:
     """Encode all waves with the extraction loop: blocks of ``block_size`` in length order, each batched under the
-    budget in ``workers`` loader threads running ahead of the model.
+    budget in ``workers`` loader threads, up to ``prefetch`` blocks (default ``workers``) ahead of the model.
 
     Returns the number of model windows run (for FLOP accounting).
     """
@@ -81,8 +82,8 @@ def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: in
     blocks = [[waves[i] for i in order[k:k + block_size]] for k in range(0, len(order), block_size)]
     windows = sum(len(enc.windows(w)) for w in waves)
     with ThreadPoolExecutor(workers) as pool:
-        for block, loaded in prefetch(lambda blk: load_waves(blk, enc, budget_seconds, MAX_BATCH), blocks,
-                                      workers, pool):
+        for block, loaded in prefetch_blocks(lambda blk: load_waves(blk, enc, budget_seconds, MAX_BATCH), blocks,
+                                             prefetch or workers, pool):
             encode_block(loaded, len(block), enc)
     _sync(enc.device)
     return windows

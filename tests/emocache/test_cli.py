@@ -25,6 +25,7 @@ def test_models_subprocess(run_cli):
                                        "sensevoice-small", "wavlm-base-plus", "wavlm-large", "whisper-large-v3"])
 
 
+@pytest.mark.slow
 def test_extract_info_verify_subprocess(tmp_path, demo_corpus, run_cli):
     store = tmp_path / "store"
     p = run_cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", store,
@@ -133,6 +134,7 @@ def _committed_blocks(store) -> int:
     return sum(s.committed for s in e.block_states())
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path, demo_corpus, run_cli):
     # 36 files x 8 keys = 288 utterances in 72 blocks of 4: long enough to kill mid-way
     rows = [{**d, "key": f"{d['key']}-r{r}", "dataset": "big"} for r in range(8) for d in demo_corpus.lines()]
@@ -303,6 +305,7 @@ def test_null_dataset_in_a_manifest_is_an_error_not_none(tmp_path, cli):
     assert not (tmp_path / "s" / M / "None").exists()
 
 
+@pytest.mark.slow
 def test_bench_model_runs_the_extraction_loop(cli, monkeypatch):
     import emocache.bench as bench
     import emocache.runner as runner
