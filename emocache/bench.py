@@ -1,28 +1,39 @@
-"""Encoder throughput: length-sorted, frame-budget batches with frontends run ahead in CPU threads, beside the
-naive way (batch 1, fp32, one utterance at a time, as EmoBox's script and funasr's ``generate`` do), in one run.
+"""Encoder throughput: the extraction loop production runs, beside the naive way (batch 1, fp32, one utterance at
+a time, as EmoBox's script and funasr's ``generate`` do), in one run.
 
+The batched side is :func:`emocache.runner.prefetch` over blocks of utterances in length order, each block batched
+under the padded-audio budget by :func:`emocache.runner.load_waves` in loader threads and encoded by
+:func:`emocache.runner.encode_block`: what ``emocache extract`` does, minus decoding files and writing the store.
 Lengths follow an IEMOCAP-like mix (log-normal, mean about 4.5 s, clipped to [0.5, 30] s, one 30-s tail item);
-the audio is synthetic speech-like signal. Without weights the encoder is built full-size with random weights
-(the same FLOPs as the real model); ``tiny=True`` uses the test-sized random models.
+the audio is :func:`emocache.signals.speech_like`. Without weights the encoder is built full-size with random
+weights (the same FLOPs as the real model); ``tiny=True`` uses the test-sized random models.
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from emocache.encoders import EncoderConfig, EncoderError, batches_by_budget, build_encoder, encoder_class
-from emocache.encoders.loading import cosine_to_fp32
+from emocache.config import DEFAULT_BLOCK
+from emocache.encoders import EncoderConfig, EncoderError, build_encoder, encoder_class, neural_models
+from emocache.encoders.neural import cosine_to_fp32
+from emocache.encoders.tiny import overrides
+from emocache.runner import encode_block, load_waves
+from emocache.runner import prefetch as prefetch_blocks
+from emocache.runtime import print_table as show
+from emocache.signals import speech_like
 
 SR = 16000
 MEAN_SECONDS = 4.5
 SIGMA = 0.65
+NAIVE_SEED_OFFSET = 1
+"""The naive subset is drawn from ``seed + NAIVE_SEED_OFFSET``, a stream apart from the lengths' and waves'."""
+MAX_BATCH = 64
+"""Most utterances per batch, as ``emocache extract``'s default."""
 
 
 def iemocap_like_lengths(n: int, seed: int = 0, sr: int = SR) -> list[int]:
@@ -36,17 +47,8 @@ def iemocap_like_lengths(n: int, seed: int = 0, sr: int = SR) -> list[int]:
 
 
 def synthetic_waves(lengths: list[int], seed: int = 0, sr: int = SR) -> list[np.ndarray]:
-    """Harmonic voice with a moving pitch, a syllable-rate envelope and noise, one per length."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for n in lengths:
-        t = np.arange(n, dtype=np.float32) / sr
-        f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t))
-        phase = 2 * np.pi * np.cumsum(f0) / sr
-        voice = sum(np.sin(k * phase) / k for k in range(1, 6))
-        env = (0.5 * (1 + np.sin(2 * np.pi * rng.uniform(3, 6) * t))) ** 2
-        out.append((0.1 * voice * env + 0.01 * rng.standard_normal(n)).astype(np.float32))
-    return out
+    """Speech-like waves, one per length (:func:`emocache.signals.speech_like`)."""
+    return speech_like(lengths, sr, seed)
 
 
 def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:
@@ -69,31 +71,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: int = 2, prefetch: int = 4) -> int:
-    """Encode all waves in length-sorted budget batches; frontends run ``prefetch`` batches ahead in threads.
+def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: int = 2, prefetch: int | None = None,
+                block_size: int = DEFAULT_BLOCK) -> int:
+    """Encode all waves with the extraction loop: blocks of ``block_size`` in length order, each batched under the
+    budget in ``workers`` loader threads, up to ``prefetch`` blocks (default ``workers``) ahead of the model.
 
     Returns the number of model windows run (for FLOP accounting).
     """
-    cost = [enc.batch_cost(w.size) for w in waves]
-    batches = batches_by_budget(cost, int(budget_seconds * enc.sample_rate))
+    order = sorted(range(len(waves)), key=lambda i: waves[i].size)  # the store's order when lengths are known
+    blocks = [[waves[i] for i in order[k:k + block_size]] for k in range(0, len(order), block_size)]
     windows = sum(len(enc.windows(w)) for w in waves)
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-
-    def produce() -> None:
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                for fut in [pool.submit(enc.prepare, [waves[i] for i in b]) for b in batches]:
-                    q.put(fut.result())
-        except Exception as e:  # handed to the consumer, which would otherwise wait forever
-            q.put(e)
-            return
-        q.put(None)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := q.get()) is not None:
-        if isinstance(item, Exception):
-            raise item
-        enc.run(*item)
+    with ThreadPoolExecutor(workers) as pool:
+        for block, loaded in prefetch_blocks(lambda blk: load_waves(blk, enc, budget_seconds, MAX_BATCH), blocks,
+                                             prefetch or workers, pool):
+            encode_block(loaded, len(block), enc)
     _sync(enc.device)
     return windows
 
@@ -107,12 +98,9 @@ def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: st
     ``warmup`` runs both ways once untimed first (per-shape kernel set-up would otherwise be charged to whichever
     runs first). ``budget_seconds`` is the padded audio per batch (default 480 s on GPU, 60 s on CPU).
     """
-    from emocache.encoders.tiny import NEURAL_MODELS, overrides
-
-    if model not in NEURAL_MODELS:
-        encoder_class(model)  # an unknown name: EncoderError listing the known ones
+    if not encoder_class(model).has_weights:  # an unknown name: EncoderError listing the known ones
         raise EncoderError(f"{model} has no weights to batch; `bench --model` times the neural encoders "
-                           f"({', '.join(NEURAL_MODELS)})")
+                           f"({', '.join(neural_models())})")
     lengths = iemocap_like_lengths(n_utts, seed)
     waves = synthetic_waves(lengths, seed)
     if tiny:
@@ -131,7 +119,7 @@ def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: st
     dev = enc.device
     budget = budget_seconds or (16 * 30 if dev.type == "cuda" else 60)
 
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed + NAIVE_SEED_OFFSET)
     k = min(n_utts, naive_utts or (n_utts if dev.type == "cuda" else max(8, n_utts // 4)))
     naive_idx = rng.permutation(n_utts)[:k]
     half = enc.compute_dtype
@@ -185,23 +173,6 @@ COLUMNS = [("model", "model"), ("config", "config"), ("device", "device"), ("dty
            ("roofline_pct", "% roofline")]
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    return str(v)
-
-
 def print_table(rows: list[dict]) -> None:
     """A rich table of :func:`bench_encoder` rows."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="encoder throughput: batched vs naive (batch 1, fp32, one at a time)")
-    for _, head in COLUMNS:
-        table.add_column(head)
-    for r in rows:
-        table.add_row(*[_fmt(r.get(k)) for k, _ in COLUMNS])
-    console = Console()
-    Console(width=max(console.width, 200)).print(table)
+    show("encoder throughput: batched vs naive (batch 1, fp32, one at a time)", COLUMNS, rows)

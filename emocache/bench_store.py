@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emocache.runtime import fmt_number, print_table
+
 
 def synthetic_features(n: int, mean_frames: int, dim: int, seed: int = 0) -> list[np.ndarray]:
     """n float32 (T_i, dim) arrays, T_i uniform in [mean/2, 3*mean/2]: smooth in time like encoder outputs."""
@@ -106,27 +108,12 @@ COLUMNS = [("layout", "layout"), ("utterances", "utts"), ("frames", "frames"), (
            ("disk_MB", "disk MB")]
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-    return str(v)
-
-
 def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
     sep = "|" + "---|" * len(COLUMNS)
-    return "\n".join([head, sep] + ["| " + " | ".join(_fmt(r[k]) for k, _ in COLUMNS) + " |" for r in rows])
+    return "\n".join([head, sep] + ["| " + " | ".join(fmt_number(r[k]) for k, _ in COLUMNS) + " |" for r in rows])
 
 
 def print_rows(rows: list[dict]) -> None:
-    from rich.table import Table
-
-    from emocache.progress import console
-
-    t = Table(title="store benchmark: same float32 features, warm page cache")
-    for _, head in COLUMNS:
-        t.add_column(head)
-    for r in rows:
-        t.add_row(*[_fmt(r[k]) for k, _ in COLUMNS])
-    console.print(t)
+    print_table("store benchmark: same float32 features, warm page cache", COLUMNS, rows)
     print(markdown_table(rows))

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from emocache.progress import console
+from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig, parse_storage_options
+from emocache.runtime import PLAIN_EVERY_SECONDS, console
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -25,15 +26,18 @@ STORAGE_OPTIONS_HELP = ("fsspec options for s3:// or gs:// stores as JSON, e.g. 
 
 
 def _storage_options(raw: Optional[str]) -> dict:
-    if not raw:
-        return {}
     try:
-        opts = json.loads(raw)
-    except json.JSONDecodeError as e:
-        _fail(f"--storage-options is not JSON ({e})")
-    if not isinstance(opts, dict):
-        _fail("--storage-options must be a JSON object")
-    return opts
+        return parse_storage_options(raw)
+    except ValueError as e:
+        _fail(str(e))
+
+
+X = ExtractConfig  # the CLI's defaults are the config dataclasses' defaults
+DEVICE_HELP = "auto | cpu | cuda | cuda:I (auto: the first GPU torch sees, else the CPU)."
+DTYPE_HELP = (f"{' | '.join(DTYPES)}. auto: fp32 on CPU; on GPU the first half type whose pooled vectors stay within "
+              "cosine 0.999 of fp32. Weight-free encoders take auto or fp32 only.")
+PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line every {PLAIN_EVERY_SECONDS:g} s "
+                 "(done/total, rate, ETA).")
 
 
 def _limit_options():
@@ -60,39 +64,39 @@ def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int):
 
 @app.command()
 def extract(
-    model: str = typer.Option(..., help="Model name (see `emocache models`)."),
+    model: str = typer.Option(..., help="Registered model name or a plugin's (`emocache models` lists them)."),
     manifest: list[str] = typer.Option(..., help="EmoBox jsonl file or dataset folder; repeat for several."),
-    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path."),
+    store: str = typer.Option(..., help="Store URL: a local folder (new or existing), s3://bucket/path, gs://bucket/path."),
     audio_root: list[str] = typer.Option([], help="PREFIX=DIR remap of manifest wav paths; repeatable."),
-    model_path: Optional[str] = typer.Option(None, help="Directory holding the weights."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:i."),
-    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
-    frames: bool = typer.Option(True, "--frames/--no-frames", help="Store frame features besides pooled."),
-    block_size: int = typer.Option(128, help="Utterances per block (unit of commit and resume)."),
-    batch_seconds: float = typer.Option(240.0, help="Padded audio seconds per model batch."),
-    long_policy: str = typer.Option("window", help="Over the model's window: window | truncate | skip."),
-    max_audio_seconds: float = typer.Option(600.0, help="Longer files are recorded as failed."),
-    loader_threads: int = typer.Option(2, help="Threads decoding audio ahead of the model."),
-    redo_failed: bool = typer.Option(False, help="Redo blocks with failed utterances or failing verification."),
-    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (tcp://HOST:PORT) or local:N."),
-    part: Optional[str] = typer.Option(None, help="I/N: only blocks b with b % N == I (N writer processes)."),
+    model_path: Optional[str] = typer.Option(X.model_path, help="Directory holding the weights (else HF / ModelScope caches)."),
+    device: str = typer.Option(X.device, help=DEVICE_HELP),
+    dtype: str = typer.Option(X.dtype, help=DTYPE_HELP),
+    frames: bool = typer.Option(X.frames, "--frames/--no-frames", help="Store frame features besides pooled."),
+    block_size: int = typer.Option(X.block_size, help="Utterances per block (unit of commit and resume); >= 1."),
+    batch_seconds: float = typer.Option(X.batch_seconds, help="Padded audio seconds per model batch; > 0."),
+    long_policy: str = typer.Option(X.long_policy, help=f"Over the model's window: {' | '.join(LONG_POLICIES)}."),
+    max_audio_seconds: float = typer.Option(X.max_audio_seconds, help="Longer files are recorded as failed; > 0."),
+    loader_threads: int = typer.Option(X.loader_threads, help="Threads decoding audio ahead of the model; >= 1."),
+    redo_failed: bool = typer.Option(X.redo_failed, help="Redo blocks with failed utterances or failing verification."),
+    scheduler: Optional[str] = typer.Option(X.scheduler, help="dask scheduler address (tcp://HOST:PORT) or local:N."),
+    part: Optional[str] = typer.Option(X.part, help="I/N: only blocks b with b % N == I (N writer processes)."),
     storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP),
 ) -> None:
     """Extract pooled embeddings (and frames) for every utterance of the manifests into the store."""
     from emocache.encoders import EncoderError
-    from emocache.distributed import SchedulerError
-    from emocache.extract import ExtractConfig, extract as run, parse_part
+    from emocache.extract import extract as run
     from emocache.manifest import ManifestError
+    from emocache.runtime import SchedulerError
     from emocache.store import StoreError
 
-    cfg = ExtractConfig(model=model, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
-                        model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
-                        batch_seconds=batch_seconds, long_policy=long_policy, max_audio_seconds=max_audio_seconds,
-                        loader_threads=loader_threads, redo_failed=redo_failed, scheduler=scheduler, part=part,
-                        storage_options=_storage_options(storage_options))
     try:
-        parse_part(part)
+        cfg = ExtractConfig(model=model, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
+                            model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
+                            batch_seconds=batch_seconds, long_policy=long_policy,
+                            max_audio_seconds=max_audio_seconds, loader_threads=loader_threads,
+                            redo_failed=redo_failed, scheduler=scheduler, part=part,
+                            storage_options=_storage_options(storage_options))
         report = run(cfg, progress=progress)
     except (EncoderError, ManifestError, StoreError, SchedulerError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e).strip("'\""))
@@ -256,22 +260,28 @@ def consolidate(url: str = typer.Argument(..., help="Store URL."),
     console.print(f"{url}: consolidated metadata of {n} nodes")
 
 
+E = EncoderConfig
+
+
 @app.command()
 def bench(
     store: bool = typer.Option(False, "--store", help="Store benchmark: Zarr store vs per-utterance .npy files."),
-    model: Optional[str] = typer.Option(None, help="Encoder benchmark: batched vs naive for this model."),
+    model: Optional[str] = typer.Option(None, help="Encoder benchmark: batched vs naive for this neural model "
+                                                   "(`emocache models`; weight-free ones are refused)."),
     n: int = typer.Option(2000, help="Utterances."),
     frames: int = typer.Option(300, help="--store: mean frames per utterance."),
     dim: int = typer.Option(768, help="--store: feature dimension."),
     workdir: Optional[Path] = typer.Option(None, help="--store: folder for the files (default: a temp folder)."),
-    device: str = typer.Option("auto", help="--model: auto | cpu | cuda."),
-    dtype: str = typer.Option("auto", help="--model: auto | fp32 | bf16 | fp16."),
-    model_path: Optional[str] = typer.Option(None, help="--model: directory holding the weights."),
+    device: str = typer.Option(E.device, help="--model: " + DEVICE_HELP),
+    dtype: str = typer.Option(E.dtype, help="--model: " + DTYPE_HELP),
+    model_path: Optional[str] = typer.Option(E.model_path, help="--model: directory holding the weights."),
     tiny: bool = typer.Option(False, "--tiny", help="--model: tiny random model (CPU smoke run) instead of full size."),
 ) -> None:
     """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
     if store == bool(model):
         _fail("give exactly one of --store or --model NAME")
+    if n < 1:
+        _fail(f"--n {n}: must be at least 1")
     if store:
         from emocache.bench_store import bench_store, print_rows
 
@@ -282,16 +292,16 @@ def bench(
 
     try:
         print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny)])
-    except EncoderError as e:
+    except (EncoderError, ValueError) as e:
         _fail(str(e))
 
 
 @app.command()
 def models() -> None:
-    """List the registered model names."""
-    from emocache.encoders import REGISTRY
+    """List the registered model names (built in, then plugins of the `emocache.encoders` entry-point group)."""
+    from emocache.encoders import names
 
-    for name in sorted(REGISTRY):
+    for name in names():
         typer.echo(name)
 
 
@@ -324,13 +334,22 @@ def manifest_cmd(
     console.print(f"wrote {len(utts)} utterances to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
+DEMO_GROUP = "emocache.demo"
+"""Entry-point group of the end-to-end demo: it trains on what emocache extracts, so it lives in the package above
+(the trainer registers it); emocache never imports that package."""
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("emocache-demo"), help="Working folder for corpus, store and results."),
-         progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+         progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP)) -> None:
     """The default main job, offline: synthetic corpus -> fbank-stats store -> trainer -> results table."""
-    from emocache.demo import run_demo
+    from importlib.metadata import entry_points
 
-    run_demo(out, progress=progress, echo=console.print)
+    found = sorted(entry_points(group=DEMO_GROUP), key=lambda ep: ep.name)
+    if not found:
+        _fail(f"no demo is installed (entry-point group {DEMO_GROUP}; the trainer package registers it): "
+              "reinstall the project with `pip install -e .`")
+    found[0].load()(out, progress=progress, echo=console.print)
 
 
 if __name__ == "__main__":

@@ -1,83 +1,23 @@
 """dask.distributed engine: blocks of utterances as tasks, one encoder per worker, results written by the workers.
 
-``client_for(scheduler)`` is the reusable part (trainer grids use it too): ``local:N`` starts a LocalCluster of N
-single-threaded worker processes (on a GPU machine: one worker per GPU, pinned with CUDA_VISIBLE_DEVICES and
-declaring the resource ``GPU=1``); an address (``tcp://host:8786``) connects to a running scheduler.
+The client comes from :func:`emocache.runtime.client_for` (``local:N`` or a scheduler address); each task runs
+:func:`emocache.runner.run_block`, the block runner the serial engine uses, and its :class:`BlockResult` is
+added to the same :class:`ExtractReport`.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import replace
 
-from emocache.extract import BlockResult, ExtractConfig, ExtractReport, get_encoder, prepare_entries, run_block
+from emocache.config import ExtractConfig
 from emocache.manifest import Utterance
-from emocache.progress import progress_bar
+from emocache.runner import BlockResult, ExtractReport, get_encoder, prepare_entries, run_block
+from emocache.runtime import SchedulerError, client_for, progress_bar
 from emocache.store import Entry, open_store
 
-
-class SchedulerError(ValueError):
-    """A --scheduler value that is neither local:N nor a reachable scheduler address."""
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
-
-
-@contextmanager
-def client_for(scheduler: str, gpus: bool | None = None, timeout: str = "30s"):
-    """A dask Client for ``local:N`` or a scheduler address, closed (and a local cluster stopped) on exit.
-
-    ``gpus``: start GPU workers for ``local:N`` (None: when CUDA devices are visible). N is then capped at the
-    number of GPUs, one worker per GPU.
-    """
-    from distributed import Client, LocalCluster
-
-    if scheduler == "local" or scheduler.startswith("local:"):
-        try:
-            n = int(scheduler.partition(":")[2] or os.cpu_count() or 1)
-        except ValueError:
-            raise SchedulerError(f"--scheduler {scheduler!r}: expected local:N (N worker processes)") from None
-        if n < 1:
-            raise SchedulerError(f"--scheduler {scheduler!r}: N must be at least 1")
-        n_gpu = _gpu_count() if gpus is not False else 0
-        if n_gpu:
-            cluster = _gpu_cluster(min(n, n_gpu))
-        else:
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        try:
-            with Client(cluster) as client:
-                yield client
-        finally:
-            cluster.close()
-        return
-    if "://" not in scheduler:
-        raise SchedulerError(f"--scheduler {scheduler!r}: expected local:N or an address like tcp://HOST:8786")
-    try:
-        client = Client(scheduler, timeout=timeout)
-    except OSError as e:
-        raise SchedulerError(f"--scheduler {scheduler}: cannot reach the scheduler ({e}); is `dask scheduler` "
-                             "running there?") from None
-    with client:
-        yield client
-
-
-def _gpu_cluster(n: int):
-    """n worker processes, worker i sees only GPU i and declares resources {"GPU": 1}."""
-    from distributed import Nanny, Scheduler, SpecCluster
-
-    workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1},
-                                                     "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
-               for i in range(n)}
-    return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}})
+__all__ = ["SchedulerError", "client_for", "extract_distributed", "gpu_resources"]
 
 
 def gpu_resources(client, cfg: ExtractConfig) -> dict | None:
@@ -96,12 +36,13 @@ _ENTRIES: dict[tuple, Entry] = {}
 """Entries opened by this worker for the current run only (a long-lived worker never reuses stale metadata)."""
 
 
-def _prepare(cfg: ExtractConfig) -> tuple[str, list[tuple[str, int, list[Utterance], list[int]]]]:
+def _prepare(cfg: ExtractConfig) -> tuple[str, list[tuple[str, int, list[Utterance], list[int], int]]]:
     """Create or reopen the entries (on a worker, which keeps the encoder): model name and per dataset
-    (dataset, blocks in the entry, utterances in store order, blocks to do)."""
+    (dataset, blocks in the entry, utterances in store order, blocks to do, utterances in them)."""
     enc = get_encoder(cfg.model, cfg.encoder_config)
     jobs = prepare_entries(cfg, enc)
-    return enc.name, [(e.dataset, e.n_blocks, utts, todo) for e, utts, todo in jobs]
+    return enc.name, [(e.dataset, e.n_blocks, utts, todo, sum(len(utts[e.block_slice(b)]) for b in todo))
+                      for e, utts, todo in jobs]
 
 
 def _entry(cfg: ExtractConfig, run: str, model: str, dataset: str) -> Entry:
@@ -116,7 +57,7 @@ def _entry(cfg: ExtractConfig, run: str, model: str, dataset: str) -> Entry:
 def _run(cfg: ExtractConfig, run: str, prepared, ds_index: int, b: int) -> BlockResult:
     """Extract and commit one block on a worker; only small stats travel back."""
     model, jobs = prepared
-    dataset, _, utts, _ = jobs[ds_index]
+    dataset, _, utts, _, _ = jobs[ds_index]
     entry = _entry(cfg, run, model, dataset)
     return run_block(entry, b, utts, get_encoder(cfg.model, cfg.encoder_config), cfg)
 
@@ -135,25 +76,19 @@ def extract_distributed(cfg: ExtractConfig, progress: bool = True) -> ExtractRep
         report = ExtractReport(cfg.model, cfg.store, load_seconds=time.perf_counter() - t0)
         t0 = time.perf_counter()
         futures, run = [], uuid.uuid4().hex
-        for i, (dataset, n_blocks, utts, todo) in enumerate(jobs):
-            report.datasets[dataset] = {"blocks_done": 0, "blocks_skipped": n_blocks - len(todo), "done": 0,
-                                        "failed": 0}
+        for i, (dataset, n_blocks, _, todo, _) in enumerate(jobs):
+            report.start(dataset, n_blocks, todo)
             futures += [client.submit(_run, local, run, prepared, i, b, resources=res, pure=False,
                                       key=f"emocache-block-{dataset}-{b}-{run}") for b in todo]
         with progress_bar(progress) as bar:
-            task = bar.add_task(f"{cfg.model} on {cfg.scheduler}", total=len(futures) or 1)
+            task = bar.add_task(f"{cfg.model} on {cfg.scheduler}", total=sum(job[4] for job in jobs))
             for fut in as_completed(futures):
                 r: BlockResult = fut.result()
-                s = report.datasets[r.dataset]
-                s["blocks_done"] += 1
-                s["done"] += r.done
-                s["failed"] += r.failed
-                report.audio_seconds += r.audio_seconds
-                report.warnings.extend(r.warnings)
-                bar.update(task, advance=1)
+                report.add(r)
+                bar.update(task, advance=r.done + r.failed)
         del prepared
     store = open_store(cfg.store, storage_options=cfg.storage_options)
-    for dataset, _, _, _ in jobs:
+    for dataset, *_ in jobs:
         report.errors[dataset] = store.entry(model, dataset).errors()
     report.seconds = time.perf_counter() - t0
     return report

@@ -167,9 +167,13 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
                 raise ManifestError(f"{where}: sample_rate, num_frame and length must be numbers (got "
                                     f"{d.get('sample_rate')!r}, {d.get('num_frame')!r}, {d.get('length')!r}); "
                                     "fix them or drop the fields (the audio file is read anyway)") from None
+            dataset = d.get("dataset", "")
+            if not isinstance(dataset, (str, int)) or isinstance(dataset, bool):
+                raise ManifestError(f"{where}: dataset {dataset!r} is not a name; give the dataset's name as a "
+                                    "string, or drop the field to use the manifest's file name")
             out.append(Utterance(
                 key=key, wav=remap(str(d["wav"]), roots, base), emo=emo,
-                dataset=str(d.get("dataset", "")), channel=channel, **meta,
+                dataset=str(dataset), channel=channel, **meta,
             ))
     if not out:
         raise ManifestError(f"{path}: no utterances; the file is empty")

@@ -67,7 +67,7 @@ def run(
     """Train and test one method over the folds and seeds; writes results.csv/json, curves and plots."""
     from trainer import experiment as exp
     from trainer.data import DataError
-    from emocache.progress import progress_bar
+    from emocache.runtime import progress_bar
 
     try:
         cfg = TrainConfig(method=method, store=store, model=model, dataset=dataset, manifests=manifests, fold=fold,

@@ -102,7 +102,7 @@ def run_pipeline(spec: dict, scheduler: str = "", echo=print) -> tuple[str, Path
     if scheduler:
         from dask.distributed import as_completed
 
-        from emocache.distributed import client_for
+        from emocache.runtime import client_for
 
         with client_for(scheduler, gpus=False) as client:
             one = {"threads": 1} if "threads" not in spec["overrides"] else {}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-LONG_POLICIES = ("window", "truncate", "skip")
+from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig
+
 
 
 class EncoderError(RuntimeError):
@@ -17,30 +18,6 @@ class EncoderError(RuntimeError):
 
 class UtteranceError(ValueError):
     """One utterance cannot be encoded (recorded in the store; the run goes on)."""
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Settings shared by every encoder."""
-
-    model_path: str | None = None
-    """Directory holding the weights (else the Hugging Face / ModelScope caches are searched)."""
-    device: str = "auto"
-    """auto | cpu | cuda | cuda:i."""
-    dtype: str = "auto"
-    """auto | fp32 | bf16 | fp16. auto = fp32 on CPU, the encoder's validated half type on GPU."""
-    long_policy: str = "window"
-    """Utterances longer than the encoder's window: window (split, frames concatenated) | truncate | skip."""
-    random_init: bool = False
-    """Build full-size random weights from the config (benchmarks only; provenance says so)."""
-    config_overrides: dict = field(default_factory=dict)
-    """Config fields to override (tests build tiny random models this way)."""
-
-    @property
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
 
 
 @dataclass
@@ -72,12 +49,24 @@ class Encoder(ABC):
     """Every window is padded to ``max_seconds`` whatever its length (Whisper)."""
     layer: str = "last"
     pooling: str = "mean"
+    has_weights: bool = False
+    """Neural encoders load weights (and take every --dtype); weight-free ones compute in float32."""
+    dtypes: tuple[str, ...] = ("auto", "fp32")
+    """The --dtype values this encoder takes."""
 
     def __init__(self, config: EncoderConfig | None = None):
         self.config = config or EncoderConfig()
         if self.config.long_policy not in LONG_POLICIES:
             raise EncoderError(f"long policy {self.config.long_policy!r}: use one of {', '.join(LONG_POLICIES)}")
-        self.device = self.config.torch_device
+        if self.config.dtype not in DTYPES:
+            raise EncoderError(f"dtype {self.config.dtype!r}: use one of {', '.join(DTYPES)}")
+        if self.config.dtype not in self.dtypes:
+            raise EncoderError(f"--dtype {self.config.dtype}: {self.name} is weight-free and computes in float32; "
+                               f"leave --dtype at auto (it takes {', '.join(self.dtypes)})")
+        try:
+            self.device = self.config.torch_device
+        except ValueError as e:
+            raise EncoderError(str(e)) from None
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     @property
@@ -105,9 +94,12 @@ class Encoder(ABC):
             x[i, : w.size] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
         return {"wave": x, "num_samples": n}
 
-    @abstractmethod
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the model on the frontend's output (tensors may still be on the CPU) -> frames (B, T, D), lengths (B,)."""
+        """Run the model on the frontend's output (tensors may still be on the CPU) -> frames (B, T, D), lengths (B,).
+
+        Every encoder implements this, unless it overrides :meth:`run` itself (eGeMAPS, whose pooled vector is
+        not a mean of its frames)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither forward nor run")
 
     def weights_identity(self) -> dict:
         """Provenance of the weights: repo id + revision, or sha256 of the weight files."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 
-from emocache.encoders.base import Encoded, Encoder, EncoderConfig, EncoderError
+from emocache.config import EncoderConfig
+from emocache.encoders.base import Encoded, Encoder, EncoderError
+from emocache.encoders.registry import register
 
 
+@register
 class EGeMAPS(Encoder):
     """The extended Geneva minimalistic acoustic parameter set, via the ``opensmile`` package (optional extra)."""
 
@@ -54,11 +56,6 @@ class EGeMAPS(Encoder):
             lld = self.lld.process_signal(w, self.sample_rate).to_numpy(np.float32)  # (T, 25)
             func = self.func.process_signal(w, self.sample_rate).to_numpy(np.float32)[0]  # (88,)
         return lld, func
-
-    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-level descriptors padded to (B, T, 25) with lengths (B,)."""
-        lld = [torch.from_numpy(self._process(w)[0]) for w in inputs["waves"]]
-        return torch.nn.utils.rnn.pad_sequence(lld, batch_first=True), torch.tensor([f.shape[0] for f in lld])
 
     def run(self, inputs: dict, owner: list[int]) -> Encoded:
         """Frames = descriptors, pooled = eGeMAPS functionals (not a mean of the frames)."""

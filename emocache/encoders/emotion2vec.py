@@ -18,10 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import yaml
+
 from emocache.encoders.base import EncoderError, conv_stack_frames
-from emocache.encoders.loading import NeuralEncoder, import_or_hint, load_strict
+from emocache.encoders.checkpoint import load_checkpoint, load_strict, randomize, read_yaml
+from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.registry import register
 
 CNN_SPEC = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"
+TINY_CNN = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32,2,2)] + [(32,2,2)]"
 
 
 def model_conf(embed_dim: int, heads: int, depth: int = 8, prenet_depth: int = 4, spec: str = CNN_SPEC,
@@ -46,12 +51,6 @@ def model_conf(embed_dim: int, heads: int, depth: int = 8, prenet_depth: int = 4
             conv_pos_depth=pos_depth, conv_pos_pre_ln=False)))
 
 
-FULL_CONFIGS = {
-    "emotion2vec-base": model_conf(768, 12),
-    "emotion2vec-plus-large": model_conf(1024, 16),
-}
-
-
 def _sdpa_attention(self, x, padding_mask=None, alibi_bias=None):
     """AltAttention.forward through scaled_dot_product_attention (same math: ALiBi added, padded keys masked)."""
     b, t, c = x.shape
@@ -67,27 +66,26 @@ def _sdpa_attention(self, x, padding_mask=None, alibi_bias=None):
     return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, t, c)))
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A funasr ``model.pt``: the state dict, unwrapped from ``state_dict``/``model`` and ``module.`` prefixes."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # older funasr checkpoints pickle extra training state next to the weights
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    return {k.removeprefix("module."): v for k, v in obj.items() if torch.is_tensor(v)}
+def tiny_conf(embed_dim: int, heads: int) -> dict:
+    """Test-sized shapes: 2 blocks, 1 prenet block, a 32-channel CNN."""
+    return dict(embed_dim=embed_dim, num_heads=heads, depth=2,
+                modalities=dict(audio=dict(prenet_depth=1, model_depth=2, num_alibi_heads=heads,
+                                           feature_encoder_spec=TINY_CNN, conv_pos_groups=4)))
 
 
-def read_yaml(path: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+def merge_conf(conf: dict, overrides: dict) -> dict:
+    """``conf`` with top-level overrides and ``modalities.audio`` overrides merged in (a new dict)."""
+    conf, overrides = copy.deepcopy(conf), copy.deepcopy(overrides)
+    audio = overrides.pop("modalities", {}).get("audio", {})
+    conf.update(overrides)
+    conf["modalities"]["audio"].update(audio)
+    return conf
 
 
 class _Emotion2vec(NeuralEncoder):
     frame_rate = 50.0
     required_files = ("config.yaml",)
+    model_types = ("Emotion2vec",)
 
     def _build(self, conf: dict) -> None:
         import_or_hint("funasr", "funasr")
@@ -117,8 +115,6 @@ class _Emotion2vec(NeuralEncoder):
 
     def load(self, path: Path) -> None:
         conf = read_yaml(Path(path) / "config.yaml")
-        if conf.get("model") not in (None, "Emotion2vec"):
-            raise EncoderError(f"{path}/config.yaml is a {conf.get('model')} model, not Emotion2vec")
         self._build(conf["model_conf"])
         ckpt = Path(path) / "model.pt"
         if not ckpt.is_file():
@@ -128,11 +124,32 @@ class _Emotion2vec(NeuralEncoder):
         load_strict(self.model, state, f"{self.name} {ckpt}")
 
     def build_random(self, overrides: dict) -> None:
-        conf = copy.deepcopy(FULL_CONFIGS[self.name])
-        audio = overrides.pop("modalities", {}).get("audio", {})
-        conf.update(overrides)
-        conf["modalities"]["audio"].update(audio)
-        self._build(conf)
+        self._build(merge_conf(self.full_config, overrides))
+
+    @classmethod
+    def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
+        """funasr's layout: ``config.yaml`` (model + model_conf) and ``model.pt`` holding ``{"model": state}``."""
+        import_or_hint("funasr", "funasr")
+        from funasr.models.emotion2vec.model import Emotion2vec
+
+        conf = merge_conf(cls.full_config, overrides)
+        model = Emotion2vec(model_conf=conf, vocab_size=9)
+        randomize(model, seed)
+        (Path(directory) / "config.yaml").write_text(yaml.safe_dump({"model": "Emotion2vec", "model_conf": conf}))
+        torch.save({"model": model.state_dict()}, Path(directory) / "model.pt")
+
+    @classmethod
+    def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
+        """funasr's Emotion2vec.extract_features on the layer-normed, unpadded wave (as funasr's inference)."""
+        import_or_hint("funasr", "funasr")
+        from funasr.models.emotion2vec.model import Emotion2vec
+
+        model = Emotion2vec(model_conf=read_yaml(Path(path) / "config.yaml")["model_conf"], vocab_size=9).eval()
+        model.load_state_dict(load_checkpoint(Path(path) / "model.pt"))
+        x = torch.from_numpy(wave)
+        src = F.layer_norm(x, x.shape)[None]  # (1, N)
+        with torch.no_grad():
+            return model.extract_features(src, padding_mask=None)["x"][0].numpy()  # (T, D)
 
     @property
     def dim(self) -> int:
@@ -161,17 +178,19 @@ class _Emotion2vec(NeuralEncoder):
         return out["x"], lengths  # (B, T, D)
 
 
+@register
 class Emotion2vecBase(_Emotion2vec):
     """iic/emotion2vec_base: 768-d."""
 
     name = "emotion2vec-base"
-    hf_repos = ("emotion2vec/emotion2vec_base",)
-    ms_repos = ("iic/emotion2vec_base",)
+    hf_repos, ms_repos = ("emotion2vec/emotion2vec_base",), ("iic/emotion2vec_base",)
+    full_config, tiny_overrides = model_conf(768, 12), tiny_conf(32, 2)
 
 
+@register
 class Emotion2vecPlusLarge(_Emotion2vec):
     """iic/emotion2vec_plus_large: 1024-d."""
 
     name = "emotion2vec-plus-large"
-    hf_repos = ("emotion2vec/emotion2vec_plus_large",)
-    ms_repos = ("iic/emotion2vec_plus_large",)
+    hf_repos, ms_repos = ("emotion2vec/emotion2vec_plus_large",), ("iic/emotion2vec_plus_large",)
+    full_config, tiny_overrides = model_conf(1024, 16), tiny_conf(48, 4)

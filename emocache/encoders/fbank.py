@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emocache.encoders.base import Encoder, EncoderConfig, conv_frames
+from emocache.config import EncoderConfig
+from emocache.encoders.base import Encoder, conv_frames
+from emocache.encoders.registry import register
 
 
+@register
 class FbankStats(Encoder):
     """Log-mel frames from 25 ms windows every 10 ms (no centering, so a batch equals each utterance alone)."""
 

@@ -19,9 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import yaml
+
 from emocache.encoders.base import EncoderError
-from emocache.encoders.emotion2vec import load_checkpoint, read_yaml
-from emocache.encoders.loading import NeuralEncoder, import_or_hint, load_strict
+from emocache.encoders.checkpoint import load_checkpoint, load_strict, randomize, read_yaml, write_cmvn
+from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.registry import register
 
 QUERY_IDS = (0, 1, 2, 15)  # language "auto", event, emotion, text norm "woitn" (funasr's SenseVoiceSmall.inference)
 NUM_QUERIES = len(QUERY_IDS)
@@ -56,6 +59,7 @@ class _Parts(torch.nn.Module):
         self.embed = embed
 
 
+@register
 class SenseVoiceSmall(NeuralEncoder):
     """iic/SenseVoiceSmall SANM encoder, 512-d."""
 
@@ -64,6 +68,10 @@ class SenseVoiceSmall(NeuralEncoder):
     hf_repos = ("FunAudioLLM/SenseVoiceSmall",)
     ms_repos = ("iic/SenseVoiceSmall",)
     required_files = ("config.yaml", "am.mvn")
+    model_types = ("SenseVoiceSmall",)
+    full_config = FULL_CONFIG
+    tiny_overrides = dict(encoder_conf=dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=3,
+                                            tp_blocks=2))
 
     def _build(self, conf: dict, cmvn: Path | None) -> None:
         import_or_hint("funasr", "funasr")
@@ -101,11 +109,67 @@ class SenseVoiceSmall(NeuralEncoder):
             raise EncoderError(f"{path}: no model.pt (funasr checkpoint) next to config.yaml")
         load_strict(self.model, load_checkpoint(ckpt), f"{self.name} {ckpt}")
 
-    def build_random(self, overrides: dict) -> None:
-        conf = copy.deepcopy(FULL_CONFIG)
+    @classmethod
+    def merged_config(cls, overrides: dict) -> dict:
+        conf = copy.deepcopy(cls.full_config)
         conf["encoder_conf"].update(overrides.get("encoder_conf", {}))
         conf["frontend_conf"].update(overrides.get("frontend_conf", {}))
-        self._build(conf, None)
+        return conf
+
+    def build_random(self, overrides: dict) -> None:
+        self._build(self.merged_config(overrides), None)
+
+    @classmethod
+    def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
+        """funasr's layout: ``config.yaml``, ``model.pt`` (encoder, query embedding and a CTC head the adapter
+        ignores) and a Kaldi ``am.mvn``."""
+        import_or_hint("funasr", "funasr")
+        from funasr.models.sense_voice.model import SenseVoiceEncoderSmall
+
+        d = Path(directory)
+        conf = cls.merged_config(overrides)
+        in_dim = conf["frontend_conf"]["n_mels"] * conf["frontend_conf"]["lfr_m"]
+        parts = _Parts(SenseVoiceEncoderSmall(input_size=in_dim, **conf["encoder_conf"]),
+                       torch.nn.Embedding(16, in_dim))
+        randomize(parts, seed)
+        state = dict(parts.state_dict())
+        state["ctc.ctc_lo.weight"] = torch.randn(8, conf["encoder_conf"]["output_size"])
+        (d / "config.yaml").write_text(yaml.safe_dump({"model": "SenseVoiceSmall", **conf}))
+        torch.save(state, d / "model.pt")
+        write_cmvn(d / "am.mvn", in_dim, np.random.default_rng(seed))
+
+    @classmethod
+    def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
+        """funasr's SenseVoiceSmall.inference with its own frontend; the encoder output, query positions dropped."""
+        import_or_hint("funasr", "funasr")
+        from funasr.frontends.wav_frontend import WavFrontend
+        from funasr.models.sense_voice.model import SenseVoiceSmall as Library
+
+        path = Path(path)
+        conf = read_yaml(path / "config.yaml")
+        fe_conf = conf["frontend_conf"]
+        model = Library(encoder=conf["encoder"], encoder_conf=conf["encoder_conf"],
+                        input_size=fe_conf["n_mels"] * fe_conf["lfr_m"], vocab_size=8).eval()
+        model.load_state_dict(torch.load(path / "model.pt"), strict=False)
+        frontend = WavFrontend(cmvn_file=str(path / "am.mvn"), dither=0.0, **fe_conf)
+        captured = {}
+
+        class Stop(Exception):
+            pass
+
+        def grab(module, args, out):
+            captured["x"] = out[0]
+            raise Stop
+
+        hook = model.encoder.register_forward_hook(grab)
+        try:
+            model.inference([torch.from_numpy(wave)], key=["u"], frontend=frontend, device="cpu", language="auto",
+                            use_itn=False)
+        except Stop:
+            pass
+        finally:
+            hook.remove()
+        return captured["x"][0, NUM_QUERIES:].detach().numpy()  # (T, D)
 
     @property
     def dim(self) -> int:

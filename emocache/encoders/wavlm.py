@@ -16,20 +16,27 @@ import numpy as np
 import torch
 
 from emocache.encoders.base import EncoderError, conv_frames, conv_stack_frames
-from emocache.encoders.loading import NeuralEncoder, import_or_hint
+from emocache.encoders.checkpoint import randomize
+from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.registry import register
 
 LARGE_CONFIG = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                     conv_dim=(512,) * 7, conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True)
 BASE_PLUS_CONFIG = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                         conv_dim=(512,) * 7, conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False)
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+"""Test-sized shapes shared by both variants."""
 TRAINING_ONLY = ("masked_spec_embed",)
 
 
 class _WavLM(NeuralEncoder):
     frame_rate = 50.0
     required_files = ("config.json",)
-    full_config: dict = {}
+    model_types = ("wavlm",)
+    tiny_overrides = TINY
     normalize_default = False
+    """Whether the checkpoint's feature extractor normalises each wave (when it has no preprocessor_config)."""
 
     def load(self, path: Path) -> None:
         tf = import_or_hint("transformers", "transformers")
@@ -49,6 +56,25 @@ class _WavLM(NeuralEncoder):
         self.model = tf.WavLMModel(tf.WavLMConfig(**{**self.full_config, **overrides}))
         self.normalize = self.normalize_default
         self._check_config()
+
+    @classmethod
+    def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
+        """``WavLMModel.save_pretrained`` plus the feature extractor this variant ships with."""
+        tf = import_or_hint("transformers", "transformers")
+        model = tf.WavLMModel(tf.WavLMConfig(**{**cls.full_config, **overrides}))
+        randomize(model, seed)
+        model.save_pretrained(directory)
+        tf.Wav2Vec2FeatureExtractor(do_normalize=cls.normalize_default,
+                                    return_attention_mask=cls.normalize_default).save_pretrained(directory)
+
+    @classmethod
+    def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
+        """transformers' own feature extractor and WavLMModel on the unpadded wave."""
+        tf = import_or_hint("transformers", "transformers")
+        inputs = tf.Wav2Vec2FeatureExtractor.from_pretrained(path)(wave, sampling_rate=cls.sample_rate,
+                                                                    return_tensors="pt")
+        with torch.no_grad():
+            return tf.WavLMModel.from_pretrained(path).eval()(**inputs).last_hidden_state[0].numpy()  # (T, D)
 
     def _check_config(self) -> None:
         want = self.full_config["feat_extract_norm"]
@@ -107,19 +133,19 @@ class _WavLM(NeuralEncoder):
         return out, lengths
 
 
+@register
 class WavLMLarge(_WavLM):
     """microsoft/wavlm-large: 24 layers, 1024-d, layer-norm feature extractor."""
 
     name = "wavlm-large"
     hf_repos = ("microsoft/wavlm-large",)
-    full_config = LARGE_CONFIG
-    normalize_default = True
+    full_config, normalize_default = LARGE_CONFIG, True
 
 
+@register
 class WavLMBasePlus(_WavLM):
     """microsoft/wavlm-base-plus: 12 layers, 768-d, group-norm feature extractor."""
 
     name = "wavlm-base-plus"
     hf_repos = ("microsoft/wavlm-base-plus",)
-    full_config = BASE_PLUS_CONFIG
-    normalize_default = False
+    full_config, normalize_default = BASE_PLUS_CONFIG, False

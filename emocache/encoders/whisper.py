@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from emocache.encoders.base import EncoderError, ceil_div
-from emocache.encoders.loading import NeuralEncoder, import_or_hint
+from emocache.encoders.checkpoint import randomize
+from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.registry import register
 
 FULL_CONFIG = dict(num_mel_bins=128, d_model=1280, encoder_layers=32, encoder_attention_heads=20,
                    encoder_ffn_dim=5120, decoder_layers=32, decoder_attention_heads=20, decoder_ffn_dim=5120,
@@ -29,6 +31,7 @@ def whisper_flops(cfg) -> float:
     return float(convs + cfg.encoder_layers * layer)
 
 
+@register
 class WhisperLargeV3(NeuralEncoder):
     """openai/whisper-large-v3 encoder, 1280-d frames at 50 Hz."""
 
@@ -38,6 +41,12 @@ class WhisperLargeV3(NeuralEncoder):
     """Every input is padded to the 30-s window: batch cost is windows, not samples."""
     hf_repos = ("openai/whisper-large-v3",)
     required_files = ("config.json", "preprocessor_config.json")
+    model_types = ("whisper",)
+    full_config = FULL_CONFIG
+    tiny_overrides = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                          decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=64,
+                          max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                          decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None)
 
     def load(self, path: Path) -> None:
         tf = import_or_hint("transformers", "transformers")
@@ -53,11 +62,32 @@ class WhisperLargeV3(NeuralEncoder):
 
     def build_random(self, overrides: dict) -> None:
         tf = import_or_hint("transformers", "transformers")
-        cfg = tf.WhisperConfig(**{**FULL_CONFIG, **overrides})
+        cfg = tf.WhisperConfig(**{**self.full_config, **overrides})
         cfg._attn_implementation = "sdpa"
         self.model = tf.models.whisper.modeling_whisper.WhisperEncoder(cfg)
         self.features = tf.WhisperFeatureExtractor(feature_size=cfg.num_mel_bins)
         self._check_shapes()
+
+    @classmethod
+    def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
+        """A full Whisper checkpoint (encoder and decoder) with its feature extractor, via save_pretrained."""
+        tf = import_or_hint("transformers", "transformers")
+        cfg = tf.WhisperConfig(**{**cls.full_config, **overrides})
+        model = tf.WhisperForConditionalGeneration(cfg)
+        randomize(model, seed)
+        model.save_pretrained(directory)
+        tf.WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(directory)
+
+    @classmethod
+    def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
+        """transformers' own feature extractor and encoder; the frames that cover the audio."""
+        tf = import_or_hint("transformers", "transformers")
+        fe = tf.WhisperFeatureExtractor.from_pretrained(path)
+        mel = fe(wave, sampling_rate=cls.sample_rate, return_tensors="pt").input_features  # (1, mels, 3000)
+        enc = tf.WhisperForConditionalGeneration.from_pretrained(path).model.encoder.eval()
+        with torch.no_grad():
+            h = enc(mel).last_hidden_state[0]  # (1500, D)
+        return h[: ceil_div(ceil_div(wave.size, fe.hop_length), 2)].numpy()
 
     def _check_shapes(self) -> None:
         cfg = self.model.config

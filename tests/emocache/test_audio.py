@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import tone, write_mp4, write_wav
+from tests.helpers.audio import tone, write_mp4, write_wav
 from emocache.audio import AudioError, AudioInfo, load, probe, read
 
 

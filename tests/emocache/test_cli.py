@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import EMOCACHE_BIN, emobox_line, tone, write_jsonl, write_wav
+from tests.helpers.audio import emobox_line, tone, write_jsonl, write_wav
+from tests.helpers.cli import EMOCACHE_BIN
 from emocache.store import open_store
 
 M = "fbank-stats"
@@ -20,10 +21,14 @@ M = "fbank-stats"
 def test_models_subprocess(run_cli):
     p = run_cli("models")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == sorted(["egemaps", "emotion2vec-base", "emotion2vec-plus-large", "fbank-stats",
-                                       "sensevoice-small", "wavlm-base-plus", "wavlm-large", "whisper-large-v3"])
+    from emocache.encoders import names
+
+    assert p.stdout.split() == names()  # the registry, sorted
+    assert {"egemaps", "emotion2vec-base", "emotion2vec-plus-large", "fbank-stats", "sensevoice-small",
+            "wavlm-base-plus", "wavlm-large", "whisper-large-v3"} <= set(names())  # the model names users rely on
 
 
+@pytest.mark.slow
 def test_extract_info_verify_subprocess(tmp_path, demo_corpus, run_cli):
     store = tmp_path / "store"
     p = run_cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", store,
@@ -132,6 +137,7 @@ def _committed_blocks(store) -> int:
     return sum(s.committed for s in e.block_states())
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path, demo_corpus, run_cli):
     # 36 files x 8 keys = 288 utterances in 72 blocks of 4: long enough to kill mid-way
     rows = [{**d, "key": f"{d['key']}-r{r}", "dataset": "big"} for r in range(8) for d in demo_corpus.lines()]
@@ -183,3 +189,141 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path, demo_corpus, 
         np.testing.assert_array_equal(f1, f2)
         n += 1
     assert n == 288
+
+
+def _demo_extract(corpus, store, *args) -> list:
+    """``extract`` arguments for fbank-stats over the demo corpus into ``store``, then ``args``."""
+    return ["extract", "--model", M, "--manifest", corpus.manifest, "--store", store, "--audio-root",
+            corpus.audio_root, "--no-progress", *args]
+
+
+def _one_error_line(text: str) -> str:
+    lines = [s for s in text.splitlines() if s.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--device", "gpu"], "--device 'gpu': use one of auto, cpu, cuda, cuda:I"),
+    (["--device", "cuda:7"], "--device cuda:7: not on this machine"),
+])
+def test_device_errors_are_one_line_subprocess(tmp_path, demo_corpus, run_cli, args, expect):
+    p = run_cli(*_demo_extract(demo_corpus, tmp_path / "s", *args))
+    assert p.returncode == 2
+    line = _one_error_line(p.stdout + p.stderr)
+    assert expect in line
+    if args[1].startswith("cuda"):
+        import torch
+
+        have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        assert line.endswith("available: " + ", ".join(have))
+    assert not (tmp_path / "s").exists()
+
+
+def test_cuda_on_a_cpu_only_torch_names_the_devices(monkeypatch):
+    import torch
+
+    from emocache.encoders import EncoderConfig, EncoderError, build_encoder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(EncoderError, match=r"--device cuda: not on this machine \(this torch has no CUDA support\); "
+                                           r"available: cpu$"):
+        build_encoder(M, EncoderConfig(device="cuda"))
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--dtype", "fp16"], "fbank-stats is weight-free and computes in float32"),
+    (["--dtype", "fp8"], "--dtype 'fp8': use one of auto, fp32, bf16, fp16"),
+    (["--block-size", "0"], "--block-size 0: must be a number above 0"),
+    (["--block-size", "-5"], "--block-size -5: must be a number above 0"),
+    (["--batch-seconds", "0"], "--batch-seconds 0.0: must be a number above 0"),
+    (["--batch-seconds", "nan"], "--batch-seconds nan: must be a number above 0"),
+    (["--max-audio-seconds", "-1"], "--max-audio-seconds -1.0: must be a number above 0"),
+    (["--loader-threads", "0"], "--loader-threads 0: must be a number above 0"),
+    (["--long-policy", "chop"], "--long-policy 'chop': use one of window, truncate, skip"),
+    (["--part", "3/2"], "--part '3/2': expected I/N"),
+    (["--storage-options", "[1]"], "--storage-options must hold a JSON object, got list"),
+])
+def test_extract_settings_refused_in_one_line(tmp_path, demo_corpus, cli, args, expect):
+    code, out = cli(*_demo_extract(demo_corpus, tmp_path / "s", *args))
+    assert code == 2 and expect in _one_error_line(out)
+    assert not (tmp_path / "s").exists()
+
+
+def test_store_at_an_existing_file_is_refused(tmp_path, demo_corpus, cli):
+    for name in ("notes.txt", "theirs.zip"):
+        (tmp_path / name).write_text("x")
+        code, out = cli(*_demo_extract(demo_corpus, tmp_path / name))
+        assert code == 2 and f"--store {tmp_path / name} is a" in _one_error_line(out)
+        assert (tmp_path / name).read_text() == "x"
+
+
+def test_wrong_audio_root_stops_before_recording_failures(tmp_path, demo_corpus, cli):
+    code, out = cli("extract", "--model", M, "--manifest", demo_corpus.manifest, "--store", tmp_path / "s",
+                    "--audio-root", f"demo={tmp_path / 'elsewhere'}", "--block-size", "8", "--no-progress")
+    line = _one_error_line(out)
+    assert code == 2 and "none of the 8 audio files of the first block exists" in line and "--audio-root" in line
+    assert str(tmp_path / "elsewhere") in line
+    from emocache.store import describe
+
+    (row,) = describe(open_store(tmp_path / "s"))  # nothing recorded as failed: every block still pending
+    assert (row["done"], row["failed"], row["pending"]) == (0, 0, 36)
+
+
+def test_every_option_has_help_and_choices_are_listed():
+    import click
+    import typer.main
+
+    from emocache.cli import app
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"emocache {name} {param.opts[0]} has no help"
+    extract = {p.name: p.help for p in group.commands["extract"].params}
+    assert "auto | cpu | cuda | cuda:I" in extract["device"] and "auto | fp32 | bf16 | fp16" in extract["dtype"]
+    assert "window | truncate | skip" in extract["long_policy"]
+
+
+def test_extract_defaults_come_from_the_config():
+    import typer.main
+
+    from emocache.cli import app
+    from emocache.config import ExtractConfig
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["extract"].params}
+    for field in ("device", "dtype", "block_size", "batch_seconds", "long_policy", "max_audio_seconds",
+                  "loader_threads", "redo_failed", "frames"):
+        assert params[field].default == getattr(ExtractConfig, field), field
+
+
+def test_null_dataset_in_a_manifest_is_an_error_not_none(tmp_path, cli):
+    wav = write_wav(tmp_path / "a.wav", tone(0.5))
+    man = write_jsonl(tmp_path / "m.jsonl", [emobox_line("a", str(wav), "x", dataset=None)])
+    code, out = cli("extract", "--model", M, "--manifest", man, "--store", tmp_path / "s", "--no-progress")
+    line = _one_error_line(out)
+    assert code == 2 and "m.jsonl:1: dataset None is not a name" in line
+    assert not (tmp_path / "s" / M / "None").exists()
+
+
+@pytest.mark.slow
+def test_bench_model_runs_the_extraction_loop(cli, monkeypatch):
+    import emocache.bench as bench
+    import emocache.runner as runner
+
+    calls = []
+    real = runner.encode_block
+
+    def counted(loaded, n, enc, on_batch=None):
+        calls.append(n)
+        return real(loaded, n, enc, on_batch)
+
+    monkeypatch.setattr(bench, "encode_block", counted)
+    code, out = cli("bench", "--model", "wavlm-base-plus", "--tiny", "--n", "6", "--device", "cpu")
+    assert code == 0, out
+    assert "wavlm-base-plus" in out and "tiny random" in out
+    assert calls == [6, 6]  # warm-up and timed run: one block each, through the production block encoder
+    code, out = cli("bench", "--model", "fbank-stats", "--n", "4")
+    assert code == 2 and "fbank-stats has no weights to batch" in _one_error_line(out)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest_scale import MODEL, assert_entries_equal, child_extract, entry_of, fbank_config, run_child
+from tests.helpers.scale import MODEL, assert_entries_equal, child_extract, entry_of, fbank_config, run_child
 
 from emocache.extract import extract
 from emocache.verify import verify_entry
@@ -51,6 +51,7 @@ def _kill_after_random_point(cfg, rng: random.Random) -> bool:
     return p.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkill_ten_times_then_resume_equals_uninterrupted_run(tmp_path, demo_corpus, reference):
     store = tmp_path / "store"
     cfg = fbank_config(demo_corpus, store, block_size=1)
@@ -71,6 +72,7 @@ def test_sigkill_ten_times_then_resume_equals_uninterrupted_run(tmp_path, demo_c
     assert_entries_equal(e, entry_of(reference))
 
 
+@pytest.mark.slow
 def test_four_writer_processes_lose_nothing(tmp_path, demo_corpus, reference):
     store = tmp_path / "store"
     procs = [child_extract(fbank_config(demo_corpus, store, block_size=1, part=f"{i}/4")) for i in range(4)]

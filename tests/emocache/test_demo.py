@@ -76,6 +76,7 @@ def test_folds_are_speaker_independent(demo_corpus):
         assert not test_spk & {d["key"].split("-")[1] for d in train} and len(train) + len(test) == 36
 
 
+@pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, run_cli):
     p = run_cli("demo", "--out", tmp_path / "d", "--no-progress")
     assert p.returncode == 0, p.stdout + p.stderr

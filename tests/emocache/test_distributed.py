@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest_scale import assert_entries_equal, entry_of, fbank_config, run_child
+from tests.helpers.scale import assert_entries_equal, entry_of, fbank_config, run_child
 
 from emocache.distributed import SchedulerError, client_for
 from emocache.extract import extract
 
 
+@pytest.mark.slow
 def test_local_cluster_equals_single_process_and_resumes(tmp_path, demo_corpus):
     ref, store = tmp_path / "ref", tmp_path / "dask"
     run_child(fbank_config(demo_corpus, ref))  # one torch thread per process, like the dask workers
@@ -23,6 +24,7 @@ def test_local_cluster_equals_single_process_and_resumes(tmp_path, demo_corpus):
     assert again.datasets["demo"]["blocks_done"] == 0 and again.datasets["demo"]["blocks_skipped"] == 9
 
 
+@pytest.mark.slow
 def test_client_for_local_runs_tasks_in_worker_processes():
     import os
 

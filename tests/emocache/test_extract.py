@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import emobox_line, tone, write_jsonl, write_mp4, write_wav
+from tests.helpers.audio import emobox_line, tone, write_jsonl, write_mp4, write_wav
 from emocache.audio import load
 from emocache.encoders import EncoderConfig, build_encoder
 from emocache.extract import ExtractConfig, extract
@@ -245,7 +245,7 @@ class Exploding(__import__("emocache.encoders.fbank", fromlist=["FbankStats"]).F
 
 
 def test_encoder_crash_isolated_to_its_utterance(tmp_path, fbank):
-    from emocache.extract import encode_block, load_block
+    from emocache.runner import encode_block, load_block
     from emocache.manifest import read_manifest
 
     rows = [emobox_line(f"u{s}", str(write_wav(tmp_path / f"{s}.wav", tone(s / 10))), "x", n=1600 * s)
@@ -264,7 +264,7 @@ def test_encoder_crash_isolated_to_its_utterance(tmp_path, fbank):
 
 
 def test_loader_crash_is_recorded_for_its_utterance(tmp_path, monkeypatch, fbank):
-    import emocache.extract as ex
+    import emocache.runner as ex
 
     real_load = ex.load
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import emobox_line, tone, write_jsonl, write_wav
+from tests.helpers.audio import emobox_line, tone, write_jsonl, write_wav
 from emocache.manifest import (ManifestError, Utterance, build_manifest, load_label_map, lookup_label,
                                parse_audio_root, read_folds, read_manifest, read_manifests, remap, six_class_map,
                                utterances_sha256, write_manifest)

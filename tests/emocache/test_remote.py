@@ -10,7 +10,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest_scale import MODEL, assert_entries_equal, entry_of, fbank_config, moto_endpoint  # noqa: F401
+from tests.helpers.scale import MODEL, assert_entries_equal, entry_of, fbank_config
 
 from emocache.extract import extract
 from emocache.share import consolidate, merge, pack
@@ -18,10 +18,11 @@ from emocache.store import STORAGE_OPTIONS_ENV, StoreError, open_store
 from emocache.verify import verify_store
 
 pytest.importorskip("s3fs")
+pytestmark = pytest.mark.slow  # a moto S3 server process per session, real HTTP
 
 
 @pytest.fixture
-def bucket(moto_endpoint):  # noqa: F811
+def bucket(moto_endpoint):
     import boto3
 
     url, opts = moto_endpoint

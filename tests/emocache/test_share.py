@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest_scale import MODEL, assert_entries_equal, entry_of, fbank_config
+from tests.helpers.scale import MODEL, assert_entries_equal, entry_of, fbank_config
 
 from emocache.extract import extract
 from emocache.share import consolidate, merge

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import tone
+from tests.helpers.audio import tone
 from emocache.encoders import (REGISTRY, EncoderConfig, EncoderError, UtteranceError, batches_by_budget,
                                build_encoder, encoder_class)
 from emocache.encoders.fbank import FbankStats

@@ -1,4 +1,8 @@
-"""The neural encoders on tiny random models saved to disk and loaded through the offline path users' weights take."""
+"""The neural encoders on tiny random models saved to disk and loaded through the offline path users' weights take.
+
+Every test runs for every registered encoder with weights (``neural_models()`` at collection): an encoder class
+registered before these tests are collected is tested too, with its own tiny config, files and reference call.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from emocache.encoders import EncoderConfig, EncoderError, UtteranceError, build_encoder
-from emocache.encoders.loading import cosine_to_fp32, sample_waves, select_dtype
-from emocache.encoders.tiny import NEURAL_MODELS, overrides, save_random
+from emocache.encoders import EncoderConfig, EncoderError, UtteranceError, build_encoder, encoder_class, neural_models
+from emocache.encoders.neural import cosine_to_fp32, select_dtype
+from emocache.encoders.sensevoice import SenseVoiceSmall
+from emocache.encoders.tiny import overrides, save_random
+from emocache.encoders.whisper import WhisperLargeV3
+from emocache.signals import seconds_to_samples, speech_like
 
 SR = 16000
-HF_REPO = {"whisper-large-v3": "openai/whisper-large-v3", "wavlm-large": "microsoft/wavlm-large",
-           "wavlm-base-plus": "microsoft/wavlm-base-plus", "sensevoice-small": "FunAudioLLM/SenseVoiceSmall",
-           "emotion2vec-base": "emotion2vec/emotion2vec_base",
-           "emotion2vec-plus-large": "emotion2vec/emotion2vec_plus_large"}
-MS_REPO = {"sensevoice-small": "iic/SenseVoiceSmall", "emotion2vec-base": "iic/emotion2vec_base",
-           "emotion2vec-plus-large": "iic/emotion2vec_plus_large"}
+NEURAL_MODELS = neural_models()
+HF_REPO = {name: encoder_class(name).hf_repos[0] for name in NEURAL_MODELS}
+MS_REPO = {name: encoder_class(name).ms_repos[0] for name in NEURAL_MODELS if encoder_class(name).ms_repos}
 FUNASR = tuple(MS_REPO)
 
 
@@ -38,10 +42,25 @@ def offline_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
 
 
+class TinyDirs(dict):
+    """Tiny random checkpoints, one folder per registered model, saved on first use."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        self[name] = save_random(name, self.root / name, seed=3)
+        return self[name]
+
+
 @pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {name: save_random(name, root / name, seed=3) for name in NEURAL_MODELS}
+def tiny_dirs(tmp_path_factory) -> TinyDirs:
+    return TinyDirs(tmp_path_factory.mktemp("tiny"))
+
+
+def sample_waves(seconds, seed: int = 0) -> list[np.ndarray]:
+    return speech_like(seconds_to_samples(seconds, SR), SR, seed)
 
 
 def load(name: str, path: Path, **kw):
@@ -49,14 +68,15 @@ def load(name: str, path: Path, **kw):
 
 
 def waves(seconds=(0.6, 2.35, 1.02, 3.7)) -> list[np.ndarray]:
-    return sample_waves(SR, seconds, seed=1)
+    return sample_waves(seconds, seed=1)
 
 
 def design_frames(name: str, n: int) -> int:
-    """Valid frame counts as DESIGN.md states them."""
-    if name == "whisper-large-v3":
+    """Valid frame counts as docs/ENCODERS.md states them for each family."""
+    cls = encoder_class(name)
+    if issubclass(cls, WhisperLargeV3):
         return min(1500, -(-(-(-n // 160)) // 2))
-    if name == "sensevoice-small":
+    if issubclass(cls, SenseVoiceSmall):
         return -(-(1 + (n - 400) // 160) // 6)
     return (n - 400) // 320 + 1
 
@@ -77,73 +97,22 @@ def test_batched_equals_single(name, tiny_dirs):
     assert np.abs(batch.pooled[0] - batch.pooled[1]).max() > 1e-3  # different audio, different vectors
 
 
-def _reference(name: str, path: Path, wave: np.ndarray) -> np.ndarray:
-    """Frames from the unmodified library model on one unpadded utterance, the way its authors run it."""
-    x = torch.from_numpy(wave)[None]
-    if name == "whisper-large-v3":
-        import transformers as tf
-
-        fe = tf.WhisperFeatureExtractor.from_pretrained(path)
-        mel = fe(wave, sampling_rate=SR, return_tensors="pt").input_features
-        enc = tf.WhisperForConditionalGeneration.from_pretrained(path).model.encoder.eval()
-        return enc(mel).last_hidden_state[0, : design_frames(name, wave.size)].detach().numpy()
-    if name.startswith("wavlm"):
-        import transformers as tf
-
-        fe = tf.Wav2Vec2FeatureExtractor.from_pretrained(path)
-        inputs = fe(wave, sampling_rate=SR, return_tensors="pt")
-        return tf.WavLMModel.from_pretrained(path).eval()(**inputs).last_hidden_state[0].detach().numpy()
-    if name.startswith("emotion2vec"):
-        from funasr.models.emotion2vec.model import Emotion2vec
-
-        from emocache.encoders.emotion2vec import load_checkpoint, read_yaml
-
-        conf = read_yaml(path / "config.yaml")["model_conf"]
-        model = Emotion2vec(model_conf=conf, vocab_size=9).eval()
-        model.load_state_dict(load_checkpoint(path / "model.pt"))
-        src = torch.nn.functional.layer_norm(x[0], x[0].shape)[None]
-        return model.extract_features(src, padding_mask=None)["x"][0].detach().numpy()
-    from funasr.frontends.wav_frontend import WavFrontend
-    from funasr.models.sense_voice.model import SenseVoiceSmall
-
-    from emocache.encoders.emotion2vec import read_yaml
-
-    conf = read_yaml(path / "config.yaml")
-    model = SenseVoiceSmall(encoder=conf["encoder"], encoder_conf=conf["encoder_conf"], input_size=560,
-                            vocab_size=8).eval()
-    model.load_state_dict(torch.load(path / "model.pt"), strict=False)
-    frontend = WavFrontend(cmvn_file=str(path / "am.mvn"), dither=0.0, **conf["frontend_conf"])
-    captured = {}
-
-    class Stop(Exception):
-        pass
-
-    def grab(module, args, out):
-        captured["x"] = out[0]
-        raise Stop
-
-    model.encoder.register_forward_hook(grab)
-    with pytest.raises(Stop):
-        model.inference([x[0]], key=["u"], frontend=frontend, device="cpu", language="auto", use_itn=False)
-    return captured["x"][0, 4:].detach().numpy()  # drop the 4 query positions
-
-
 @pytest.mark.parametrize("name", NEURAL_MODELS)
 def test_single_equals_library(name, tiny_dirs):
     """The adapter (SDPA, masks, fixed frontends) reproduces the library's own single-utterance output."""
     enc = load(name, tiny_dirs[name])
     w = waves((2.35,))[0]
-    ref = _reference(name, tiny_dirs[name], w)
+    ref = encoder_class(name).reference(tiny_dirs[name], w)
     got = enc.encode([w]).frames[0]
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() <= 1e-4
 
 
 def test_emotion2vec_padding_leak_is_real(tiny_dirs):
-    """Without the positional-conv mask, funasr's own padded batch differs from single runs (DESIGN.md)."""
+    """Without the positional-conv mask, funasr's own padded batch differs from single runs (docs/ENCODERS.md)."""
     from funasr.models.emotion2vec.model import Emotion2vec
 
-    from emocache.encoders.emotion2vec import load_checkpoint, read_yaml
+    from emocache.encoders.checkpoint import load_checkpoint, read_yaml
 
     path = tiny_dirs["emotion2vec-base"]
     model = Emotion2vec(model_conf=read_yaml(path / "config.yaml")["model_conf"], vocab_size=9).eval()
@@ -245,7 +214,7 @@ def test_wavlm_variant_mismatch_is_an_error(tiny_dirs):
 
 def test_whisper_long_policies(tiny_dirs):
     """Over 30 s: windows of 30 s with frames concatenated, or truncate, or skip; never a silent drop."""
-    w = sample_waves(SR, (35.0,), seed=2)[0]
+    w = sample_waves((35.0,), seed=2)[0]
     win = load("whisper-large-v3", tiny_dirs["whisper-large-v3"])
     out = win.encode([w])
     assert out.frames[0].shape[0] == 1500 + 250
@@ -260,10 +229,10 @@ def test_whisper_long_policies(tiny_dirs):
         skip.check(w)
 
 
-@pytest.mark.parametrize("name", [n for n in NEURAL_MODELS if n != "whisper-large-v3"])
+@pytest.mark.parametrize("name", [n for n in NEURAL_MODELS if not encoder_class(n).fixed_window])
 def test_long_inputs_windowed(name, tiny_dirs):
     """Every neural encoder windows inputs over 30 s by default: frames of the windows, concatenated."""
-    w = sample_waves(SR, (31.0,), seed=2)[0]
+    w = sample_waves((31.0,), seed=2)[0]
     enc = load(name, tiny_dirs[name])
     pieces = enc.windows(w)
     assert [p.size for p in pieces] == [30 * SR, SR]
@@ -277,7 +246,7 @@ def test_long_inputs_windowed(name, tiny_dirs):
 def test_precision_check_and_auto_dtype(tiny_dirs):
     enc = load("whisper-large-v3", tiny_dirs["whisper-large-v3"])
     assert select_dtype(enc, "auto") == torch.float32  # CPU: fp32
-    cos = cosine_to_fp32(enc, "bf16", sample_waves(SR, (1.5,)))
+    cos = cosine_to_fp32(enc, "bf16", sample_waves((1.5,)))
     assert -1.0 <= cos <= 1.0 and enc.dtype_name == "fp32"
     bf = load("whisper-large-v3", tiny_dirs["whisper-large-v3"], dtype="bf16")
     assert bf.provenance()["compute_dtype"] == "bf16"
@@ -290,3 +259,18 @@ def test_random_init_without_files(name):
     enc = build_encoder(name, EncoderConfig(device="cpu", random_init=True, config_overrides=overrides(name)))
     assert enc.provenance()["weights"] == "random-init"
     assert enc.encode(waves((1.0,))).frames[0].shape == (design_frames(name, SR), enc.dim)
+
+
+def test_other_familys_weights_named_before_loading(tiny_dirs):
+    """Whisper pointed at WavLM files (and the reverse) says what the folder holds, not transformers' internals."""
+    with pytest.raises(EncoderError, match=r"holds a 'wavlm' model, not whisper-large-v3"):
+        load("whisper-large-v3", tiny_dirs["wavlm-large"])
+    with pytest.raises(EncoderError, match=r"holds a 'whisper' model, not wavlm-base-plus"):
+        load("wavlm-base-plus", tiny_dirs["whisper-large-v3"])
+    with pytest.raises(EncoderError, match=r"holds a 'Emotion2vec' model, not sensevoice-small"):
+        d = tiny_dirs["emotion2vec-base"]
+        (d / "am.mvn").write_text((tiny_dirs["sensevoice-small"] / "am.mvn").read_text())
+        try:
+            load("sensevoice-small", d)
+        finally:
+            (d / "am.mvn").unlink()

@@ -1,25 +1,20 @@
-"""Helpers for the scale-out tests (imported explicitly: ``from conftest_scale import ...``).
+"""Helpers for the scale-out tests.
 
 - ``fbank_config(corpus, store, **kw)``: an ExtractConfig for the weight-free encoder on CPU, blocks of 4.
 - ``assert_entries_equal(a, b)``: keys, index, pooled and every block's frames identical, bit for bit.
 - ``child_extract(cfg, ...)``: run :func:`emocache.extract.extract` in a fresh Python process (one torch
   thread, like dask workers), optionally printing a line after every block commit.
-- ``moto_endpoint`` (session fixture): a moto S3 server in its own process on 127.0.0.1 (real HTTP).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from emocache.extract import ExtractConfig
 from emocache.store import open_store
@@ -82,38 +77,3 @@ def assert_entries_equal(a, b) -> None:
 
 def entry_of(url, **kw):
     return open_store(url, **kw).entry(MODEL, "demo")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """``(endpoint_url, storage_options)`` of a moto S3 server subprocess on 127.0.0.1 (HTTP, not in-process)."""
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.exists():
-        pytest.skip("moto[server] is not installed (pip install 'moto[server]')")
-    port = _free_port()
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("moto_server did not start")
-    opts = {"key": "testing", "secret": "testing", "endpoint_url": url,
-            "client_kwargs": {"region_name": "us-east-1"}}
-    try:
-        yield url, opts
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -1,0 +1,169 @@
+"""Settings of an extraction run and of an encoder: frozen dataclasses, validated when built.
+
+This module imports nothing heavy (no torch, no zarr), so the CLI takes its defaults from here at start-up.
+A bad value raises ``ValueError`` with one line naming the option and the values it takes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from emocache.store import DEFAULT_BLOCK
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:I")
+"""Device spellings: auto = the first CUDA device when torch sees one, else the CPU; cuda:I = the I-th GPU."""
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+"""Compute precisions; auto = fp32 on CPU, on GPU the first half type that passes the cosine check."""
+LONG_POLICIES = ("window", "truncate", "skip")
+"""What happens to inputs longer than the encoder's window."""
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """Refuse a device spelling torch would not take (``gpu``, ``cuda0``) with the accepted ones."""
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"{option} {device!r}: use one of {', '.join(DEVICES)} (e.g. cuda:0)")
+    return device
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{option} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def check_positive(value: float, option: str, integer: bool = False) -> None:
+    """A count or size that must be a finite number above zero."""
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{option} {value!r}: expected a whole number")
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} {value!r}: must be a number above 0")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Settings shared by every encoder."""
+
+    model_path: str | None = None
+    """Directory holding the weights (else the Hugging Face / ModelScope caches are searched)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:i."""
+    dtype: str = "auto"
+    """auto | fp32 | bf16 | fp16. auto = fp32 on CPU, the encoder's validated half type on GPU."""
+    long_policy: str = "window"
+    """Utterances longer than the encoder's window: window (split, frames concatenated) | truncate | skip."""
+    random_init: bool = False
+    """Build full-size random weights from the config (benchmarks only; provenance says so)."""
+    config_overrides: dict = field(default_factory=dict)
+    """Config fields to override (tests build tiny random models this way)."""
+
+    @property
+    def torch_device(self):
+        """The torch device; a bad spelling or a CUDA device this machine lacks is a ValueError naming the devices
+        there are (the encoder checks dtype and long policy itself)."""
+        import torch
+
+        check_device(self.device)
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0 or (dev.index or 0) >= n:
+                have = ["cpu"] + [f"cuda:{i}" for i in range(n)]
+                why = "" if n else (" (this torch has no CUDA support)" if torch.version.cuda is None
+                                    else " (no CUDA device is visible)")
+                raise ValueError(f"--device {self.device}: not on this machine{why}; available: {', '.join(have)}")
+        return dev
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything one ``emocache extract`` run needs."""
+
+    model: str
+    """Registered model name (``emocache models`` lists them)."""
+    manifests: tuple[str, ...]
+    """EmoBox jsonl files or dataset folders."""
+    store: str
+    """Store URL: a local path, s3://..., gs://..."""
+    audio_root: tuple[str, ...] = ()
+    """PREFIX=DIR remaps applied to the manifests' wav paths."""
+    model_path: str | None = None
+    """Directory with the model's weights (else HF / ModelScope caches)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:i."""
+    dtype: str = "auto"
+    """auto | fp32 | bf16 | fp16."""
+    frames: bool = True
+    """Store frame-level features besides pooled vectors."""
+    block_size: int = DEFAULT_BLOCK
+    """Utterances per block: the unit of commit, resume and distribution."""
+    batch_seconds: float = 240.0
+    """Padded audio seconds per model batch (length-sorted batches under this budget)."""
+    max_batch: int = 64
+    """Most utterances per model batch."""
+    long_policy: str = "window"
+    """Inputs longer than the encoder's window: window | truncate | skip."""
+    max_audio_seconds: float = 600.0
+    """Longer files are recorded as failed without decoding (guards memory); raise it to keep them."""
+    loader_threads: int = 2
+    """Threads decoding, resampling and running frontends ahead of the model."""
+    redo_failed: bool = False
+    """Redo blocks holding failed utterances or failing verification."""
+    scheduler: str | None = None
+    """dask.distributed scheduler address or local:N; None runs in this process."""
+    part: str | None = None
+    """I/N: run only blocks b with b % N == I (independent writer processes sharing one store)."""
+    storage_options: dict = field(default_factory=dict)
+    """fsspec options for remote stores (else $EMOCACHE_STORAGE_OPTIONS, else the filesystem's defaults)."""
+    encoder_overrides: dict = field(default_factory=dict)
+    """Encoder config overrides (tests build tiny random models this way)."""
+
+    def __post_init__(self):
+        check_positive(self.block_size, "--block-size", integer=True)
+        check_positive(self.max_batch, "--max-batch", integer=True)
+        check_positive(self.loader_threads, "--loader-threads", integer=True)
+        check_positive(self.batch_seconds, "--batch-seconds")
+        check_positive(self.max_audio_seconds, "--max-audio-seconds")
+        check_device(self.device)
+        check_choice(self.dtype, DTYPES, "--dtype")
+        check_choice(self.long_policy, LONG_POLICIES, "--long-policy")
+        parse_part(self.part)
+
+    @property
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig(model_path=self.model_path, device=self.device, dtype=self.dtype,
+                             long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides))
+
+
+def parse_part(part: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N); None -> (0, 1)."""
+    if not part:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in part.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ValueError(f"--part {part!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return i, n
+
+
+def parse_storage_options(raw: str | None, source: str = "--storage-options") -> dict:
+    """Storage options given as JSON (the ``--storage-options`` flag, or ``source`` naming where else they came
+    from) -> dict, empty when not given; a one-line ValueError otherwise."""
+    import json
+
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{source} is not JSON ({e}); e.g. '{{\"endpoint_url\": \"http://host:9000\"}}'") from None
+    if not isinstance(opts, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(opts).__name__}")
+    return opts

@@ -1,0 +1,194 @@
+"""The base of every encoder with weights, and the compute-precision check.
+
+A :class:`NeuralEncoder` subclass is one registered model. Besides running the model it carries what tests and
+benchmarks need, so a new model is one class and nothing else changes: ``full_config`` (the real shapes),
+``tiny_overrides`` (test-sized shapes), :meth:`save_random` (random weights written in its library's real file
+layout, loaded back through the offline path users' weights take) and :meth:`reference` (the unmodified
+library's own single-utterance call, which the exactness tests compare against).
+
+Heavy libraries (transformers, funasr) are imported inside methods, never at module import, so listing the
+registered models stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from abc import abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emocache.config import DTYPES, EncoderConfig
+from emocache.encoders.base import Encoder, EncoderError
+from emocache.encoders.loading import resolve_weights
+from emocache.signals import seconds_to_samples, speech_like
+
+HALF_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+COSINE_MIN = 0.999
+"""Lowest pooled-vector cosine to fp32 that ``--dtype auto`` accepts for a half type."""
+CHECK_SECONDS = (1.3, 3.7, 8.2)
+"""Lengths of the speech-like waves the precision check encodes."""
+
+
+def cosine_to_fp32(encoder: "NeuralEncoder", dtype: str, waves: list[np.ndarray] | None = None) -> float:
+    """Lowest cosine similarity between pooled vectors computed in ``dtype`` and in fp32 (same weights)."""
+    waves = waves or speech_like(seconds_to_samples(CHECK_SECONDS, encoder.sample_rate), encoder.sample_rate)
+    keep = encoder.compute_dtype
+    try:
+        encoder.compute_dtype = torch.float32
+        ref = encoder.encode(waves).pooled
+        encoder.compute_dtype = HALF_TYPES[dtype]
+        low = encoder.encode(waves).pooled
+    finally:
+        encoder.compute_dtype = keep
+    if not np.isfinite(low).all():
+        return float("nan")
+    num = (ref * low).sum(1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(low, axis=1) + 1e-12
+    return float((num / den).min())
+
+
+def select_dtype(encoder: "NeuralEncoder", requested: str) -> torch.dtype:
+    """fp32 on CPU for ``auto``; on GPU the first of bf16, fp16 whose pooled vectors pass the cosine check."""
+    if requested == "fp32":
+        return torch.float32
+    if requested in HALF_TYPES:
+        return HALF_TYPES[requested]
+    if requested != "auto":
+        raise EncoderError(f"dtype {requested!r}: use auto, fp32, bf16 or fp16")
+    if encoder.device.type != "cuda":
+        return torch.float32
+    for name in ("bf16", "fp16"):
+        cos = cosine_to_fp32(encoder, name)
+        encoder.precision_checks[name] = cos
+        if cos >= COSINE_MIN:
+            return HALF_TYPES[name]
+    return torch.float32
+
+
+def import_or_hint(module: str, package: str):
+    """Import a heavy optional dependency, or raise an :class:`EncoderError` that says how to install it."""
+    import importlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # funasr prints an ffmpeg notice on import; audio is ours
+            return importlib.import_module(module)
+    except ImportError as e:
+        raise EncoderError(f"{module} is needed for this encoder (an emocache dependency): "
+                           f"pip install '{package}' ({e})") from e
+
+
+def config_model_type(path: Path) -> str | None:
+    """What a model folder says it is: ``model_type`` of ``config.json`` (transformers) or ``model`` of
+    ``config.yaml`` (funasr); None when neither says."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        try:
+            return json.loads((path / "config.json").read_text()).get("model_type")
+        except (ValueError, AttributeError):
+            raise EncoderError(f"{path}/config.json is not a JSON object; the folder does not hold a model") from None
+    if (path / "config.yaml").is_file():
+        from emocache.encoders.checkpoint import read_yaml
+
+        conf = read_yaml(path / "config.yaml")
+        return conf.get("model") if isinstance(conf, dict) else None
+    return None
+
+
+class NeuralEncoder(Encoder):
+    """An encoder with weights: resolves them offline (or builds random ones), moves the model, picks the dtype.
+
+    Subclasses set the repo ids, ``required_files``, ``model_types``, ``full_config`` and ``tiny_overrides`` and
+    implement :meth:`load` (from a directory), :meth:`build_random` (from the config, with overrides),
+    :meth:`save_random` and :meth:`reference`.
+    """
+
+    max_seconds = 30.0
+    """Inputs over 30 s follow the long-utterance policy (windows by default) for every neural encoder."""
+    has_weights = True
+    dtypes = DTYPES
+    hf_repos: tuple[str, ...] = ()
+    """Hugging Face repo ids whose cached snapshots hold these weights (the first is the download hint)."""
+    ms_repos: tuple[str, ...] = ()
+    """ModelScope repo ids, likewise."""
+    required_files: tuple[str, ...] = ()
+    """Files a weights folder must hold besides the weights."""
+    model_types: tuple[str, ...] = ()
+    """What the folder's config must say it is (config.json ``model_type`` / config.yaml ``model``)."""
+    full_config: dict = {}
+    """The real model's config (full-size random weights have the real FLOPs)."""
+    tiny_overrides: dict = {}
+    """Config fields that shrink the model to test size (``emocache.encoders.tiny``)."""
+
+    def __init__(self, config: EncoderConfig | None = None):
+        super().__init__(config)
+        self.precision_checks: dict[str, float] = {}
+        self.compute_dtype = torch.float32
+        if self.config.random_init:
+            self.build_random(copy.deepcopy(self.config.config_overrides))
+            self._identity = {"weights": "random-init", "weights_source": "random-init",
+                              "weights_config": {k: repr(v) for k, v in self.config.config_overrides.items()}}
+        else:
+            found = resolve_weights(self.name, self.required_files, self.hf_repos, self.ms_repos,
+                                    self.config.model_path)
+            self.check_model_type(found.path)
+            self.load(found.path)
+            self._identity = found.identity
+        for m in self.modules():
+            m.eval().requires_grad_(False).to(self.device)
+        self.compute_dtype = select_dtype(self, self.config.dtype)
+
+    def check_model_type(self, path: Path) -> None:
+        """Refuse another family's weights before the library fails on them with an internal error."""
+        got = config_model_type(path)
+        if self.model_types and got is not None and got not in self.model_types:
+            raise EncoderError(f"{path} holds a {got!r} model, not {self.name} (expects {' or '.join(self.model_types)}"
+                               "); point --model-path at this model's files or pick the --model that matches them")
+
+    @abstractmethod
+    def load(self, path: Path) -> None:
+        """Build the model from the files in ``path`` with a strict weight-key check."""
+
+    @abstractmethod
+    def build_random(self, overrides: dict) -> None:
+        """Build the model with random weights from ``full_config`` (``overrides`` changes config fields)."""
+
+    @classmethod
+    @abstractmethod
+    def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
+        """Write a randomly initialised model into ``directory`` in its library's own file layout."""
+
+    @classmethod
+    @abstractmethod
+    def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
+        """Frames (T, D) from the unmodified library model on one unpadded utterance, as its authors run it."""
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules to move to the device."""
+        return [self.model]
+
+    def autocast(self):
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def weights_identity(self) -> dict:
+        return dict(self._identity)
+
+    @property
+    def dtype_name(self) -> str:
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.compute_dtype]
+
+    def prepare(self, waves: list[np.ndarray]) -> tuple[dict, list[int]]:
+        """Window + frontend, then page-lock the tensors for an asynchronous copy (runs in loader threads)."""
+        inputs, owner = super().prepare(waves)
+        if self.device.type == "cuda":
+            inputs = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in inputs.items()}
+        return inputs, owner
+
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, non_blocking=t.is_pinned())
