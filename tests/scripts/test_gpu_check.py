@@ -45,6 +45,10 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
     assert b["utterances"] == 4 and b["naive_utterances"] == 2 and b["speedup"] > 0
     assert b["tflops"] > 0 and math.isclose(b["roofline_pct"], 100 * b["tflops"] / rep["machine"]["matmul_bf16_tflops"])
 
+    prof = w["profile"]
+    assert prof["model_thread_audio_s_per_s"] > 0 and prof["frontend_one_thread_audio_s_per_s"] > 0
+    assert prof["top_host_ops_ms"] and "gpu_busy_pct" not in prof  # kernel time is measured on CUDA only
+
     e = rep["extract"]
     assert e["single"]["rc"] == 0 and e["single"]["verify_rc"] == 0 and e["utterances"] == 3
     assert "2+ GPUs" in e["skipped"]["local2"]
@@ -55,7 +59,7 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
     assert all(t["ok"] for t in rep["targets"])
 
     assert "| whisper-large-v3 | tiny random | fp32 |" in md and "| fbank-stats |" in md
-    assert "local2: skipped" in md and "Result: all targets met" in md
+    assert "local2: skipped" in md and "Result: all targets met" in md and "Where batched time goes" in md
     assert rep["config"]["models"] == "fbank-stats,egemaps,whisper-large-v3"
 
 
