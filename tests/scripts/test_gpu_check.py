@@ -94,3 +94,11 @@ def test_a_model_over_its_time_cap_fails_alone(tmp_path):
     assert "timed out" in models["whisper-large-v3"]["errors"]["process"]
     assert models["fbank-stats"]["errors"] == {} and "batch_vs_single" in models["fbank-stats"]  # a fresh child went on
     assert "step process (whisper-large-v3)" in r.stderr
+
+
+def test_models_left_unchecked_by_the_time_budget_count_as_missed(tmp_path):
+    r, rep, md = gpu_check(tmp_path, "--models", "fbank-stats,sensevoice-small", "--time-budget", "0")
+    assert r.returncode == 1
+    assert {(t["target"], t["model"], t["ok"]) for t in rep["targets"]} == {
+        ("step all", "fbank-stats", False), ("step all", "sensevoice-small", False)}
+    assert "time budget spent" in md and "step all (sensevoice-small)" in r.stderr
