@@ -38,7 +38,8 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
 
     w = models["whisper-large-v3"]
     assert w["errors"] == {} and w["weights"] == "tiny random" and w["dtype"] == "fp32"  # auto is fp32 on CPU
-    assert set(w["cosine_to_fp32"]) == {"bf16", "fp16"} and all(0.9 < c <= 1 + 1e-6 for c in w["cosine_to_fp32"].values())
+    cos = w["cosine_to_fp32"]
+    assert set(cos) == {"bf16", "fp16"} and all(0.9 < c <= 1 + 1e-6 for c in cos.values())
     bvs = w["batch_vs_single"]
     assert bvs["utterances"] == 3 and bvs["frame_shapes_equal"] and bvs["pooled_max_rel_diff"] <= 1e-4
     b = w["bench"]
