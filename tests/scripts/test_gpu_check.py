@@ -65,9 +65,17 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
 
 
 def test_missed_targets_exit_1_and_are_named(tmp_path):
-    r, rep, md = gpu_check(tmp_path, "--models", "sensevoice-small", "--dtype", "bf16", "--min-cosine", "1.5",
+    import numpy as np
+    import soundfile as sf
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rng = np.random.default_rng(0)
+    for i, sr in enumerate((16000, 22050)):  # real clips come at any rate: loaded as extraction loads them
+        sf.write(clips / f"clip{i}.wav", 0.1 * rng.standard_normal(int(1.5 * sr)).astype(np.float32), sr)
+    r, rep, md = gpu_check(tmp_path / "out", "--models", "sensevoice-small", "--dtype", "bf16", "--min-cosine", "1.5",
                            "--speed-targets", "on", "--min-speedup", "1e9", "--utts", "4", "--naive-utts", "2",
-                           "--no-extract")
+                           "--no-extract", "--audio", str(clips))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert "half-cosine (sensevoice-small)" in r.stderr and "speedup (sensevoice-small)" in r.stderr
     sv = rep["models"][0]
@@ -76,12 +84,16 @@ def test_missed_targets_exit_1_and_are_named(tmp_path):
     assert missed == {("half-cosine", "sensevoice-small"), ("batch-cosine-half", "sensevoice-small"),
                       ("speedup", "sensevoice-small")}
     assert rep["extract"] is None
+    assert sv["batch_vs_single"]["utterances"] == 3  # two clips and the 31-s synthetic one
+    assert "2 clips (clip0.wav, clip1.wav)" in md
     assert "| half-cosine | sensevoice-small |" in md and "MISSED" in md
 
 
 def test_bad_arguments_exit_2(tmp_path):
     r, rep, _ = gpu_check(tmp_path, "--model-path", "no-equals-sign")
     assert r.returncode == 2 and "MODEL=DIR" in r.stderr and rep is None
+    r, rep, _ = gpu_check(tmp_path, "--audio", str(tmp_path / "none"))
+    assert r.returncode == 2 and "--audio" in r.stderr and rep is None
     r, rep, _ = gpu_check(tmp_path, "--models", "whisper-large-v4")
     assert r.returncode == 2 and "whisper-large-v4" in r.stderr and "known models" in r.stderr and rep is None
 
