@@ -1,0 +1,117 @@
+"""scripts/gpu-check on the CPU with tiny random models: the report's contents, exit codes, forced target misses."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check"
+
+
+def gpu_check(out: Path, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict | None, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--out", str(out), *args],
+                       capture_output=True, text=True, timeout=timeout, env=env)
+    js = out / "gpu-check.json"
+    md = out / "gpu-check.md"
+    return r, json.loads(js.read_text()) if js.exists() else None, md.read_text() if md.exists() else ""
+
+
+def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
+    r, rep, md = gpu_check(tmp_path, "--models", "fbank-stats,egemaps,whisper-large-v3", "--utts", "4",
+                           "--naive-utts", "2", "--extract-utts", "3")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert rep["missed"] == [] and rep["machine"]["device"] == "cpu" and rep["machine"]["matmul_bf16_tflops"] > 0
+    models = {m["model"]: m for m in rep["models"]}
+    assert list(models) == ["fbank-stats", "egemaps", "whisper-large-v3"]
+
+    fbank = models["fbank-stats"]
+    assert fbank["errors"] == {} and fbank["batch_vs_single"]["pooled_max_rel_diff"] <= 1e-4
+    assert "bench" not in fbank  # weight-free: nothing to batch against
+    assert "CPU only" in models["egemaps"]["skipped"]["all"]
+
+    w = models["whisper-large-v3"]
+    assert w["errors"] == {} and w["weights"] == "tiny random" and w["dtype"] == "fp32"  # auto is fp32 on CPU
+    cos = w["cosine_to_fp32"]
+    assert set(cos) == {"bf16", "fp16"} and all(0.9 < c <= 1 + 1e-6 for c in cos.values())
+    bvs = w["batch_vs_single"]
+    assert bvs["utterances"] == 3 and bvs["frame_shapes_equal"] and bvs["pooled_max_rel_diff"] <= 1e-4
+    b = w["bench"]
+    assert b["utterances"] == 4 and b["naive_utterances"] == 2 and b["speedup"] > 0
+    assert b["tflops"] > 0 and math.isclose(b["roofline_pct"], 100 * b["tflops"] / rep["machine"]["matmul_bf16_tflops"])
+
+    prof = w["profile"]
+    assert prof["model_thread_audio_s_per_s"] > 0 and prof["frontend_one_thread_audio_s_per_s"] > 0
+    assert prof["top_host_ops_ms"] and "gpu_busy_pct" not in prof  # kernel time is measured on CUDA only
+
+    e = rep["extract"]
+    assert e["single"]["rc"] == 0 and e["single"]["verify_rc"] == 0 and e["utterances"] == 3
+    assert "2+ GPUs" in e["skipped"]["local2"]
+
+    targets = {(t["target"], t["model"]) for t in rep["targets"]}
+    assert ("batch-exact-fp32", "whisper-large-v3") in targets and ("batch-exact-fp32", "fbank-stats") in targets
+    assert not any(t["target"] in ("speedup", "whisper-roofline-pct") for t in rep["targets"])  # GPU-only by default
+    assert all(t["ok"] for t in rep["targets"])
+
+    assert "| whisper-large-v3 | tiny random | fp32 |" in md and "| fbank-stats |" in md
+    assert "local2: skipped" in md and "Result: all targets met" in md and "Where batched time goes" in md
+    assert rep["config"]["models"] == "fbank-stats,egemaps,whisper-large-v3"
+
+
+def test_missed_targets_exit_1_and_are_named(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rng = np.random.default_rng(0)
+    for i, sr in enumerate((16000, 22050)):  # real clips come at any rate: loaded as extraction loads them
+        sf.write(clips / f"clip{i}.wav", 0.1 * rng.standard_normal(int(1.5 * sr)).astype(np.float32), sr)
+    r, rep, md = gpu_check(tmp_path / "out", "--models", "sensevoice-small", "--dtype", "bf16", "--min-cosine", "1.5",
+                           "--speed-targets", "on", "--min-speedup", "1e9", "--utts", "4", "--naive-utts", "2",
+                           "--no-extract", "--audio", str(clips))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "half-cosine (sensevoice-small)" in r.stderr and "speedup (sensevoice-small)" in r.stderr
+    sv = rep["models"][0]
+    assert sv["dtype"] == "bf16" and sv["errors"] == {}
+    missed = {(t["target"], t["model"]) for t in rep["targets"] if not t["ok"]}
+    assert missed == {("half-cosine", "sensevoice-small"), ("batch-cosine-half", "sensevoice-small"),
+                      ("speedup", "sensevoice-small")}
+    assert rep["extract"] is None
+    assert sv["batch_vs_single"]["utterances"] == 3  # two clips and the 31-s synthetic one
+    assert "2 clips (clip0.wav, clip1.wav)" in md
+    assert "| half-cosine | sensevoice-small |" in md and "MISSED" in md
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    r, rep, _ = gpu_check(tmp_path, "--model-path", "no-equals-sign")
+    assert r.returncode == 2 and "MODEL=DIR" in r.stderr and rep is None
+    r, rep, _ = gpu_check(tmp_path, "--audio", str(tmp_path / "none"))
+    assert r.returncode == 2 and "--audio" in r.stderr and rep is None
+    r, rep, _ = gpu_check(tmp_path, "--models", "whisper-large-v4")
+    assert r.returncode == 2 and "whisper-large-v4" in r.stderr and "known models" in r.stderr and rep is None
+
+
+@pytest.mark.slow
+def test_a_model_over_its_time_cap_fails_alone(tmp_path):
+    r, rep, _ = gpu_check(tmp_path, "--models", "whisper-large-v3,fbank-stats", "--utts", "2000",
+                          "--model-timeout", "15", "--no-extract")
+    assert r.returncode == 1
+    models = {m["model"]: m for m in rep["models"]}
+    assert "timed out" in models["whisper-large-v3"]["errors"]["process"]
+    assert models["fbank-stats"]["errors"] == {} and "batch_vs_single" in models["fbank-stats"]  # a fresh child went on
+    assert "step process (whisper-large-v3)" in r.stderr
+
+
+def test_models_left_unchecked_by_the_time_budget_count_as_missed(tmp_path):
+    r, rep, md = gpu_check(tmp_path, "--models", "fbank-stats,sensevoice-small", "--time-budget", "0")
+    assert r.returncode == 1
+    assert {(t["target"], t["model"], t["ok"]) for t in rep["targets"]} == {
+        ("step all", "fbank-stats", False), ("step all", "sensevoice-small", False)}
+    assert "time budget spent" in md and "step all (sensevoice-small)" in r.stderr
