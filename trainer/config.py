@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import math
 from dataclasses import dataclass
+from functools import cache
 
 SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 """The B-GRPO paper's six classes, in its order."""
@@ -11,6 +15,17 @@ SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 REWARDS = ("r1", "r2", "r3", "r4", "r5")
 TEACHER_REWARDS = ("r3", "r4", "r5")
 ADVANTAGES = ("positive", "signed", "none")
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "labels": ("six", "emobox"),
+    "reward": REWARDS,
+    "advantage": ADVANTAGES,
+    "action": ("greedy", "sample"),
+    "dino_views": ("auto", "frames", "noise"),
+    "nonfinite": ("error", "drop"),
+    "missing_teacher": ("error", "drop"),
+}
+"""Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
 
 @dataclass(frozen=True)
@@ -116,18 +131,21 @@ class TrainConfig:
     """Rich progress bar (shown only on a terminal)."""
 
     def __post_init__(self):
-        if self.labels not in ("six", "emobox"):
-            raise ValueError(f"--labels {self.labels!r}: use 'six' or 'emobox'")
-        if self.reward not in REWARDS:
-            raise ValueError(f"--reward {self.reward!r}: use one of {', '.join(REWARDS)}")
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"--advantage {self.advantage!r}: use one of {', '.join(ADVANTAGES)}")
-        if self.action not in ("greedy", "sample"):
-            raise ValueError(f"--action {self.action!r}: use 'greedy' or 'sample'")
-        if self.dino_views not in ("auto", "frames", "noise"):
-            raise ValueError(f"--dino-views {self.dino_views!r}: use auto, frames or noise")
-        if self.nonfinite not in ("error", "drop") or self.missing_teacher not in ("error", "drop"):
-            raise ValueError("--nonfinite and --missing-teacher take 'error' or 'drop'")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        for name in ("lr", "weight_decay", "delta", "reward_value", "theta", "epsilon", "beta", "labeled_fraction",
+                     "dino_noise", "dino_dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
+        for name, low in (("epochs_baseline", 1), ("epochs_stage2", 0), ("batch_size", 1), ("hidden", 1), ("mu", 1),
+                          ("eval_every", 1), ("dino_crops", 2), ("threads", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"--lr {self.lr} / --weight-decay {self.weight_decay}: lr must be > 0, weight decay >= 0")
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"--seeds {','.join(map(str, self.seeds))}: seeds must be non-negative integers")
         if not 0 < self.labeled_fraction <= 1:
             raise ValueError(f"--labeled-fraction {self.labeled_fraction}: must be in (0, 1]")
         if self.fold != "all" and not str(self.fold).isdigit():
@@ -175,4 +193,16 @@ class TrainConfig:
         return dataclasses.replace(self, **kw)
 
 
-__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES"]
+@cache
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of dataclass ``cls`` (one line each), read from its source."""
+    tree = ast.parse(inspect.getsource(cls)).body[0]
+    docs, body = {}, tree.body
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "CHOICES", "field_docs"]
