@@ -24,6 +24,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dino_views": ("auto", "frames", "noise"),
     "nonfinite": ("error", "drop"),
     "missing_teacher": ("error", "drop"),
+    "val": ("fraction", "emobox"),
+    "select": ("last", "val"),
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
@@ -33,7 +35,7 @@ class TrainConfig:
     """Everything a `trainer run` needs; written in full beside every result."""
 
     method: str = "b-grpo"
-    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo."""
+    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, reference."""
     store: str = ""
     """Feature store URL (local path or fsspec URL)."""
     model: str = "sensevoice-small"
@@ -113,6 +115,26 @@ class TrainConfig:
     dino_center_momentum: float = 0.9
     """EMA momentum of the teacher-output center."""
 
+    val_fraction: float = 0.0
+    """Share of each run's labelled rows held out (stratified, seeded like the split) as a validation split for
+    --select val; 0 = none (the paper's protocol). Ours: the paper has no validation split."""
+    val: str = "fraction"
+    """Where validation rows come from: 'fraction' (--val-fraction of the labelled rows) or 'emobox' (the fold's
+    EmoBox valid manifest, where EmoBox ships one)."""
+    select: str = "last"
+    """Reported epoch per run and stage: 'last' (the paper's protocol) or 'val' (best validation macro-F1,
+    ties to the later epoch; needs a validation split). Test data never chooses."""
+    diag_pool_rows: int = 1024
+    """Pool rows per run (a seeded subsample) on which the per-epoch collapse diagnostics run; 0 = all."""
+    reference_lr: float = 1e-3
+    """`reference` method: Adam learning rate of the policy MLP trained to convergence (ours)."""
+    reference_max_epochs: int = 2000
+    """`reference` method: most epochs of the policy MLP; training stops earlier on the validation split."""
+    reference_patience: int = 50
+    """`reference` method: epochs without a better validation macro-F1 before the MLP stops."""
+    reference_val_fraction: float = 0.2
+    """`reference` method: validation share carved from the labelled rows when --val-fraction is 0."""
+
     nonfinite: str = "error"
     """Rows with NaN/inf features: 'error' (default) or 'drop' (dropped and counted in n_dropped)."""
     missing_teacher: str = "error"
@@ -134,12 +156,13 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
-        for name in ("lr", "weight_decay", "delta", "reward_value", "theta", "epsilon", "beta", "labeled_fraction",
+        for name in ("val_fraction", "reference_lr", "reference_val_fraction", "lr", "weight_decay", "delta", "reward_value", "theta", "epsilon", "beta", "labeled_fraction",
                      "dino_noise", "dino_dropout"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
         for name, low in (("epochs_baseline", 1), ("epochs_stage2", 0), ("batch_size", 1), ("hidden", 1), ("mu", 1),
-                          ("eval_every", 1), ("dino_crops", 2), ("threads", 0)):
+                          ("eval_every", 1), ("dino_crops", 2), ("threads", 0), ("diag_pool_rows", 0),
+                          ("reference_max_epochs", 1), ("reference_patience", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -152,6 +175,14 @@ class TrainConfig:
             raise ValueError(f"--fold {self.fold!r}: 'all' or a fold number")
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed")
+        if not 0 <= self.val_fraction < 1 or not 0 < self.reference_val_fraction < 1:
+            raise ValueError(f"--val-fraction {self.val_fraction} / --reference-val-fraction "
+                             f"{self.reference_val_fraction}: must be in [0, 1) / (0, 1)")
+        if self.select == "val" and not self.has_val:
+            raise ValueError("--select val needs a validation split: give --val-fraction F (e.g. 0.2) or --val emobox")
+        if self.unlabeled_from and self.unlabeled_from == self.dataset:
+            raise ValueError(f"--unlabeled-from {self.unlabeled_from} names the trained dataset itself, whose test rows "
+                             "would then enter the unlabelled pool; leave --unlabeled-from empty for the same corpus")
         if self.method == "b-grpo" and self.needs_teacher and not self.teacher:
             raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
 
@@ -159,6 +190,23 @@ class TrainConfig:
     def needs_teacher(self) -> bool:
         """Whether the reward compares with a teacher (r3, r4, r5)."""
         return self.reward in TEACHER_REWARDS
+
+    @property
+    def has_val(self) -> bool:
+        """Whether runs hold out validation rows (asked for, or the reference method's own)."""
+        return self.val == "emobox" or self.val_fraction > 0 or self.method == "reference"
+
+    @property
+    def val_rows_fraction(self) -> float:
+        """Share of the labelled rows carved out for validation (0 with --val emobox or no validation)."""
+        if self.val == "emobox":
+            return 0.0
+        return self.val_fraction or (self.reference_val_fraction if self.method == "reference" else 0.0)
+
+    @property
+    def selects_val(self) -> bool:
+        """Whether rows report the best-validation epoch (--select val, and always for the reference MLP)."""
+        return self.select == "val" or self.method == "reference"
 
     @property
     def epochs_total(self) -> int:
@@ -182,6 +230,10 @@ class TrainConfig:
             parts.append(f"lab{self.labeled_fraction:g}")
         if self.fold != "all":
             parts.append(f"fold{self.fold}")
+        if self.has_val and self.method != "reference":
+            parts.append("val-emobox" if self.val == "emobox" else f"val{self.val_fraction:g}")
+        if self.select != "last":
+            parts.append(f"select-{self.select}")
         return "_".join(parts)
 
     def to_dict(self) -> dict:

@@ -24,10 +24,25 @@ from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
 from trainer.data import (DataError, crop_views, fold_rows, join_by_key, load_features, map_labels,
                           missing_keys_error, open_store, pad_rows, read_label_map, split_labeled)
-from trainer.loop import EpochLog
-from trainer.metrics import confusion, scores
+from trainer.diagnostics import collapse_onset, under_trained
+from trainer.loop import EpochLog, EvalSet
+from trainer.metrics import confusion, macro_f1_batched, scores
 from trainer.models import StackedAdam, StackedMLP
 from trainer.rewards import reward
+
+RUN_SEED_STRIDE = 1000
+"""Run seed = seed * RUN_SEED_STRIDE + fold k: one seed per (seed, fold) for up to 1000 folds. It draws the
+run's labelled/unlabelled split, its initialisation and its batch order."""
+TEACHER_SEED_OFFSET = 7
+"""Run seed + this seeds the teacher MLP's initialisation and batches (r3-r5), apart from the policy's."""
+VIEW_SEED_OFFSET = 99
+"""Run seed + this seeds the run's own stream of random views (DINO noise/crop choice) and sampled actions."""
+VAL_SEED_OFFSET = 31
+"""Run seed + this draws the validation rows held out of the labelled rows (--val-fraction)."""
+DIAG_SEED_OFFSET = 53
+"""Run seed + this draws the pool subsample of the collapse diagnostics (--diag-pool-rows)."""
+CROP_SEED_OFFSET = 17
+"""Seed + this draws the seed's set of DINO frame crops (shared by that seed's folds)."""
 
 
 @dataclass
@@ -44,9 +59,12 @@ class Prepared:
     unlabeled: list[torch.Tensor]  # per run: rows of Xu
     test: list[np.ndarray]  # per run: rows of X
     init_seeds: list[int]
+    val: list[np.ndarray] = field(default_factory=list)  # per run: validation rows of X (empty: none)
+    diag_pool: list[np.ndarray] = field(default_factory=list)  # per run: rows of Xu for the collapse diagnostics
     Xt: torch.Tensor | None = None  # (N, D_t) teacher features aligned with X rows
     Xtu: torch.Tensor | None = None  # (N_u, D_t) teacher features aligned with Xu rows
-    crops: torch.Tensor | None = None  # (N_u, V, D) DINO frame-crop views
+    crops: torch.Tensor | None = None  # (S, N_u, V, D) DINO frame-crop view sets, one per seed
+    crop_sets: torch.Tensor | None = None  # (M,) the crop set of each run
     provenance: dict = field(default_factory=dict)
 
 
@@ -68,13 +86,28 @@ def prepare(cfg: TrainConfig) -> Prepared:
     else:
         ufeats = feats
 
-    runs, labeled, train_all, unlabeled, test, init_seeds = [], [], [], [], [], []
+    if cfg.val == "emobox":
+        lacking = [f.k for f in folds if f.valid is None]
+        if lacking:
+            raise DataError(f"--val emobox: {cfg.manifests}/{cfg.dataset} fold(s) {lacking} have no EmoBox "
+                            "*_valid_fold_<k>.jsonl; use --val-fraction F instead")
+    runs, labeled, train_all, unlabeled, test, init_seeds, val, diag_pool = [], [], [], [], [], [], [], []
     for f in folds:
         for seed in cfg.seeds:
-            run_seed = seed * 1000 + f.k  # the split, the initialisation and the batch order of this run
+            run_seed = seed * RUN_SEED_STRIDE + f.k
             lab, unl = split_labeled(f.train, y, cfg.labeled_fraction, run_seed)
+            if cfg.val == "emobox":
+                v = f.valid
+            elif cfg.val_rows_fraction > 0:
+                lab, v = split_labeled(lab, y, 1 - cfg.val_rows_fraction, run_seed + VAL_SEED_OFFSET)
+            else:
+                v = np.zeros(0, dtype=np.int64)
             if ufeats is not feats:
                 unl = np.arange(len(ufeats.keys))
+            pool = unl if len(unl) else lab
+            if 0 < cfg.diag_pool_rows < len(pool):
+                pool = np.sort(np.random.default_rng(run_seed + DIAG_SEED_OFFSET).choice(pool, cfg.diag_pool_rows,
+                                                                                         replace=False))
             present = set(np.unique(y[lab if cfg.method != "full-labeled" else f.train]).tolist())
             miss_train = [c for i, c in enumerate(labels.classes) if i not in present]
             miss_test = [c for i, c in enumerate(labels.classes) if i not in set(np.unique(y[f.test]).tolist())]
@@ -91,18 +124,26 @@ def prepare(cfg: TrainConfig) -> Prepared:
             unlabeled.append(torch.as_tensor(unl))
             test.append(f.test)
             init_seeds.append(run_seed)
+            val.append(v)
+            diag_pool.append(pool)
 
     data = Prepared(feats.X, torch.as_tensor(np.maximum(y, 0)), labels.classes, ufeats.X, runs, labeled,
-                    train_all, unlabeled, test, init_seeds, provenance=prov)
+                    train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov)
     if cfg.method == "b-grpo" and cfg.needs_teacher:
         _attach_teacher(cfg, store, feats, ufeats, data)
     if cfg.method == "dino" and cfg.dino_views != "noise":
-        if ufeats.frames_available:
-            data.crops = crop_views(store, cfg.model, cfg.unlabeled_dataset, ufeats.keys, max(2, cfg.dino_crops),
-                                    cfg.seeds[0])
+        entry = f"{cfg.model}/{cfg.unlabeled_dataset}"
+        frame_dim = store.frames(cfg.model, cfg.unlabeled_dataset, ufeats.keys[0]).shape[-1] \
+            if ufeats.frames_available else None
+        if frame_dim == ufeats.X.shape[1]:
+            data.crops = crop_views(store, cfg.model, cfg.unlabeled_dataset, ufeats.keys, cfg.dino_crops,
+                                    [s + CROP_SEED_OFFSET for s in cfg.seeds])
+            data.crop_sets = torch.as_tensor([cfg.seeds.index(r["seed"]) for r in runs])
         elif cfg.dino_views == "frames":
-            raise DataError(f"--dino-views frames: {cfg.model}/{cfg.unlabeled_dataset} was extracted without "
-                            "frames; use --dino-views noise (or auto)")
+            why = ("was extracted without frames" if frame_dim is None else
+                   f"has {frame_dim}-dim frames but {ufeats.X.shape[1]}-dim pooled features (e.g. egemaps: frame "
+                   "descriptors vs functionals), so frame crops are not inputs the policy reads")
+            raise DataError(f"--dino-views frames: {entry} {why}; use --dino-views noise (or auto)")
     for r in data.runs:
         r["views"] = "" if cfg.method != "dino" else ("frames" if data.crops is not None else "noise")
     return data
@@ -153,8 +194,10 @@ class Context:
     opt: StackedAdam
     log: EpochLog
     gens: list[torch.Generator]
-    gen: torch.Generator
+    view_gens: list[torch.Generator]
     snapshots: dict = field(default_factory=dict)
+    stage_of: dict = field(default_factory=dict)
+    """Row stage ('stage1', 'final') -> the EpochLog stage it reports."""
 
     def new_opt(self, model: StackedMLP) -> StackedAdam:
         return StackedAdam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -165,8 +208,20 @@ class Context:
                          self.gens, self.log)
 
     def snapshot(self, stage: str, model: StackedMLP):
-        """Test predictions of ``model`` now, reported as rows of ``stage``."""
+        """Test predictions of ``model`` now, reported as rows of ``stage`` (the log stage just trained)."""
         self.snapshots[stage] = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
+        self.stage_of[stage] = self.log.stage
+        self.snapshots[f"{stage}:epoch"] = self.log.epoch
+        self.snapshots[f"{stage}:train_f1"] = macro_f1_batched(self.data.y[self.train_idx], model.predict(
+            self.data.X, self.train_idx).argmax(-1), self.train_valid, len(self.data.classes))  # (M,)
+
+    @property
+    def train_idx(self) -> torch.Tensor:
+        return pad_rows(self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled)[0]
+
+    @property
+    def train_valid(self) -> torch.Tensor:
+        return pad_rows(self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled)[1]
 
 
 def m_baseline(ctx: Context) -> StackedMLP:
@@ -195,7 +250,7 @@ def m_dino(ctx: Context) -> StackedMLP:
     teacher = ctx.policy.frozen_copy()
     ctx.log.begin("dino", teacher, cfg.epochs_stage2)
     train_dino(ctx.policy, teacher, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
-               cfg.batch_size, ctx.gens, ctx.gen, cfg, ctx.data.crops, ctx.log)
+               cfg.batch_size, ctx.gens, ctx.view_gens, cfg, ctx.data.crops, ctx.data.crop_sets, ctx.log)
     return teacher
 
 
@@ -207,9 +262,9 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
     logp_ref_all = ctx.policy.predict_all(data.Xu).log_softmax(-1)  # (M, N_u, C)
     p_teacher_all = None
     if cfg.needs_teacher:
-        teacher = StackedMLP.from_seeds([s + 7 for s in data.init_seeds], data.Xt.shape[1], len(data.classes),
-                                        cfg.hidden)
-        teacher_gens = [torch.Generator().manual_seed(s + 7) for s in data.init_seeds]
+        teacher = StackedMLP.from_seeds([s + TEACHER_SEED_OFFSET for s in data.init_seeds], data.Xt.shape[1],
+                                        len(data.classes), cfg.hidden)
+        teacher_gens = [torch.Generator().manual_seed(s + TEACHER_SEED_OFFSET) for s in data.init_seeds]
         if cfg.standardize:
             teacher.standardize(data.Xt, data.train_all)
         train_supervised(teacher, ctx.new_opt(teacher), data.Xt, data.y, data.labeled, cfg.epochs_baseline,
@@ -222,7 +277,7 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
     ctx.log.begin("b-grpo", ctx.policy, cfg.epochs_stage2)
     train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
                 ctx.gens, logp_ref_all, reward_fn, cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
-                p_teacher_all, ctx.gen, ctx.log)
+                p_teacher_all, ctx.view_gens, ctx.log)
     unrewarded = sorted({(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo"}
                         - {(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo" and r["reward"] > 0})
     if unrewarded:
@@ -232,12 +287,33 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
     return ctx.policy
 
 
+def m_reference(ctx: Context) -> StackedMLP:
+    """Converged supervised references on the run's labelled rows (ours): the policy MLP trained with
+    --reference-lr until its validation macro-F1 has not improved for --reference-patience epochs (the best
+    validation epoch is reported), and a standardised logistic regression (scikit-learn) on the same rows."""
+    from trainer.reference import logistic_regression
+
+    cfg, data, log = ctx.cfg, ctx.data, ctx.log
+    opt = StackedAdam(ctx.policy.parameters(), lr=cfg.reference_lr, weight_decay=cfg.weight_decay)
+    log.begin("supervised", ctx.policy, cfg.reference_max_epochs)
+    for _ in range(cfg.reference_max_epochs):
+        train_supervised(ctx.policy, opt, data.X, data.y, data.labeled, 1, cfg.batch_size, ctx.gens, log)
+        best = log.selected.get("supervised")
+        if best is not None and bool((log.epoch - best.improved >= cfg.reference_patience).all()):
+            break
+    fits = [logistic_regression(data.X, data.y, data.labeled[r].numpy(), data.test[r]) for r in range(len(data.runs))]
+    ctx.snapshots["logreg"] = [f[0] for f in fits]
+    ctx.snapshots["logreg:train"] = [f[1] for f in fits]
+    return ctx.policy
+
+
 METHODS = {
     "baseline": m_baseline,
     "same-epochs": m_same_epochs,
     "full-labeled": m_full_labeled,
     "dino": m_dino,
     "b-grpo": m_bgrpo,
+    "reference": m_reference,
 }
 
 
@@ -267,38 +343,104 @@ class Result:
     seconds_load: float
 
 
+def check_out(cfg: TrainConfig) -> Path:
+    """The run's output folder; a file in the way is an error before any training."""
+    d = Path(cfg.out) / cfg.run_name
+    for p in (Path(cfg.out), d):
+        if p.exists() and not p.is_dir():
+            raise DataError(f"--out {cfg.out}: {p} is a file, not a folder; give a folder path")
+    return d
+
+
+def eval_sets(cfg: TrainConfig, data: Prepared) -> dict[str, EvalSet]:
+    """What the log evaluates per epoch: test, the stage-2 pool (diagnostics) and the validation rows."""
+    sets = {"test": EvalSet(data.X, *pad_rows(data.test)),
+            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False)}
+    if cfg.has_val:
+        sets["val"] = EvalSet(data.X, *pad_rows(data.val))
+    return sets
+
+
+def labelled_prior(data: Prepared, cfg: TrainConfig) -> torch.Tensor:
+    """Class shares of each run's labelled rows, (M, C)."""
+    pools = data.train_all if cfg.method == "full-labeled" else data.labeled
+    counts = torch.stack([torch.bincount(data.y[p], minlength=len(data.classes)) for p in pools]).double()
+    return counts / counts.sum(1, keepdim=True).clamp_min(1)
+
+
 def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     """Train and score every (fold, seed) run of ``cfg``; ``data`` reuses an already prepared dataset."""
     fn = get_method(cfg.method)
+    check_out(cfg)
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     if data is None:
         data = prepare(cfg)
     t_load = time.perf_counter() - t0
-    test_idx, test_valid = pad_rows(data.test)
     policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[1], len(data.classes), cfg.hidden)
     if cfg.standardize:
         policy.standardize(data.X, data.train_all)
     gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
-    ctx = Context(cfg, data, policy, None, EpochLog(data.X, data.y, test_idx, test_valid, len(data.classes),
-                                                    [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs],
-                                                    cfg.eval_every, bar),
-                  gens, torch.Generator().manual_seed(cfg.seeds[0] + 99))
+    log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
+                   [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], labelled_prior(data, cfg),
+                   1 if cfg.method == "reference" else cfg.eval_every, bar)
+    ctx = Context(cfg, data, policy, None, log, gens,
+                  [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
     ctx.opt = ctx.new_opt(policy)
     final = fn(ctx)
     ctx.snapshot("final", final)
     seconds = time.perf_counter() - t0
 
+    collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_epochs)
+    for r, info in enumerate(data.runs):
+        if collapsed and collapsed[r]:
+            warnings.warn(f"{cfg.method} {cfg.dataset} fold {info['fold']} seed {info['seed']}: predictions on the "
+                          f"unlabelled pool collapsed from epoch {onset[r]} on (a class below a quarter of its "
+                          "labelled share, or entropy below half the prior's); see curves.csv/curves.png")
     rows, confusions = [], {}
-    for stage, pred in ctx.snapshots.items():
+    for stage in ("stage1", "final"):
+        if stage not in ctx.snapshots:
+            continue
+        pred, sel = ctx.snapshots[stage], log.selected.get(ctx.stage_of[stage])
+        oracle = log.oracle.get(ctx.stage_of[stage])
+        epochs = [e for e in log.collapse_epochs if e <= ctx.snapshots[f"{stage}:epoch"]]
+        col, ons = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
         cm = np.zeros((len(data.classes),) * 2, dtype=np.int64)
         for r, run_info in enumerate(data.runs):
             rows_r = data.test[r]
-            yt, yp = data.y[rows_r].numpy(), pred[r, :len(rows_r)].numpy()
-            cm += confusion(yt, yp, len(data.classes))
-            rows.append(_row(cfg, stage, run_info, scores(yt, yp), data, r, seconds))
+            yt = data.y[rows_r].numpy()
+            last = scores(yt, pred[r, :len(rows_r)].numpy())
+            chosen = scores(yt, sel.test_pred[r, :len(rows_r)].numpy()) if sel is not None else None
+            report = chosen if cfg.selects_val and chosen is not None else last
+            cm += confusion(yt, (sel.test_pred if report is chosen else pred)[r, :len(rows_r)].numpy(),
+                            len(data.classes))
+            row = _row(cfg, stage, run_info, report, data, r, seconds)
+            row.update({
+                "select": "val" if cfg.selects_val else "last",
+                "selected_epoch": int(sel.epoch[r]) if sel is not None else ctx.snapshots[f"{stage}:epoch"],
+                "val_macro_f1": float(sel.score[r]) if sel is not None else float("nan"),
+                **{f"last_{k}": v for k, v in last.items()},
+                "oracle_macro_f1": float(oracle.score[r]) if oracle is not None else float("nan"),
+                "oracle_epoch": int(oracle.epoch[r]) if oracle is not None else -1,
+                "collapsed": bool(col[r]) if col else False, "collapse_epoch": ons[r] if col else -1,
+                "train_loss": log.losses[ctx.stage_of[stage]][-1][r],
+                "train_macro_f1": float(ctx.snapshots[f"{stage}:train_f1"][r]),
+                "under_trained": cfg.method != "reference" and "supervised" in log.losses
+                and under_trained([e[r] for e in log.losses["supervised"]]),
+            })
+            rows.append(row)
         confusions[stage] = cm
-    return Result(cfg, rows, ctx.log.rows, confusions, data.classes, data.provenance, seconds, t_load)
+    if "logreg" in ctx.snapshots:
+        for r, run_info in enumerate(data.runs):
+            rows_r = data.test[r]
+            s_ = scores(data.y[rows_r].numpy(), ctx.snapshots["logreg"][r])
+            row = _row(cfg, "final", run_info, s_, data, r, seconds)
+            row.update({"method": "reference-logreg", "select": "", "selected_epoch": -1,
+                        "val_macro_f1": float("nan"), **{f"last_{k}": v for k, v in s_.items()},
+                        "oracle_macro_f1": s_["macro_f1"], "oracle_epoch": -1, "collapsed": False,
+                        "collapse_epoch": -1, **ctx.snapshots["logreg:train"][r], "under_trained": False})
+            rows.append(row)
+    return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load)
 
 
 def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: int, seconds: float) -> dict:
@@ -313,6 +455,7 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,
         "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"],
         "n_train_labeled": len(data.train_all[r] if cfg.method == "full-labeled" else data.labeled[r]),
+        "n_val": len(data.val[r]) if data.val else 0,
         "n_unlabeled": len(data.unlabeled[r]) if cfg.method in ("dino", "b-grpo") else 0,
         "n_test": len(data.test[r]), "n_dropped": info["n_dropped"], "n_missing": info["n_missing"],
         "missing_train_classes": info["missing_train_classes"],
@@ -327,7 +470,7 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     import pandas as pd
 
     cfg = result.cfg
-    d = Path(out or cfg.out) / cfg.run_name
+    d = Path(out) / cfg.run_name if out else check_out(cfg)
     d.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result.rows).to_csv(d / "results.csv", index=False)
     pd.DataFrame(result.curves).to_csv(d / "curves.csv", index=False)

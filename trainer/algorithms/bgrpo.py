@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.data import epoch_batches
+from trainer.data import epoch_batches, run_multinomial
 
 STD_EPS = 1e-4
 """Added to the batch standard deviation in eq. 6 (a batch of equal rewards gives A = 0, not NaN)."""
@@ -61,13 +61,15 @@ def bgrpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tenso
 def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int, batch_size: int,
                 gens: list[torch.Generator], logp_ref_all: torch.Tensor, reward_fn, adv_mode: str = "positive",
                 eps: float = 0.2, beta: float = 0.04, mu: int = 1, action: str = "greedy",
-                p_teacher_all: torch.Tensor | None = None, gen: torch.Generator | None = None, log=None):
+                p_teacher_all: torch.Tensor | None = None, gens_action: list[torch.Generator] | None = None,
+                log=None):
     """B-GRPO on unlabelled rows of ``Xu``; each batch of each run is one group.
 
     ``logp_ref_all`` (M, N_u, C): log pi_ref of the frozen reference (the baseline policy) on every row,
     precomputed once (the reference and the features are fixed). ``p_teacher_all`` (M, N_u, C): teacher
     probabilities for r3-r5. ``reward_fn(p, p_t) -> (M, B)``. pi_old is the policy at the start of the
-    batch's ``mu`` updates; the action o_i is argmax pi_old ('greedy') or drawn from it ('sample').
+    batch's ``mu`` updates; the action o_i is argmax pi_old ('greedy') or drawn from it ('sample', run r from
+    its own ``gens_action[r]``).
     """
     m = logp_ref_all.shape[0]
     run = torch.arange(m).unsqueeze(1)  # (M, 1)
@@ -78,7 +80,7 @@ def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs
             with torch.no_grad():
                 p_old = logp_all.exp()  # (M, B, C)
                 if action == "sample":
-                    o = torch.multinomial(p_old.view(-1, p_old.shape[-1]), 1, generator=gen).view(m, -1)
+                    o = run_multinomial(p_old, gens_action)  # (M, B)
                 else:
                     o = p_old.argmax(-1)  # (M, B)
                 p_t = p_teacher_all[run, idx] if p_teacher_all is not None else None  # (M, B, C)

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from trainer.data import epoch_batches
+from trainer.data import epoch_batches, run_rand
 
 
 def dino_loss(s1: torch.Tensor, s2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, center: torch.Tensor,
@@ -53,25 +53,26 @@ def ema_update(teacher, student, momentum: torch.Tensor):
         pt.mul_(m).add_((1 - m) * ps)
 
 
-def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gen: torch.Generator):
+def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gens: list[torch.Generator]):
     """Two views of pooled vectors: x + N(0, (noise * std)^2), then feature dropout (inverted scaling).
 
-    ``std`` broadcasts against ``x``: (D,) or per run (M, 1, D) for x (M, B, D).
+    x (M, B, D), run r's noise from ``gens[r]``; ``std`` broadcasts against ``x``: (D,) or per run (M, 1, D).
     """
     views = []
     for _ in range(2):
-        v = x + torch.randn(x.shape, generator=gen) * (noise * std)
+        v = x + run_rand("randn", x.shape[1:], gens) * (noise * std)
         if p_drop > 0:
-            keep = torch.rand(x.shape, generator=gen) >= p_drop
+            keep = run_rand("rand", x.shape[1:], gens) >= p_drop
             v = v * keep / (1 - p_drop)
         views.append(v)
     return views
 
 
 def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int,
-               batch_size: int, gens: list[torch.Generator], gen: torch.Generator, cfg,
-               crops: torch.Tensor | None = None, log=None):
-    """DINO on unlabelled rows; ``crops`` (N_u, V, D) frame-crop views, else noise views of ``Xu``."""
+               batch_size: int, gens: list[torch.Generator], view_gens: list[torch.Generator], cfg,
+               crops: torch.Tensor | None = None, crop_sets: torch.Tensor | None = None, log=None):
+    """DINO on unlabelled rows; ``crops`` (S, N_u, V, D) frame-crop view sets, run r using set ``crop_sets[r]``,
+    else noise views of ``Xu``. Run r draws its views from its own ``view_gens[r]``."""
     m = student.n_members
     steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
     schedule = momentum_schedule(cfg.dino_momentum, epochs * steps_per_epoch)
@@ -84,12 +85,12 @@ def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor
                                     cfg.dino_warmup_frac)
         for idx, valid, active in epoch_batches(pools, batch_size, gens):
             if crops is not None:
-                n_views = crops.shape[1]
-                a = torch.randint(n_views, idx.shape, generator=gen)  # (M, B) two distinct crops per sample
-                b = (a + torch.randint(1, n_views, idx.shape, generator=gen)) % n_views
-                v1, v2 = crops[idx, a], crops[idx, b]  # (M, B, D)
+                n_views, sets = crops.shape[2], crop_sets.unsqueeze(1)  # sets (M, 1)
+                a = run_rand("randint", idx.shape[1:], view_gens, n_views)  # (M, B) two distinct crops per sample
+                b = (a + 1 + run_rand("randint", idx.shape[1:], view_gens, n_views - 1)) % n_views
+                v1, v2 = crops[sets, idx, a], crops[sets, idx, b]  # (M, B, D)
             else:
-                v1, v2 = noise_views(Xu[idx], std, cfg.dino_noise, cfg.dino_dropout, gen)
+                v1, v2 = noise_views(Xu[idx], std, cfg.dino_noise, cfg.dino_dropout, view_gens)
             s1, s2 = student(v1), student(v2)  # (M, B, C)
             with torch.no_grad():
                 t1, t2 = teacher(v1), teacher(v2)
