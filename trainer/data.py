@@ -128,11 +128,24 @@ def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> L
     return Labels(y, classes, dropped)
 
 
+def dataset_folder(manifests: str, dataset: str) -> Path:
+    """<manifests>/<dataset>, or an error that says what is wrong (and hints at the parent when one level deep)."""
+    if not manifests:
+        raise DataError("--manifests is required: the EmoBox data folder with <dataset>/fold_<k>/ manifests")
+    folder = Path(manifests) / dataset
+    if not folder.is_dir():
+        here = Path(manifests)
+        hint = " (did you mean the parent?)" if here.name == dataset or any(here.glob("fold_*")) else ""
+        raise DataError(f"--manifests {manifests}: no folder {dataset}/ here{hint}; EmoBox layout "
+                        f"<manifests>/<dataset>/fold_<k>/<dataset>_train_fold_<k>.jsonl")
+    return folder
+
+
 def read_label_map(manifests: str, dataset: str) -> dict[str, str]:
     """<manifests>/<dataset>/label_map.json (raw label -> EmoBox class); missing or not a JSON object is an error."""
     from emocache.manifest import load_label_map
 
-    p = Path(manifests) / dataset / "label_map.json"
+    p = dataset_folder(manifests, dataset) / "label_map.json"
     if not p.exists():
         raise DataError(f"{p}: no label map; EmoBox ships <dataset>/label_map.json beside the fold folders "
                         "(copy it there, or write {\"raw label\": \"Class\", ...})")
@@ -168,15 +181,7 @@ def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold
     """
     from emocache.manifest import ManifestError, read_folds
 
-    if not manifests:
-        raise DataError("--manifests is required: the EmoBox data folder with <dataset>/fold_<k>/ manifests")
-    folder = Path(manifests) / dataset
-    if not folder.is_dir():
-        here = Path(manifests)
-        hint = (" (did you mean the parent?)" if here.name == dataset or any(here.glob("fold_*"))
-                else "")
-        raise DataError(f"--manifests {manifests}: no folder {dataset}/ here{hint}; EmoBox layout "
-                        f"<manifests>/<dataset>/fold_<k>/<dataset>_train_fold_<k>.jsonl")
+    folder = dataset_folder(manifests, dataset)
     try:
         folds = read_folds(folder)
     except ManifestError as e:
