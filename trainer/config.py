@@ -15,6 +15,11 @@ SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 REWARDS = ("r1", "r2", "r3", "r4", "r5")
 TEACHER_REWARDS = ("r3", "r4", "r5")
 ADVANTAGES = ("positive", "signed", "none")
+BALANCES = ("none", "class-norm", "inverse-freq")
+"""Class-balanced B-GRPO advantages (ours): none (eq. 6), class-norm (eq. 6 within each predicted class of the
+batch), inverse-freq (eq. 6 weighted by the inverse frequency of each sample's predicted class in the batch)."""
+UNLABELED_METHODS = ("dino", "b-grpo", "pseudo-label", "fixmatch")
+"""Methods with a stage 2 on the unlabelled pool."""
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "labels": ("six", "emobox"),
@@ -26,6 +31,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "missing_teacher": ("error", "drop"),
     "val": ("fraction", "emobox"),
     "select": ("last", "val"),
+    "balance": BALANCES,
+    "fixmatch_views": ("auto", "frames", "noise"),
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
@@ -35,7 +42,8 @@ class TrainConfig:
     """Everything a `trainer run` needs; written in full beside every result."""
 
     method: str = "b-grpo"
-    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, reference."""
+    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, reference, pseudo-label,
+    fixmatch."""
     store: str = ""
     """Feature store URL (local path or fsspec URL)."""
     model: str = "sensevoice-small"
@@ -93,6 +101,15 @@ class TrainConfig:
     """Policy updates per batch against the same pi_old (GRPO's mu); with 1 the ratio is 1 at each step."""
     action: str = "greedy"
     """Action o_i: 'greedy' (argmax of pi_old) or 'sample' (drawn from pi_old)."""
+    penalty_value: float = 0.0
+    """Reward of a sample whose r1/r3/r4/r5 condition fails; 0 = eq. 1-5 (the paper also tried C = 2, P = -1).
+    Eq. 6 normalises rewards per group, so with advantage positive/signed C and P change nothing but the 1e-4."""
+    balance: str = "none"
+    """Ours: class-balanced advantage. 'none' (eq. 6), 'class-norm' (normalise rewards within each predicted
+    class of the batch), 'inverse-freq' (weight A_i by the inverse frequency of its predicted class in the batch)."""
+    sup_weight: float = 0.0
+    """Ours: weight W of a cross-entropy term on the run's labelled rows in stage 2 (b-grpo), a labelled batch
+    drawn beside each unlabelled batch; 0 = the paper's unsupervised stage 2."""
 
     dino_views: str = "auto"
     """DINO views: 'frames' (random frame crops), 'noise' (noise + feature dropout on pooled), 'auto'."""
@@ -114,6 +131,28 @@ class TrainConfig:
     """Fraction of the DINO epochs over which the teacher temperature rises linearly."""
     dino_center_momentum: float = 0.9
     """EMA momentum of the teacher-output center."""
+
+    pseudo_threshold: float = 0.95
+    """pseudo-label: a pool sample joins the loss when its max class probability is at least this (ours: Lee
+    2013 uses every sample; the threshold is FixMatch's value)."""
+    pseudo_weight: float = 3.0
+    """pseudo-label: alpha_f, the final weight of the pseudo-label term (Lee 2013, eq. 16: 3)."""
+    pseudo_rampup: float = 0.5
+    """pseudo-label: share of the stage-2 epochs over which alpha(t) rises linearly from 0 to alpha_f (Lee 2013,
+    eq. 16, ramps from epoch T1 to T2; here T1 is the start of stage 2, the baseline being the warm-up; ours)."""
+    fixmatch_threshold: float = 0.95
+    """FixMatch: confidence threshold tau of the weak-view pseudo-label (Sohn et al. 2020: 0.95)."""
+    fixmatch_lambda_u: float = 1.0
+    """FixMatch: weight lambda_u of the unlabelled term (Sohn et al. 2020: 1)."""
+    fixmatch_views: str = "auto"
+    """FixMatch strong view: 'frames' (a random frame-crop mean, then noise + dropout), 'noise' (noise + dropout on
+    the pooled vector), 'auto' (frames where frames and pooled features share a space)."""
+    fixmatch_weak_noise: float = 0.05
+    """FixMatch weak view: Gaussian noise std in units of each feature's pool std (ours)."""
+    fixmatch_strong_noise: float = 0.2
+    """FixMatch strong view: Gaussian noise std in units of each feature's pool std (ours)."""
+    fixmatch_strong_dropout: float = 0.2
+    """FixMatch strong view: feature dropout probability (ours)."""
 
     val_fraction: float = 0.0
     """Share of each run's labelled rows held out (stratified, seeded like the split) as a validation split for
@@ -183,6 +222,24 @@ class TrainConfig:
         if self.unlabeled_from and self.unlabeled_from == self.dataset:
             raise ValueError(f"--unlabeled-from {self.unlabeled_from} names the trained dataset itself, whose test rows "
                              "would then enter the unlabelled pool; leave --unlabeled-from empty for the same corpus")
+        for name in ("penalty_value", "sup_weight", "pseudo_weight", "fixmatch_lambda_u"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
+        for name in ("sup_weight", "pseudo_weight", "fixmatch_lambda_u", "fixmatch_weak_noise",
+                     "fixmatch_strong_noise"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        for name in ("pseudo_threshold", "fixmatch_threshold", "pseudo_rampup"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be in [0, 1]")
+        if not 0 <= self.fixmatch_strong_dropout < 1:
+            raise ValueError(f"--fixmatch-strong-dropout {self.fixmatch_strong_dropout}: must be in [0, 1)")
+        if self.penalty_value != 0 and self.reward == "r2":
+            raise ValueError("--penalty-value applies to the rule rewards r1, r3, r4, r5; r2 (eq. 2) has no "
+                             "failing condition")
+        if self.balance == "class-norm" and self.advantage == "none":
+            raise ValueError("--balance class-norm normalises rewards within classes; use it with --advantage "
+                             "positive or signed")
         if self.method == "b-grpo" and self.needs_teacher and not self.teacher:
             raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
 
@@ -209,6 +266,16 @@ class TrainConfig:
         return self.select == "val" or self.method == "reference"
 
     @property
+    def uses_unlabeled(self) -> bool:
+        """Whether the method has a stage 2 on the unlabelled pool."""
+        return self.method in UNLABELED_METHODS
+
+    @property
+    def views(self) -> str:
+        """The view setting of a method with augmented views ('auto', 'frames', 'noise'; '' for the others)."""
+        return {"dino": self.dino_views, "fixmatch": self.fixmatch_views}.get(self.method, "")
+
+    @property
     def epochs_total(self) -> int:
         """Epochs of the whole run (both stages)."""
         return self.epochs_baseline + self.epochs_stage2
@@ -224,6 +291,12 @@ class TrainConfig:
         parts = [self.method, self.model, self.dataset, self.labels]
         if self.method == "b-grpo":
             parts += [self.reward, self.advantage] + ([self.teacher] if self.needs_teacher else [])
+            if self.reward_value != 1 or self.penalty_value != 0:
+                parts.append(f"C{self.reward_value:g}P{self.penalty_value:g}")
+            if self.balance != "none":
+                parts.append(self.balance)
+            if self.sup_weight:
+                parts.append(f"sup{self.sup_weight:g}")
         if self.unlabeled_from:
             parts.append(f"from-{self.unlabeled_from}")
         if self.labeled_fraction != 0.5:
@@ -257,4 +330,5 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "CHOICES", "field_docs"]
+__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "BALANCES", "UNLABELED_METHODS", "CHOICES",
+           "field_docs"]

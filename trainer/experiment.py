@@ -19,7 +19,10 @@ import torch
 
 from trainer import __version__
 from trainer.algorithms.bgrpo import train_bgrpo
+from trainer.algorithms.common import LabelledStream
 from trainer.algorithms.dino import train_dino
+from trainer.algorithms.fixmatch import train_fixmatch
+from trainer.algorithms.pseudolabel import train_pseudo_label
 from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
 from trainer.data import (DataError, crop_views, fold_rows, join_by_key, load_features, map_labels,
@@ -43,6 +46,9 @@ DIAG_SEED_OFFSET = 53
 """Run seed + this draws the pool subsample of the collapse diagnostics (--diag-pool-rows)."""
 CROP_SEED_OFFSET = 17
 """Seed + this draws the seed's set of DINO frame crops (shared by that seed's folds)."""
+LABELED_SEED_OFFSET = 71
+"""Run seed + this orders the labelled batches drawn beside the unlabelled ones in stage 2 (--sup-weight,
+pseudo-label, fixmatch)."""
 
 
 @dataclass
@@ -77,7 +83,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     folds = fold_rows(feats.keys, y, cfg.manifests, cfg.dataset, cfg.fold, set(feats.dropped_keys))
     prov = {f"{cfg.model}/{cfg.dataset}": store.provenance(cfg.model, cfg.dataset)}
 
-    if cfg.unlabeled_from and cfg.method in ("dino", "b-grpo"):
+    if cfg.unlabeled_from and cfg.uses_unlabeled:
         ufeats = load_features(store, cfg.model, cfg.unlabeled_from, cfg.nonfinite)
         if ufeats.X.shape[1] != feats.X.shape[1]:
             raise DataError(f"--unlabeled-from {cfg.unlabeled_from}: dim {ufeats.X.shape[1]} != "
@@ -131,7 +137,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
                     train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov)
     if cfg.method == "b-grpo" and cfg.needs_teacher:
         _attach_teacher(cfg, store, feats, ufeats, data)
-    if cfg.method == "dino" and cfg.dino_views != "noise":
+    if cfg.views in ("auto", "frames"):
         entry = f"{cfg.model}/{cfg.unlabeled_dataset}"
         frame_dim = store.frames(cfg.model, cfg.unlabeled_dataset, ufeats.keys[0]).shape[-1] \
             if ufeats.frames_available else None
@@ -139,13 +145,14 @@ def prepare(cfg: TrainConfig) -> Prepared:
             data.crops = crop_views(store, cfg.model, cfg.unlabeled_dataset, ufeats.keys, cfg.dino_crops,
                                     [s + CROP_SEED_OFFSET for s in cfg.seeds])
             data.crop_sets = torch.as_tensor([cfg.seeds.index(r["seed"]) for r in runs])
-        elif cfg.dino_views == "frames":
+        elif cfg.views == "frames":
             why = ("was extracted without frames" if frame_dim is None else
                    f"has {frame_dim}-dim frames but {ufeats.X.shape[1]}-dim pooled features (e.g. egemaps: frame "
                    "descriptors vs functionals), so frame crops are not inputs the policy reads")
-            raise DataError(f"--dino-views frames: {entry} {why}; use --dino-views noise (or auto)")
+            opt = f"--{cfg.method}-views"
+            raise DataError(f"{opt} frames: {entry} {why}; use {opt} noise (or auto)")
     for r in data.runs:
-        r["views"] = "" if cfg.method != "dino" else ("frames" if data.crops is not None else "noise")
+        r["views"] = "" if not cfg.views else ("frames" if data.crops is not None else "noise")
     return data
 
 
@@ -215,6 +222,11 @@ class Context:
         self.snapshots[f"{stage}:train_f1"] = macro_f1_batched(self.data.y[self.train_idx], model.predict(
             self.data.X, self.train_idx).argmax(-1), self.train_valid, len(self.data.classes))  # (M,)
 
+    def labelled_stream(self) -> LabelledStream:
+        """Each run's labelled rows as endless batches beside the stage-2 batches, in their own seeded order."""
+        return LabelledStream(self.data.X, self.data.y, self.data.labeled, self.cfg.batch_size,
+                              [torch.Generator().manual_seed(s + LABELED_SEED_OFFSET) for s in self.data.init_seeds])
+
     @property
     def train_idx(self) -> torch.Tensor:
         return pad_rows(self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled)[0]
@@ -272,12 +284,14 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
         p_teacher_all = teacher.predict_all(data.Xtu).softmax(-1)  # (M, N_u, C)
 
     def reward_fn(p, p_t):
-        return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta)
+        return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta,
+                      penalty=cfg.penalty_value)
 
     ctx.log.begin("b-grpo", ctx.policy, cfg.epochs_stage2)
     train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
                 ctx.gens, logp_ref_all, reward_fn, cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
-                p_teacher_all, ctx.view_gens, ctx.log)
+                p_teacher_all, ctx.view_gens, ctx.log, balance=cfg.balance,
+                sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
     unrewarded = sorted({(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo"}
                         - {(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo" and r["reward"] > 0})
     if unrewarded:
@@ -307,6 +321,31 @@ def m_reference(ctx: Context) -> StackedMLP:
     return ctx.policy
 
 
+def m_pseudo_label(ctx: Context) -> StackedMLP:
+    """Baseline, then pseudo-labelling with a confidence threshold on the unlabelled pool (Lee 2013), the
+    supervised term kept on the labelled rows."""
+    cfg = ctx.cfg
+    m_baseline(ctx)
+    ctx.snapshot("stage1", ctx.policy)
+    ctx.log.begin("pseudo-label", ctx.policy, cfg.epochs_stage2)
+    train_pseudo_label(ctx.policy, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
+                       cfg.batch_size, ctx.gens, ctx.labelled_stream(), cfg.pseudo_threshold, cfg.pseudo_weight,
+                       cfg.pseudo_rampup, ctx.log)
+    return ctx.policy
+
+
+def m_fixmatch(ctx: Context) -> StackedMLP:
+    """Baseline, then FixMatch (Sohn et al. 2020) on the unlabelled pool, the supervised term kept."""
+    cfg = ctx.cfg
+    m_baseline(ctx)
+    ctx.snapshot("stage1", ctx.policy)
+    ctx.log.begin("fixmatch", ctx.policy, cfg.epochs_stage2)
+    train_fixmatch(ctx.policy, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
+                   cfg.batch_size, ctx.gens, ctx.view_gens, ctx.labelled_stream(), cfg, ctx.data.crops,
+                   ctx.data.crop_sets, ctx.log)
+    return ctx.policy
+
+
 METHODS = {
     "baseline": m_baseline,
     "same-epochs": m_same_epochs,
@@ -314,6 +353,8 @@ METHODS = {
     "dino": m_dino,
     "b-grpo": m_bgrpo,
     "reference": m_reference,
+    "pseudo-label": m_pseudo_label,
+    "fixmatch": m_fixmatch,
 }
 
 
@@ -451,12 +492,15 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "reward": cfg.reward if cfg.method == "b-grpo" else "",
         "teacher": cfg.teacher if uses_teacher else "",
         "advantage": cfg.advantage if cfg.method == "b-grpo" else "",
-        "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.method in ("dino", "b-grpo") else "",
+        "balance": cfg.balance if cfg.method == "b-grpo" else "",
+        "sup_weight": cfg.sup_weight if cfg.method == "b-grpo" else 0.0,
+        "penalty_value": cfg.penalty_value if cfg.method == "b-grpo" else 0.0,
+        "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.uses_unlabeled else "",
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,
         "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"],
         "n_train_labeled": len(data.train_all[r] if cfg.method == "full-labeled" else data.labeled[r]),
         "n_val": len(data.val[r]) if data.val else 0,
-        "n_unlabeled": len(data.unlabeled[r]) if cfg.method in ("dino", "b-grpo") else 0,
+        "n_unlabeled": len(data.unlabeled[r]) if cfg.uses_unlabeled else 0,
         "n_test": len(data.test[r]), "n_dropped": info["n_dropped"], "n_missing": info["n_missing"],
         "missing_train_classes": info["missing_train_classes"],
         "missing_test_classes": info["missing_test_classes"], "views": info["views"],

@@ -18,11 +18,13 @@ import pandas as pd
 from trainer.significance import paired
 
 TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher", "advantage", "labels",
-        "unlabeled_from", "missing_train_classes", "missing_test_classes", "views"]
+        "unlabeled_from", "missing_train_classes", "missing_test_classes", "views", "balance"]
 METHOD_NAMES = {"baseline": "Baseline", "dino": "DINO", "same-epochs": "Same epochs",
                 "full-labeled": "Full labeled", "b-grpo": "B-GRPO"}
 REFERENCE_NAMES = {"reference": "Reference MLP (converged, early-stopped on validation; ours)",
                    "reference-logreg": "Reference logistic regression (standardised; ours)"}
+STABILISERS = {"balance": "none", "sup_weight": 0.0, "penalty_value": 0.0}
+"""B-GRPO options beyond the paper (ours) and their paper values; the paper tables show only the paper's B-GRPO."""
 PAPER_DATASETS = ("iemocap", "casia", "cafe", "meld", "m3ed")
 """The paper's column order; other datasets follow by name."""
 PAPER_TEACHERS = ("emotion2vec-plus-large", "emotion2vec-base", "whisper-large-v3")
@@ -121,7 +123,11 @@ def _grid(df: pd.DataFrame, row_specs: list[tuple[str, pd.Series]], datasets: li
 
 
 def _default_bgrpo(df: pd.DataFrame) -> pd.Series:
-    return (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.unlabeled_from == "")
+    mask = (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.unlabeled_from == "")
+    for col, paper in STABILISERS.items():  # the paper's B-GRPO, not a stabilised variant (ours)
+        if col in df:
+            mask &= df[col].isin([paper, ""])
+    return mask
 
 
 def table1(df, datasets, style):
@@ -201,12 +207,13 @@ def table5(df, datasets, style):
 
 def generic(df, datasets, style):
     keys = ["method", "model", "reward", "teacher", "advantage", "unlabeled_from", "labeled_fraction", "labels"]
-    keys += [k for k in ("select",) if k in df]
+    keys += [k for k in ("select", *STABILISERS) if k in df]
     specs = []
     for combo, g in df.groupby(keys, sort=False):
         d = dict(zip(keys, combo))
         name = " ".join([{**METHOD_NAMES, **REFERENCE_NAMES}.get(d["method"], d["method"]), d["model"]]
-                        + [f"{k}={d[k]}" for k in keys[2:] if str(d[k]) not in ("", "nan")])
+                        + [f"{k}={d[k]}" for k in keys[2:]
+                           if str(d[k]) not in ("", "nan") and d[k] != STABILISERS.get(k)])
         specs.append((name, df.index.isin(g.index)))
     return "Results (macro-F1 %)", _md(["run"] + datasets, _grid(df, specs, datasets, style))
 
