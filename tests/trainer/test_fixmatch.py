@@ -1,10 +1,7 @@
-"""FixMatch (Sohn et al. 2020, eq. 3-4): the loss by hand, the stop-gradient on the weak view, views, runs, CLI."""
+"""FixMatch (Sohn et al. 2020, eq. 3-4): the loss by hand, the stop-gradient on the weak view, views, runs."""
 
 import math
-import subprocess
-import sys
 
-import pandas as pd
 import pytest
 import torch
 
@@ -63,18 +60,3 @@ def test_run_does_not_depend_on_stack_neighbours(base_kw, model):
     together, alone = experiment.run(cfg), experiment.run(cfg.replace(seeds=(1,), fold="2"))
     want = [c["loss"] for c in together.curves if (c["fold"], c["seed"]) == (2, 1)]
     assert [c["loss"] for c in alone.curves] == pytest.approx(want, rel=1e-5)
-
-
-@pytest.mark.parametrize("method", ["fixmatch", "pseudo-label"])
-def test_cli_smoke(synth, tmp_path, method):
-    """Each classic baseline from the command line, a few epochs, as a user would run it."""
-    p = subprocess.run([sys.executable, "-m", "trainer.cli", "run", method, "--store", synth["store"],
-                        "--manifests", synth["manifests"], "--model", "m", "--dataset", "ds", "--seeds", "0,1",
-                        "--epochs-baseline", "3", "--epochs-stage2", "3", "--lr", "1e-3", "--threads", "1",
-                        "--no-plots", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr + p.stdout
-    assert "final mean over 2 fold(s) x 2 seed(s)" in p.stdout
-    d = tmp_path / f"{method}_m_ds_six"
-    rows = pd.read_csv(d / "results.csv")
-    assert set(rows.stage) == {"stage1", "final"} and (rows.n_unlabeled > 0).all()
-    assert "mask_rate" in pd.read_csv(d / "curves.csv").columns
