@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.algorithms.common import LabelledStream, active_multinomial, masked_mean
+from trainer.algorithms.common import LabelledStream, active_multinomial, masked_mean, update
 from trainer.algorithms.supervised import ce_loss
 from trainer.config import BALANCES
 from trainer.data import epoch_batches
@@ -159,9 +159,7 @@ def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs
                     sup_sum += ce.detach()
                 approx_kl, clip_frac = policy_update_stats(logp, logp_old, eps, valid)
                 kl_sum, clip_sum = kl_sum + approx_kl, clip_sum + clip_frac
-                opt.zero_grad()
-                loss.sum().backward()
-                opt.step(active)
+                update(opt, loss, active)
             if log is not None:
                 extra = {"approx_kl": kl_sum / mu, "clip_frac": clip_sum / mu}
                 if sup is not None and sup_weight > 0:

@@ -26,6 +26,13 @@ def confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(logits.detach().softmax(-1).amax(-1), mask)
 
 
+def update(opt, loss: torch.Tensor, active: torch.Tensor) -> None:
+    """One optimiser step on the sum of the runs' losses (M,), for the active runs only (StackedAdam)."""
+    opt.zero_grad()
+    loss.sum().backward()
+    opt.step(active)
+
+
 class LabelledStream:
     """Endless shuffled batches of each run's labelled rows, for a supervised term beside a stage-2 objective.
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from trainer.algorithms.common import active_rand, confidence, masked_mean, perturb, pool_std
+from trainer.algorithms.common import active_rand, confidence, masked_mean, perturb, pool_std, update
 from trainer.data import epoch_batches
 
 
@@ -83,9 +83,7 @@ def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor
             with torch.no_grad():
                 t1, t2 = teacher(v1), teacher(v2)
             loss = dino_loss(s1, s2, t1, t2, center, cfg.dino_student_temp, tau_t, valid)  # (M,)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step(active)
+            update(opt, loss, active)
             ema_update(teacher, student, torch.where(active, schedule[min(step, len(schedule) - 1)], 1.0))
             with torch.no_grad():
                 v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)

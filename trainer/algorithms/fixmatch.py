@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.algorithms.common import LabelledStream, active_rand, confidence, masked_mean, perturb, pool_std
+from trainer.algorithms.common import (LabelledStream, active_rand, confidence, masked_mean, perturb, pool_std,
+                                       update)
 from trainer.algorithms.pseudolabel import pseudo_labels
 from trainer.algorithms.supervised import ce_loss
 from trainer.data import epoch_batches
@@ -60,9 +61,7 @@ def train_fixmatch(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epo
             logits_l, logits_strong = policy(weak_l), policy(strong_u)  # (M, B, C)
             loss = fixmatch_loss(logits_l, y_l, valid_l, logits_weak, logits_strong, valid,
                                  cfg.fixmatch_threshold, cfg.fixmatch_lambda_u)  # (M,)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step(active)
+            update(opt, loss, active)
             if log is not None:
                 keep = pseudo_labels(logits_weak, cfg.fixmatch_threshold)[1]
                 log.step(active, loss, confidence(logits_weak, valid), mask_rate=masked_mean(keep.float(), valid))

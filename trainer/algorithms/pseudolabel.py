@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.algorithms.common import LabelledStream, confidence, masked_mean
+from trainer.algorithms.common import LabelledStream, confidence, masked_mean, update
 from trainer.algorithms.supervised import ce_loss
 from trainer.data import epoch_batches
 
@@ -62,9 +62,7 @@ def train_pseudo_label(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor],
             x_l, y_l, valid_l = labelled.batch(active)  # (M, B, D), (M, B), (M, B)
             logits_l, logits_u = policy(x_l), policy(Xu[idx])  # (M, B, C)
             loss = pseudo_label_loss(logits_l, y_l, valid_l, logits_u, valid, alpha, tau)  # (M,)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step(active)
+            update(opt, loss, active)
             if log is not None:
                 keep = pseudo_labels(logits_u, tau)[1]
                 log.step(active, loss, confidence(logits_u, valid), mask_rate=masked_mean(keep.float(), valid),

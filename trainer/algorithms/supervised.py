@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.algorithms.common import confidence, masked_mean
+from trainer.algorithms.common import confidence, masked_mean, update
 from trainer.data import epoch_batches
 from trainer.models import StackedAdam, StackedMLP
 
@@ -23,9 +23,7 @@ def train_supervised(model: StackedMLP, opt: StackedAdam, X: torch.Tensor, y: to
         for idx, valid, active in epoch_batches(pools, batch_size, gens):
             logits = model(X[idx])  # (M, B, C)
             loss = ce_loss(logits, y[idx], valid)  # (M,)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step(active)
+            update(opt, loss, active)
             if log is not None:
                 log.step(active, loss, confidence(logits, valid))
         if log is not None:
