@@ -341,6 +341,8 @@ class Result:
     provenance: dict
     seconds: float
     seconds_load: float
+    eval_seconds: dict = field(default_factory=dict)
+    """Seconds spent evaluating each per-epoch set (test, pool diagnostics, val), inside ``seconds``."""
 
 
 def check_out(cfg: TrainConfig) -> Path:
@@ -440,7 +442,8 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
                         "oracle_macro_f1": s_["macro_f1"], "oracle_epoch": -1, "collapsed": False,
                         "collapse_epoch": -1, **ctx.snapshots["logreg:train"][r], "under_trained": False})
             rows.append(row)
-    return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load)
+    return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load,
+                  dict(log.eval_seconds))
 
 
 def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: int, seconds: float) -> dict:
@@ -477,7 +480,8 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     meta = {
         "config": cfg.to_dict(), "classes": list(result.classes), "rows": result.rows,
         "confusion": {k: v.tolist() for k, v in result.confusions.items()},
-        "seconds": result.seconds, "seconds_load": result.seconds_load, "provenance": result.provenance,
+        "seconds": result.seconds, "seconds_load": result.seconds_load, "eval_seconds": result.eval_seconds,
+        "provenance": result.provenance,
         "environment": {"trainer": __version__, "torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "machine": platform.machine()},
     }
