@@ -192,6 +192,17 @@ def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
 
 
 @dataclass
+class Snapshot:
+    """A reported model's test predictions and where in training it was taken."""
+
+    test_pred: torch.Tensor  # (M, T)
+    log_stage: str
+    """The EpochLog stage it ends (its best-validation / best-test epochs are that stage's)."""
+    epoch: int
+    train_f1: torch.Tensor  # (M,) macro-F1 on each run's labelled training rows
+
+
+@dataclass
 class Context:
     """What a method function works with."""
 
@@ -202,9 +213,10 @@ class Context:
     log: EpochLog
     gens: list[torch.Generator]
     view_gens: list[torch.Generator]
-    snapshots: dict = field(default_factory=dict)
-    stage_of: dict = field(default_factory=dict)
-    """Row stage ('stage1', 'final') -> the EpochLog stage it reports."""
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    """Row stage ('stage1', 'final') -> the model it reports."""
+    logreg: list = field(default_factory=list)
+    """Per run (test predictions, training fit) of the reference's logistic regression."""
 
     def new_opt(self, model: StackedMLP) -> StackedAdam:
         return StackedAdam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -216,24 +228,17 @@ class Context:
 
     def snapshot(self, stage: str, model: StackedMLP):
         """Test predictions of ``model`` now, reported as rows of ``stage`` (the log stage just trained)."""
-        self.snapshots[stage] = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
-        self.stage_of[stage] = self.log.stage
-        self.snapshots[f"{stage}:epoch"] = self.log.epoch
-        self.snapshots[f"{stage}:train_f1"] = macro_f1_batched(self.data.y[self.train_idx], model.predict(
-            self.data.X, self.train_idx).argmax(-1), self.train_valid, len(self.data.classes))  # (M,)
+        pools = self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled
+        train_idx, train_valid = pad_rows(pools)
+        train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
+                                    train_valid, len(self.data.classes))
+        test_pred = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
+        self.snapshots[stage] = Snapshot(test_pred, self.log.stage, self.log.epoch, train_f1)
 
     def labelled_stream(self) -> LabelledStream:
         """Each run's labelled rows as endless batches beside the stage-2 batches, in their own seeded order."""
         return LabelledStream(self.data.X, self.data.y, self.data.labeled, self.cfg.batch_size,
                               [torch.Generator().manual_seed(s + LABELED_SEED_OFFSET) for s in self.data.init_seeds])
-
-    @property
-    def train_idx(self) -> torch.Tensor:
-        return pad_rows(self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled)[0]
-
-    @property
-    def train_valid(self) -> torch.Tensor:
-        return pad_rows(self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled)[1]
 
 
 def m_baseline(ctx: Context) -> StackedMLP:
@@ -315,9 +320,8 @@ def m_reference(ctx: Context) -> StackedMLP:
         best = log.selected.get("supervised")
         if best is not None and bool((log.epoch - best.improved >= cfg.reference_patience).all()):
             break
-    fits = [logistic_regression(data.X, data.y, data.labeled[r].numpy(), data.test[r]) for r in range(len(data.runs))]
-    ctx.snapshots["logreg"] = [f[0] for f in fits]
-    ctx.snapshots["logreg:train"] = [f[1] for f in fits]
+    ctx.logreg = [logistic_regression(data.X, data.y, data.labeled[r].numpy(), data.test[r])
+                  for r in range(len(data.runs))]
     return ctx.policy
 
 
@@ -382,6 +386,8 @@ class Result:
     provenance: dict
     seconds: float
     seconds_load: float
+    eval_seconds: dict = field(default_factory=dict)
+    """Seconds spent evaluating each per-epoch set (test, pool diagnostics, val), inside ``seconds``."""
 
 
 def check_out(cfg: TrainConfig) -> Path:
@@ -439,49 +445,49 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
                           f"unlabelled pool collapsed from epoch {onset[r]} on (a class below a quarter of its "
                           "labelled share, or entropy below half the prior's); see curves.csv/curves.png")
     rows, confusions = [], {}
-    for stage in ("stage1", "final"):
-        if stage not in ctx.snapshots:
-            continue
-        pred, sel = ctx.snapshots[stage], log.selected.get(ctx.stage_of[stage])
-        oracle = log.oracle.get(ctx.stage_of[stage])
-        epochs = [e for e in log.collapse_epochs if e <= ctx.snapshots[f"{stage}:epoch"]]
-        col, ons = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
-        cm = np.zeros((len(data.classes),) * 2, dtype=np.int64)
-        for r, run_info in enumerate(data.runs):
-            rows_r = data.test[r]
-            yt = data.y[rows_r].numpy()
-            last = scores(yt, pred[r, :len(rows_r)].numpy())
-            chosen = scores(yt, sel.test_pred[r, :len(rows_r)].numpy()) if sel is not None else None
-            report = chosen if cfg.selects_val and chosen is not None else last
-            cm += confusion(yt, (sel.test_pred if report is chosen else pred)[r, :len(rows_r)].numpy(),
-                            len(data.classes))
-            row = _row(cfg, stage, run_info, report, data, r, seconds)
-            row.update({
-                "select": "val" if cfg.selects_val else "last",
-                "selected_epoch": int(sel.epoch[r]) if sel is not None else ctx.snapshots[f"{stage}:epoch"],
-                "val_macro_f1": float(sel.score[r]) if sel is not None else float("nan"),
-                **{f"last_{k}": v for k, v in last.items()},
-                "oracle_macro_f1": float(oracle.score[r]) if oracle is not None else float("nan"),
-                "oracle_epoch": int(oracle.epoch[r]) if oracle is not None else -1,
-                "collapsed": bool(col[r]) if col else False, "collapse_epoch": ons[r] if col else -1,
-                "train_loss": log.losses[ctx.stage_of[stage]][-1][r],
-                "train_macro_f1": float(ctx.snapshots[f"{stage}:train_f1"][r]),
-                "under_trained": cfg.method != "reference" and "supervised" in log.losses
-                and under_trained([e[r] for e in log.losses["supervised"]]),
-            })
-            rows.append(row)
-        confusions[stage] = cm
-    if "logreg" in ctx.snapshots:
-        for r, run_info in enumerate(data.runs):
-            rows_r = data.test[r]
-            s_ = scores(data.y[rows_r].numpy(), ctx.snapshots["logreg"][r])
-            row = _row(cfg, "final", run_info, s_, data, r, seconds)
-            row.update({"method": "reference-logreg", "select": "", "selected_epoch": -1,
-                        "val_macro_f1": float("nan"), **{f"last_{k}": v for k, v in s_.items()},
-                        "oracle_macro_f1": s_["macro_f1"], "oracle_epoch": -1, "collapsed": False,
-                        "collapse_epoch": -1, **ctx.snapshots["logreg:train"][r], "under_trained": False})
-            rows.append(row)
-    return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load)
+    for stage, snap in ctx.snapshots.items():
+        stage_rows, confusions[stage] = _stage_rows(ctx, stage, snap, seconds)
+        rows += stage_rows
+    for r, (pred, fit) in enumerate(ctx.logreg):
+        s_ = scores(data.y[data.test[r]].numpy(), pred)
+        rows.append({**_row(cfg, "final", data.runs[r], s_, data, r, seconds), "method": "reference-logreg",
+                     "select": "", "selected_epoch": -1, "val_macro_f1": float("nan"),
+                     **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
+                     "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, **fit, "under_trained": False})
+    return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load,
+                  dict(log.eval_seconds))
+
+
+def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tuple[list[dict], np.ndarray]:
+    """Result rows of one reported stage (last and validation-selected numbers, oracle, health) and the summed
+    confusion matrix of what the rows report."""
+    cfg, data, log = ctx.cfg, ctx.data, ctx.log
+    sel, oracle = log.selected.get(snap.log_stage), log.oracle.get(snap.log_stage)
+    epochs = [e for e in log.collapse_epochs if e <= snap.epoch]
+    col, onset = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
+    losses = log.losses.get("supervised", [])
+    rows, cm = [], np.zeros((len(data.classes),) * 2, dtype=np.int64)
+    for r, info in enumerate(data.runs):
+        n = len(data.test[r])
+        yt = data.y[data.test[r]].numpy()
+        last = scores(yt, snap.test_pred[r, :n].numpy())
+        use_sel = cfg.selects_val and sel is not None
+        pred = (sel.test_pred if use_sel else snap.test_pred)[r, :n].numpy()
+        cm += confusion(yt, pred, len(data.classes))
+        rows.append({
+            **_row(cfg, stage, info, scores(yt, pred) if use_sel else last, data, r, seconds),
+            "select": "val" if cfg.selects_val else "last",
+            "selected_epoch": int(sel.epoch[r]) if use_sel else snap.epoch,
+            "val_macro_f1": float(sel.score[r]) if use_sel else float("nan"),
+            **{f"last_{k}": v for k, v in last.items()},
+            "oracle_macro_f1": float(oracle.score[r]) if oracle is not None else float("nan"),
+            "oracle_epoch": int(oracle.epoch[r]) if oracle is not None else -1,
+            "collapsed": bool(col[r]) if col else False, "collapse_epoch": onset[r] if col else -1,
+            "train_loss": log.losses[snap.log_stage][-1][r],
+            "train_macro_f1": float(snap.train_f1[r]),
+            "under_trained": cfg.method != "reference" and under_trained([e[r] for e in losses]),
+        })
+    return rows, cm
 
 
 def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: int, seconds: float) -> dict:
@@ -521,7 +527,8 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     meta = {
         "config": cfg.to_dict(), "classes": list(result.classes), "rows": result.rows,
         "confusion": {k: v.tolist() for k, v in result.confusions.items()},
-        "seconds": result.seconds, "seconds_load": result.seconds_load, "provenance": result.provenance,
+        "seconds": result.seconds, "seconds_load": result.seconds_load, "eval_seconds": result.eval_seconds,
+        "provenance": result.provenance,
         "environment": {"trainer": __version__, "torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "machine": platform.machine()},
     }

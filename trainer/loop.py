@@ -3,6 +3,7 @@ validation-based epoch selection, progress bar."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,8 @@ class EpochLog:
         self.selected: dict[str, StageBest] = {}
         self.oracle: dict[str, StageBest] = {}
         self.losses: dict[str, list[list[float]]] = {}  # stage -> per epoch, per run mean loss
+        self.eval_seconds = {name: 0.0 for name in sets}
+        """Wall time spent evaluating each set (the cost of the curves, diagnostics and validation)."""
         self._reset()
 
     def _reset(self):
@@ -113,6 +116,7 @@ class EpochLog:
         """Evaluate every set now: curve columns -> per-run values; updates collapse flags and selections."""
         out, preds, f1s = {}, {}, {}
         for name, s in self.sets.items():
+            t0 = time.perf_counter()
             p = self.model.predict(s.X, s.idx).softmax(-1)  # (M, T, C)
             pred = p.argmax(-1)  # (M, T)
             v = s.valid.to(p.dtype)
@@ -129,6 +133,7 @@ class EpochLog:
                 preds[name] = shares
             if name == "test":
                 preds["test_pred"] = pred
+            self.eval_seconds[name] += time.perf_counter() - t0
         if "pool" in preds and self.prior is not None:
             flag = collapsed(preds["pool"], self.prior)  # (M,)
             self.collapse_flags.append(flag)

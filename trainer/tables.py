@@ -32,7 +32,18 @@ PAPER_TEACHERS = ("emotion2vec-plus-large", "emotion2vec-base", "whisper-large-v
 NUMERIC = ["macro_f1", "ua", "wa", "oracle_macro_f1", "val_macro_f1", "last_macro_f1", "train_loss",
            "train_macro_f1"]
 PAIR_KEYS = ["dataset", "model", "labels", "fold", "seed"]
-"""What makes runs of two methods a matched pair for --compare."""
+"""What makes runs of two methods a matched pair for --compare (plus the epoch selection, when the compared
+method's results hold both: a val-selected row pairs with a val-selected one; the logistic regression, which
+has no epochs, with the last-epoch one)."""
+
+
+def _pair_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows indexed by their pairing keys (``select`` '' counts as 'last')."""
+    keys = PAIR_KEYS + (["select"] if "select" in df else [])
+    out = df.copy()
+    if "select" in out:
+        out["select"] = out["select"].replace("", "last")
+    return out.set_index(keys)
 
 
 def paper_order(names, paper=PAPER_DATASETS) -> list[str]:
@@ -101,14 +112,14 @@ def cell(g: pd.DataFrame, style: Style = Style()) -> str:
 
 
 def _paired_text(g: pd.DataFrame, base: pd.DataFrame, metric: str) -> str:
-    a = g.groupby(PAIR_KEYS)[metric].mean()
-    b = base.set_index(PAIR_KEYS)[metric]
+    a = _pair_keys(g).groupby(level=list(range(len(PAIR_KEYS) + ("select" in g)))).mean(numeric_only=True)[metric]
+    b = _pair_keys(base)[metric]
     common = a.index.intersection(b.index)
     if len(common) == 0:
         return "(Δ: no matched runs)"
     r = paired(a[common].to_numpy() * 100, b[common].to_numpy() * 100)
     p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
-    return f"Δ {r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}] p={p}{' *' if r.excludes_zero else ''}"
+    return f"Δ {r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}] n={r.n} p={p}{' *' if r.excludes_zero else ''}"
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
@@ -248,10 +259,10 @@ def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle:
         if base.empty:
             raise ValueError(f"--compare {compare}: no rows of that method; methods here: "
                              f"{', '.join(sorted(df.method.unique()))}")
-        dup = base[base.duplicated(PAIR_KEYS, keep=False)]
+        dup = base[base.duplicated(PAIR_KEYS + (["select"] if "select" in base else []), keep=False)]
         if not dup.empty:
-            raise ValueError(f"--compare {compare}: {len(dup)} rows share a (dataset, model, labels, fold, seed); "
-                             "pass the results of one configuration of it")
+            raise ValueError(f"--compare {compare}: {len(dup)} rows share a (dataset, model, labels, fold, seed, "
+                             "select); pass the results of one configuration of it")
     parts = []
     groups = [(layout, df)] if layout != "auto" else [
         (e if e in RENDER else "generic", g.reset_index(drop=True)) for e, g in df.groupby("experiment", sort=False)]
@@ -279,14 +290,22 @@ def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle:
 
 
 def summary(rows: list[dict]) -> str:
-    """Macro-F1 / UA / WA % per stage and fold (mean over seeds) and the mean over folds."""
+    """Macro-F1 / UA / WA % per stage and fold (mean over seeds) and the mean over folds (per method when the
+    rows hold several, as the reference's MLP and logistic regression)."""
     df = pd.DataFrame(rows)
+    several = df.method.nunique() > 1
     lines = []
-    for stage, g in df.groupby("stage", sort=False):
+    for (method, stage), g in df.groupby(["method", "stage"], sort=False):
+        name = f"{method} {stage}" if several else stage
         per_fold = g.groupby("fold")[["macro_f1", "ua", "wa"]].mean() * 100
         for fold, r in per_fold.iterrows():
-            lines.append(f"{stage} fold {fold}: macro-F1 {r.macro_f1:.1f}  UA {r.ua:.1f}  WA {r.wa:.1f}")
+            lines.append(f"{name} fold {fold}: macro-F1 {r.macro_f1:.1f}  UA {r.ua:.1f}  WA {r.wa:.1f}")
         m = per_fold.mean()
-        lines.append(f"{stage} mean over {len(per_fold)} fold(s) x {g.seed.nunique()} seed(s): "
-                     f"macro-F1 {m.macro_f1:.1f}  UA {m.ua:.1f}  WA {m.wa:.1f}")
+        flags = ""
+        if "collapsed" in g and g.collapsed.any():
+            flags += f"  collapsed {int(g.collapsed.sum())}/{len(g)}"
+        if "under_trained" in g and g.under_trained.any():
+            flags += f"  under-trained {int(g.under_trained.sum())}/{len(g)}"
+        lines.append(f"{name} mean over {len(per_fold)} fold(s) x {g.seed.nunique()} seed(s): "
+                     f"macro-F1 {m.macro_f1:.1f}  UA {m.ua:.1f}  WA {m.wa:.1f}{flags}")
     return "\n".join(lines)

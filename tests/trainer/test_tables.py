@@ -85,7 +85,7 @@ def test_compare_gives_the_paired_difference_and_marks_intervals_excluding_zero(
     rows = _rows("same-epochs", "a", base) + _rows("dino", "a", better)
     t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
     dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
-    assert "Δ +5.2 [+5.1, +5.2] p=0.0078 *" in dino  # 8 positive pairs: exact p = 2 / 2^8
+    assert "Δ +5.2 [+5.1, +5.2] n=8 p=0.0078 *" in dino  # 8 positive pairs: exact p = 2 / 2^8
     same = next(line for line in t.splitlines() if line.startswith("| Same epochs"))
     assert "Δ" not in same
 
@@ -96,3 +96,12 @@ def test_oracle_and_selection_are_labelled():
     assert "50.0 ± 0.0" in t and "best validation epoch" in t
     o = render(pd.DataFrame(rows), "generic", oracle=True)
     assert "90.0 ± 0.0" in o and "optimistic" in o and "best TEST epoch" in o
+
+
+def test_compare_pairs_val_selected_rows_with_val_selected_rows():
+    runs = {(1, s): 0.5 for s in range(5)}
+    rows = (_rows("same-epochs", "a", runs, select="last") + _rows("same-epochs", "a", {k: 0.6 for k in runs},
+            select="val") + _rows("dino", "a", {k: 0.7 for k in runs}, select="val"))
+    t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
+    dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
+    assert "Δ +10.0 [+10.0, +10.0] n=5" in dino  # against same-epochs select=val (60), not last (50)

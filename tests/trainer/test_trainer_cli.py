@@ -160,3 +160,14 @@ def test_table_compare_and_oracle(synth, tmp_path):
     assert "optimistic (--oracle)" in o.stdout
     p = sh("table", tmp_path, "--compare", "dino", ok=False)
     assert p.returncode == 2 and "no rows of that method" in p.stderr
+
+
+def test_pipeline_val_variant(synth, tmp_path):
+    spec = tmp_path / "table1.toml"
+    spec.write_text('name = "table1"\n[defaults]\nmodel = "m"\nepochs_baseline = 2\nthreads = 1\n'
+                    'epochs_stage2 = 1\nplots = false\n[[grid]]\nmethod = ["baseline", "b-grpo"]\ndataset = "ds"\n')
+    p = sh("pipeline", spec, "--store", synth["store"], "--manifests", synth["manifests"], "--out", tmp_path / "o",
+           "--set", "val_fraction=0.25", "--set", "select=val")
+    assert "| Baseline (best-validation epoch) |" in p.stdout and "best validation epoch per run" in p.stdout
+    df = pd.read_csv(tmp_path / "o" / "results.csv", keep_default_na=False)
+    assert set(df["select"]) == {"val"} and (df.n_val > 0).all()
