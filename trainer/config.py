@@ -297,6 +297,14 @@ class TrainConfig:
                 parts.append(self.balance)
             if self.sup_weight:
                 parts.append(f"sup{self.sup_weight:g}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, tag in {"pseudo-label": (("pseudo_threshold", "tau"), ("pseudo_weight", "alpha"),
+                                           ("pseudo_rampup", "ramp")),
+                          "fixmatch": (("fixmatch_threshold", "tau"), ("fixmatch_lambda_u", "lambda"),
+                                       ("fixmatch_views", "views-"))}.get(self.method, ()):
+            value = getattr(self, name)
+            if value != defaults[name]:  # a non-default setting of the method gets its own folder
+                parts.append(f"{tag}{value:g}" if isinstance(value, float) else f"{tag}{value}")
         if self.unlabeled_from:
             parts.append(f"from-{self.unlabeled_from}")
         if self.labeled_fraction != 0.5:

@@ -69,3 +69,9 @@ def test_run_does_not_depend_on_stack_neighbours(base_kw):
 def test_bad_threshold_is_a_clear_error():
     with pytest.raises(ValueError, match="--pseudo-threshold"):
         TrainConfig(method="pseudo-label", pseudo_threshold=1.5)
+
+
+def test_non_default_settings_get_their_own_run_folder():
+    assert TrainConfig(method="pseudo-label").run_name == "pseudo-label_sensevoice-small__six"
+    assert TrainConfig(method="pseudo-label", pseudo_threshold=0.8).run_name.endswith("_tau0.8")
+    assert TrainConfig(method="fixmatch", fixmatch_views="noise").run_name.endswith("_views-noise")
