@@ -27,13 +27,21 @@ def _band(ax, df: pd.DataFrame, col: str, colors: dict, style: str = "-", label_
         ax.fill_between(s.index, s["min"], s["max"], alpha=0.15, color=colors[stage])
 
 
+EXTRA_PANELS = [("approx_kl", "approx KL to pi_old (0 at mu = 1)"),
+                ("clip_frac", "clip fraction (0 at mu = 1)"),
+                ("sup_loss", "labelled CE in stage 2"),
+                ("mask_rate", "pool share above the threshold")]
+"""Named per-run curves of the stage-2 algorithms, drawn in a third row when a run logs them."""
+
+
 def plot_curves(curves: list[dict], path: str | Path, title: str = "") -> Path:
     """Top: loss, reward, training confidence, test (and validation, dashed) macro-F1 by epoch. Bottom, the
     collapse diagnostics: predicted-class shares on the unlabelled pool, entropy of the predicted classes,
-    the largest class's share and the mean max probability on pool (solid) and test (dashed). Mean over
-    runs; bands = min..max."""
+    the largest class's share and the mean max probability on pool (solid) and test (dashed). A third row, when
+    the run logs them: ``EXTRA_PANELS``. Mean over runs; bands = min..max."""
     df = pd.DataFrame(curves)
-    fig, axes = plt.subplots(2, 4, figsize=(16, 6.8))
+    extras = [(c, label) for c, label in EXTRA_PANELS if c in df and df[c].notna().any()]
+    fig, axes = plt.subplots(3 if extras else 2, 4, figsize=(16, 10.2 if extras else 6.8))
     colors = {st: f"C{i}" for i, st in enumerate(df.stage.unique())}
     for ax, (col, label) in zip(axes[0], PANELS):
         _band(ax, df, col, colors)
@@ -53,6 +61,11 @@ def plot_curves(curves: list[dict], path: str | Path, title: str = "") -> Path:
         _band(ax, df, f"pool_{col}", colors)
         _band(ax, df, f"test_{col}", colors, "--", " (test)")
         ax.set_title(label + ": pool, test dashed")
+    for ax, (col, label) in zip(axes[2] if extras else [], extras):  # the stage-2 algorithms' own curves
+        _band(ax, df, col, colors)
+        ax.set_title(label)
+    for ax in axes[2][len(extras):] if extras else []:
+        ax.axis("off")
     for ax in axes.flat:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
