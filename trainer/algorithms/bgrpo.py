@@ -27,7 +27,12 @@ def group_normalise(r: torch.Tensor, mask: torch.Tensor | None = None,
     A group of one sample, or of equal rewards, gives 0. Invalid samples get 0.
     """
     m = torch.ones_like(r) if mask is None else mask.to(r.dtype)
-    g = torch.zeros_like(r, dtype=torch.long) if groups is None else groups
+    if groups is None:  # eq. 6: the whole batch is the group
+        n = m.sum(-1, keepdim=True)  # (..., 1)
+        mean = (r * m).sum(-1, keepdim=True) / n.clamp_min(1.0)
+        var = (((r - mean) * m) ** 2).sum(-1, keepdim=True) / (n - 1).clamp_min(1.0)
+        return (r - mean) / (var.sqrt() + STD_EPS) * m
+    g = groups
     oh = F.one_hot(g, max(n_groups, 1)).to(r.dtype) * m.unsqueeze(-1)  # (..., B, G)
     n = oh.sum(-2)  # (..., G)
     mean = (r.unsqueeze(-1) * oh).sum(-2) / n.clamp_min(1.0)  # (..., G)
