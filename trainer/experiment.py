@@ -45,7 +45,7 @@ VAL_SEED_OFFSET = 31
 DIAG_SEED_OFFSET = 53
 """Run seed + this draws the pool subsample of the collapse diagnostics (--diag-pool-rows)."""
 CROP_SEED_OFFSET = 17
-"""Seed + this draws the seed's set of DINO frame crops (shared by that seed's folds)."""
+"""Seed + this draws the seed's set of DINO / FixMatch frame crops (shared by that seed's folds)."""
 LABELED_SEED_OFFSET = 71
 """Run seed + this orders the labelled batches drawn beside the unlabelled ones in stage 2 (--sup-weight,
 pseudo-label, fixmatch)."""
@@ -297,12 +297,13 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
                 ctx.gens, logp_ref_all, reward_fn, cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
                 p_teacher_all, ctx.view_gens, ctx.log, balance=cfg.balance,
                 sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
-    unrewarded = sorted({(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo"}
-                        - {(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo" and r["reward"] > 0})
+    stage2 = [r for r in ctx.log.rows if r["stage"] == "b-grpo"]
+    unrewarded = sorted({(r["fold"], r["seed"]) for r in stage2}
+                        - {(r["fold"], r["seed"]) for r in stage2 if r["reward"] > cfg.penalty_value})
     if unrewarded:
         warnings.warn(f"b-grpo: {len(unrewarded)} run(s) (fold, seed) {unrewarded[:4]} got no reward in any batch "
                       f"({cfg.reward} never paid out, e.g. no max probability above --delta {cfg.delta}), so "
-                      "the stage left their policy unchanged; train the baseline longer or lower --delta")
+                      "the B-GRPO term left their policy unchanged; train the baseline longer or lower --delta")
     return ctx.policy
 
 
