@@ -235,6 +235,11 @@ class Context:
         test_pred = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
         self.snapshots[stage] = Snapshot(test_pred, self.log.stage, self.log.epoch, train_f1)
 
+    def stage1(self):
+        """The supervised baseline a two-stage method starts from, reported as the `stage1` rows."""
+        m_baseline(self)
+        self.snapshot("stage1", self.policy)
+
     def labelled_stream(self) -> LabelledStream:
         """Each run's labelled rows as endless batches beside the stage-2 batches, in their own seeded order."""
         return LabelledStream(self.data.X, self.data.y, self.data.labeled, self.cfg.batch_size,
@@ -262,8 +267,7 @@ def m_full_labeled(ctx: Context) -> StackedMLP:
 def m_dino(ctx: Context) -> StackedMLP:
     """Baseline, then DINO on the unlabelled pool; the EMA teacher is reported."""
     cfg = ctx.cfg
-    m_baseline(ctx)
-    ctx.snapshot("stage1", ctx.policy)
+    ctx.stage1()
     teacher = ctx.policy.frozen_copy()
     ctx.log.begin("dino", teacher, cfg.epochs_stage2)
     train_dino(ctx.policy, teacher, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
@@ -274,8 +278,7 @@ def m_dino(ctx: Context) -> StackedMLP:
 def m_bgrpo(ctx: Context) -> StackedMLP:
     """Baseline, then B-GRPO on the unlabelled pool with pi_ref = the baseline policy."""
     cfg, data = ctx.cfg, ctx.data
-    m_baseline(ctx)
-    ctx.snapshot("stage1", ctx.policy)
+    ctx.stage1()
     logp_ref_all = ctx.policy.predict_all(data.Xu).log_softmax(-1)  # (M, N_u, C)
     p_teacher_all = None
     if cfg.needs_teacher:
@@ -330,8 +333,7 @@ def m_pseudo_label(ctx: Context) -> StackedMLP:
     """Baseline, then pseudo-labelling with a confidence threshold on the unlabelled pool (Lee 2013), the
     supervised term kept on the labelled rows."""
     cfg = ctx.cfg
-    m_baseline(ctx)
-    ctx.snapshot("stage1", ctx.policy)
+    ctx.stage1()
     ctx.log.begin("pseudo-label", ctx.policy, cfg.epochs_stage2)
     train_pseudo_label(ctx.policy, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
                        cfg.batch_size, ctx.gens, ctx.labelled_stream(), cfg.pseudo_threshold, cfg.pseudo_weight,
@@ -342,8 +344,7 @@ def m_pseudo_label(ctx: Context) -> StackedMLP:
 def m_fixmatch(ctx: Context) -> StackedMLP:
     """Baseline, then FixMatch (Sohn et al. 2020) on the unlabelled pool, the supervised term kept."""
     cfg = ctx.cfg
-    m_baseline(ctx)
-    ctx.snapshot("stage1", ctx.policy)
+    ctx.stage1()
     ctx.log.begin("fixmatch", ctx.policy, cfg.epochs_stage2)
     train_fixmatch(ctx.policy, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
                    cfg.batch_size, ctx.gens, ctx.view_gens, ctx.labelled_stream(), cfg, ctx.data.crops,
