@@ -80,20 +80,17 @@ def dataloader_bgrpo(cfg: TrainConfig, data: experiment.Prepared, npy: tuple[str
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         loader = DataLoader(rows_cls(X, data.y, data.labeled[r]), batch_size=cfg.batch_size, shuffle=True)
         for _ in range(cfg.epochs_baseline):
-            total = 0.0
             for xb, yb in loader:
                 loss = torch.nn.functional.cross_entropy(model(xb), yb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += loss.item()
             _evaluate(model, X, data.y, data.test[r], 64, rows_cls)
         ref = copy.deepcopy(model).requires_grad_(False)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         loader = DataLoader(rows_cls(Xu, torch.zeros(len(data.Xu), dtype=torch.long), data.unlabeled[r]),
                             batch_size=cfg.batch_size, shuffle=True)
         for _ in range(cfg.epochs_stage2):
-            total = 0.0
             for xb, _ in loader:
                 logp_all = model(xb).log_softmax(-1)  # (B, C)
                 with torch.no_grad():
@@ -106,7 +103,6 @@ def dataloader_bgrpo(cfg: TrainConfig, data: experiment.Prepared, npy: tuple[str
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += loss.item()
             _evaluate(model, X, data.y, data.test[r], 64, rows_cls)
         out.append(_evaluate(model, X, data.y, data.test[r], 64, rows_cls))
     return out
@@ -114,7 +110,8 @@ def dataloader_bgrpo(cfg: TrainConfig, data: experiment.Prepared, npy: tuple[str
 
 def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int = 100, epochs_stage2: int = 100,
           seeds: tuple[int, ...] = (0,), threads: int = 0, store: str = "", model: str = "", dataset: str = "",
-          manifests: str = "", slow: bool = True, npy: bool = True) -> dict:
+          manifests: str = "", slow: bool = True, npy: bool = True, separation: float = 0.06,
+          val_fraction: float = 0.0) -> dict:
     """Time both loops on the same prepared data; synthetic IEMOCAP-shaped data unless a store entry is given."""
     experiment.set_threads(threads)
     tmp = None
@@ -123,10 +120,10 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
 
         tmp = tempfile.TemporaryDirectory(prefix="trainer-bench-")
         store, manifests, model, dataset = f"{tmp.name}/store", f"{tmp.name}/manifests", "bench-model", "bench"
-        make_dataset(store, manifests, model, dataset, n=n, dim=dim, n_folds=folds, separation=0.06)
+        make_dataset(store, manifests, model, dataset, n=n, dim=dim, n_folds=folds, separation=separation)
     cfg = TrainConfig(method="b-grpo", store=store, model=model, dataset=dataset, manifests=manifests,
                       seeds=tuple(seeds), epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
-                      threads=threads, plots=False, progress=False)
+                      threads=threads, plots=False, progress=False, val_fraction=val_fraction)
     t0 = time.perf_counter()
     data = experiment.prepare(cfg)
     t_load = time.perf_counter() - t0
@@ -140,6 +137,7 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
         "epochs_total": cfg.epochs_total, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "load_seconds": t_load,
         "fast": {"seconds": t_fast, "macro_f1_mean": float(np.mean(f1_fast))},
+        "eval_seconds": res.eval_seconds, "val_fraction": val_fraction,
     }
     if slow:
         t0 = time.perf_counter()
@@ -169,10 +167,14 @@ def markdown(report: dict) -> str:
              "| loop | seconds | macro-F1 (mean over runs) | time / stacked time |", "|---|---:|---:|---:|"]
     lines.append(f"| stacked whole-tensor (trainer run) | {report['fast']['seconds']:.1f} | "
                  f"{100 * report['fast']['macro_f1_mean']:.1f} | 1.0x |")
+    ev = report.get("eval_seconds", {})
+    cost = ", ".join(f"{k} {v:.1f} s" for k, v in ev.items())
+    trailer = ["", f"Inside the stacked time, per-epoch evaluation took: {cost} (test = curves, pool = collapse "
+               f"diagnostics, val = validation selection; val fraction {report.get('val_fraction', 0):g})."]
     for key, speed, name in (("dataloader", "speedup", "per-sample DataLoader over an in-memory tensor"),
                              ("dataloader_npy", "speedup_npy", "per-sample DataLoader reading one .npy per "
                                                                "utterance (EmoBox)")):
         if key in report:
             lines.append(f"| {name}, run by run | {report[key]['seconds']:.1f} | "
                          f"{100 * report[key]['macro_f1_mean']:.1f} | {report[speed]:.1f}x |")
-    return "\n".join(lines)
+    return "\n".join(lines + (trailer if ev else []))

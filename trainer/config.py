@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import math
 from dataclasses import dataclass
+from functools import cache
 
 SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 """The B-GRPO paper's six classes, in its order."""
@@ -11,6 +15,26 @@ SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 REWARDS = ("r1", "r2", "r3", "r4", "r5")
 TEACHER_REWARDS = ("r3", "r4", "r5")
 ADVANTAGES = ("positive", "signed", "none")
+BALANCES = ("none", "class-norm", "inverse-freq")
+"""Class-balanced B-GRPO advantages (ours): none (eq. 6), class-norm (eq. 6 within each predicted class of the
+batch), inverse-freq (eq. 6 weighted by the inverse frequency of each sample's predicted class in the batch)."""
+UNLABELED_METHODS = ("dino", "b-grpo", "pseudo-label", "fixmatch")
+"""Methods with a stage 2 on the unlabelled pool."""
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "labels": ("six", "emobox"),
+    "reward": REWARDS,
+    "advantage": ADVANTAGES,
+    "action": ("greedy", "sample"),
+    "dino_views": ("auto", "frames", "noise"),
+    "nonfinite": ("error", "drop"),
+    "missing_teacher": ("error", "drop"),
+    "val": ("fraction", "emobox"),
+    "select": ("last", "val"),
+    "balance": BALANCES,
+    "fixmatch_views": ("auto", "frames", "noise"),
+}
+"""Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
 
 @dataclass(frozen=True)
@@ -18,7 +42,8 @@ class TrainConfig:
     """Everything a `trainer run` needs; written in full beside every result."""
 
     method: str = "b-grpo"
-    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo."""
+    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, reference, pseudo-label,
+    fixmatch."""
     store: str = ""
     """Feature store URL (local path or fsspec URL)."""
     model: str = "sensevoice-small"
@@ -76,6 +101,15 @@ class TrainConfig:
     """Policy updates per batch against the same pi_old (GRPO's mu); with 1 the ratio is 1 at each step."""
     action: str = "greedy"
     """Action o_i: 'greedy' (argmax of pi_old) or 'sample' (drawn from pi_old)."""
+    penalty_value: float = 0.0
+    """Reward of a sample whose r1/r3/r4/r5 condition fails; 0 = eq. 1-5 (the paper also tried C = 2, P = -1).
+    Eq. 6 normalises rewards per group, so with advantage positive/signed C and P change nothing but the 1e-4."""
+    balance: str = "none"
+    """Ours: class-balanced advantage. 'none' (eq. 6), 'class-norm' (normalise rewards within each predicted
+    class of the batch), 'inverse-freq' (weight A_i by the inverse frequency of its predicted class in the batch)."""
+    sup_weight: float = 0.0
+    """Ours: weight W of a cross-entropy term on the run's labelled rows in stage 2 (b-grpo), a labelled batch
+    drawn beside each unlabelled batch; 0 = the paper's unsupervised stage 2."""
 
     dino_views: str = "auto"
     """DINO views: 'frames' (random frame crops), 'noise' (noise + feature dropout on pooled), 'auto'."""
@@ -98,6 +132,48 @@ class TrainConfig:
     dino_center_momentum: float = 0.9
     """EMA momentum of the teacher-output center."""
 
+    pseudo_threshold: float = 0.95
+    """pseudo-label: a pool sample joins the loss when its max class probability is at least this (ours: Lee
+    2013 uses every sample; the threshold is FixMatch's value)."""
+    pseudo_weight: float = 3.0
+    """pseudo-label: alpha_f, the final weight of the pseudo-label term (Lee 2013, eq. 16: 3)."""
+    pseudo_rampup: float = 0.5
+    """pseudo-label: share of the stage-2 epochs over which alpha(t) rises linearly from 0 to alpha_f (Lee 2013,
+    eq. 16, ramps from epoch T1 to T2; here T1 is the start of stage 2, the baseline being the warm-up; ours)."""
+    fixmatch_threshold: float = 0.95
+    """FixMatch: confidence threshold tau of the weak-view pseudo-label (Sohn et al. 2020: 0.95)."""
+    fixmatch_lambda_u: float = 1.0
+    """FixMatch: weight lambda_u of the unlabelled term (Sohn et al. 2020: 1)."""
+    fixmatch_views: str = "auto"
+    """FixMatch strong view: 'frames' (a random frame-crop mean, then noise + dropout), 'noise' (noise + dropout on
+    the pooled vector), 'auto' (frames where frames and pooled features share a space)."""
+    fixmatch_weak_noise: float = 0.05
+    """FixMatch weak view: Gaussian noise std in units of each feature's pool std (ours)."""
+    fixmatch_strong_noise: float = 0.2
+    """FixMatch strong view: Gaussian noise std in units of each feature's pool std (ours)."""
+    fixmatch_strong_dropout: float = 0.2
+    """FixMatch strong view: feature dropout probability (ours)."""
+
+    val_fraction: float = 0.0
+    """Share of each run's labelled rows held out (stratified, seeded like the split) as a validation split for
+    --select val; 0 = none (the paper's protocol). Ours: the paper has no validation split."""
+    val: str = "fraction"
+    """Where validation rows come from: 'fraction' (--val-fraction of the labelled rows) or 'emobox' (the fold's
+    EmoBox valid manifest, where EmoBox ships one)."""
+    select: str = "last"
+    """Reported epoch per run and stage: 'last' (the paper's protocol) or 'val' (best validation macro-F1,
+    ties to the later epoch; needs a validation split). Test data never chooses."""
+    diag_pool_rows: int = 1024
+    """Pool rows per run (a seeded subsample) on which the per-epoch collapse diagnostics run; 0 = all."""
+    reference_lr: float = 1e-3
+    """`reference` method: Adam learning rate of the policy MLP trained to convergence (ours)."""
+    reference_max_epochs: int = 2000
+    """`reference` method: most epochs of the policy MLP; training stops earlier on the validation split."""
+    reference_patience: int = 50
+    """`reference` method: epochs without a better validation macro-F1 before the MLP stops."""
+    reference_val_fraction: float = 0.2
+    """`reference` method: validation share carved from the labelled rows when --val-fraction is 0."""
+
     nonfinite: str = "error"
     """Rows with NaN/inf features: 'error' (default) or 'drop' (dropped and counted in n_dropped)."""
     missing_teacher: str = "error"
@@ -116,24 +192,54 @@ class TrainConfig:
     """Rich progress bar (shown only on a terminal)."""
 
     def __post_init__(self):
-        if self.labels not in ("six", "emobox"):
-            raise ValueError(f"--labels {self.labels!r}: use 'six' or 'emobox'")
-        if self.reward not in REWARDS:
-            raise ValueError(f"--reward {self.reward!r}: use one of {', '.join(REWARDS)}")
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"--advantage {self.advantage!r}: use one of {', '.join(ADVANTAGES)}")
-        if self.action not in ("greedy", "sample"):
-            raise ValueError(f"--action {self.action!r}: use 'greedy' or 'sample'")
-        if self.dino_views not in ("auto", "frames", "noise"):
-            raise ValueError(f"--dino-views {self.dino_views!r}: use auto, frames or noise")
-        if self.nonfinite not in ("error", "drop") or self.missing_teacher not in ("error", "drop"):
-            raise ValueError("--nonfinite and --missing-teacher take 'error' or 'drop'")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        for name in ("val_fraction", "reference_lr", "reference_val_fraction", "lr", "weight_decay", "delta", "reward_value", "theta", "epsilon", "beta", "labeled_fraction",
+                     "dino_noise", "dino_dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
+        for name, low in (("epochs_baseline", 1), ("epochs_stage2", 0), ("batch_size", 1), ("hidden", 1), ("mu", 1),
+                          ("eval_every", 1), ("dino_crops", 2), ("threads", 0), ("diag_pool_rows", 0),
+                          ("reference_max_epochs", 1), ("reference_patience", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"--lr {self.lr} / --weight-decay {self.weight_decay}: lr must be > 0, weight decay >= 0")
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"--seeds {','.join(map(str, self.seeds))}: seeds must be non-negative integers")
         if not 0 < self.labeled_fraction <= 1:
             raise ValueError(f"--labeled-fraction {self.labeled_fraction}: must be in (0, 1]")
         if self.fold != "all" and not str(self.fold).isdigit():
             raise ValueError(f"--fold {self.fold!r}: 'all' or a fold number")
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed")
+        if not 0 <= self.val_fraction < 1 or not 0 < self.reference_val_fraction < 1:
+            raise ValueError(f"--val-fraction {self.val_fraction} / --reference-val-fraction "
+                             f"{self.reference_val_fraction}: must be in [0, 1) / (0, 1)")
+        if self.select == "val" and not self.has_val:
+            raise ValueError("--select val needs a validation split: give --val-fraction F (e.g. 0.2) or --val emobox")
+        if self.unlabeled_from and self.unlabeled_from == self.dataset:
+            raise ValueError(f"--unlabeled-from {self.unlabeled_from} names the trained dataset itself, whose test rows "
+                             "would then enter the unlabelled pool; leave --unlabeled-from empty for the same corpus")
+        for name in ("penalty_value", "sup_weight", "pseudo_weight", "fixmatch_lambda_u"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
+        for name in ("sup_weight", "pseudo_weight", "fixmatch_lambda_u", "fixmatch_weak_noise",
+                     "fixmatch_strong_noise"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        for name in ("pseudo_threshold", "fixmatch_threshold", "pseudo_rampup"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be in [0, 1]")
+        if not 0 <= self.fixmatch_strong_dropout < 1:
+            raise ValueError(f"--fixmatch-strong-dropout {self.fixmatch_strong_dropout}: must be in [0, 1)")
+        if self.penalty_value != 0 and self.reward == "r2":
+            raise ValueError("--penalty-value applies to the rule rewards r1, r3, r4, r5; r2 (eq. 2) has no "
+                             "failing condition")
+        if self.balance == "class-norm" and self.advantage == "none":
+            raise ValueError("--balance class-norm normalises rewards within classes; use it with --advantage "
+                             "positive or signed")
         if self.method == "b-grpo" and self.needs_teacher and not self.teacher:
             raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
 
@@ -141,6 +247,33 @@ class TrainConfig:
     def needs_teacher(self) -> bool:
         """Whether the reward compares with a teacher (r3, r4, r5)."""
         return self.reward in TEACHER_REWARDS
+
+    @property
+    def has_val(self) -> bool:
+        """Whether runs hold out validation rows (asked for, or the reference method's own)."""
+        return self.val == "emobox" or self.val_fraction > 0 or self.method == "reference"
+
+    @property
+    def val_rows_fraction(self) -> float:
+        """Share of the labelled rows carved out for validation (0 with --val emobox or no validation)."""
+        if self.val == "emobox":
+            return 0.0
+        return self.val_fraction or (self.reference_val_fraction if self.method == "reference" else 0.0)
+
+    @property
+    def selects_val(self) -> bool:
+        """Whether rows report the best-validation epoch (--select val, and always for the reference MLP)."""
+        return self.select == "val" or self.method == "reference"
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether the method has a stage 2 on the unlabelled pool."""
+        return self.method in UNLABELED_METHODS
+
+    @property
+    def views(self) -> str:
+        """The view setting of a method with augmented views ('auto', 'frames', 'noise'; '' for the others)."""
+        return {"dino": self.dino_views, "fixmatch": self.fixmatch_views}.get(self.method, "")
 
     @property
     def epochs_total(self) -> int:
@@ -158,12 +291,30 @@ class TrainConfig:
         parts = [self.method, self.model, self.dataset, self.labels]
         if self.method == "b-grpo":
             parts += [self.reward, self.advantage] + ([self.teacher] if self.needs_teacher else [])
+            if self.reward_value != 1 or self.penalty_value != 0:
+                parts.append(f"C{self.reward_value:g}P{self.penalty_value:g}")
+            if self.balance != "none":
+                parts.append(self.balance)
+            if self.sup_weight:
+                parts.append(f"sup{self.sup_weight:g}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, tag in {"pseudo-label": (("pseudo_threshold", "tau"), ("pseudo_weight", "alpha"),
+                                           ("pseudo_rampup", "ramp")),
+                          "fixmatch": (("fixmatch_threshold", "tau"), ("fixmatch_lambda_u", "lambda"),
+                                       ("fixmatch_views", "views-"))}.get(self.method, ()):
+            value = getattr(self, name)
+            if value != defaults[name]:  # a non-default setting of the method gets its own folder
+                parts.append(f"{tag}{value:g}" if isinstance(value, float) else f"{tag}{value}")
         if self.unlabeled_from:
             parts.append(f"from-{self.unlabeled_from}")
         if self.labeled_fraction != 0.5:
             parts.append(f"lab{self.labeled_fraction:g}")
         if self.fold != "all":
             parts.append(f"fold{self.fold}")
+        if self.has_val and self.method != "reference":
+            parts.append("val-emobox" if self.val == "emobox" else f"val{self.val_fraction:g}")
+        if self.select != "last":
+            parts.append(f"select-{self.select}")
         return "_".join(parts)
 
     def to_dict(self) -> dict:
@@ -175,4 +326,17 @@ class TrainConfig:
         return dataclasses.replace(self, **kw)
 
 
-__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES"]
+@cache
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of dataclass ``cls`` (one line each), read from its source."""
+    tree = ast.parse(inspect.getsource(cls)).body[0]
+    docs, body = {}, tree.body
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "BALANCES", "UNLABELED_METHODS", "CHOICES",
+           "field_docs"]

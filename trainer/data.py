@@ -128,17 +128,35 @@ def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> L
     return Labels(y, classes, dropped)
 
 
-def read_label_map(manifests: str, dataset: str) -> dict[str, str] | None:
-    """<manifests>/<dataset>/label_map.json, or None when the folder has none."""
+def dataset_folder(manifests: str, dataset: str) -> Path:
+    """<manifests>/<dataset>, or an error that says what is wrong (and hints at the parent when one level deep)."""
+    if not manifests:
+        raise DataError("--manifests is required: the EmoBox data folder with <dataset>/fold_<k>/ manifests")
+    folder = Path(manifests) / dataset
+    if not folder.is_dir():
+        here = Path(manifests)
+        hint = " (did you mean the parent?)" if here.name == dataset or any(here.glob("fold_*")) else ""
+        raise DataError(f"--manifests {manifests}: no folder {dataset}/ here{hint}; EmoBox layout "
+                        f"<manifests>/<dataset>/fold_<k>/<dataset>_train_fold_<k>.jsonl")
+    return folder
+
+
+def read_label_map(manifests: str, dataset: str) -> dict[str, str]:
+    """<manifests>/<dataset>/label_map.json (raw label -> EmoBox class); missing or not a JSON object is an error."""
     from emocache.manifest import load_label_map
 
-    p = Path(manifests) / dataset / "label_map.json"
+    p = dataset_folder(manifests, dataset) / "label_map.json"
     if not p.exists():
-        return None
+        raise DataError(f"{p}: no label map; EmoBox ships <dataset>/label_map.json beside the fold folders "
+                        "(copy it there, or write {\"raw label\": \"Class\", ...})")
     try:
-        return load_label_map(p)
+        m = load_label_map(p)
     except ValueError as e:
         raise DataError(f"{p}: not a JSON label map ({e})") from None
+    if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
+        raise DataError(f"{p}: a label map is a JSON object {{\"raw label\": \"Class\", ...}}, "
+                        f"not a {type(m).__name__}; fix the file")
+    return m
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,7 @@ class FoldRows:
     """Manifest keys of this fold with no features in the store (failed or not extracted)."""
     n_dropped: int
     """Rows of this fold whose label was dropped (labels='six') or whose features were dropped."""
+    valid: np.ndarray | None = None  # (n_valid,) int64, the fold's EmoBox valid manifest (None: it has none)
 
 
 def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold: str = "all",
@@ -162,12 +181,7 @@ def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold
     """
     from emocache.manifest import ManifestError, read_folds
 
-    if not manifests:
-        raise DataError("--manifests is required: the EmoBox data folder with <dataset>/fold_<k>/ manifests")
-    folder = Path(manifests) / dataset
-    if not folder.is_dir():
-        raise DataError(f"--manifests {manifests}: no folder {dataset}/ (EmoBox layout "
-                        f"<manifests>/<dataset>/fold_<k>/<dataset>_train_fold_<k>.jsonl)")
+    folder = dataset_folder(manifests, dataset)
     try:
         folds = read_folds(folder)
     except ManifestError as e:
@@ -181,7 +195,7 @@ def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold
     out = []
     for f in folds:
         parts, missing, dropped = {}, 0, 0
-        for split in ("train", "test"):
+        for split in ("train", "test") + (("valid",) if f.valid else ()):
             rows = []
             for k in getattr(f, split):
                 i = row.get(k)
@@ -201,7 +215,7 @@ def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold
         if missing:
             warnings.warn(f"{dataset} fold {f.k}: {missing} manifest keys have no features in the store; "
                           "they are left out and counted in n_missing")
-        out.append(FoldRows(f.k, parts["train"], parts["test"], missing, dropped))
+        out.append(FoldRows(f.k, parts["train"], parts["test"], missing, dropped, parts.get("valid")))
     return out
 
 
@@ -232,23 +246,24 @@ def missing_keys_error(miss: list[str], n_needed: int, what: str) -> DataError:
                      "--missing-teacher drop to leave them out (counted in n_dropped)")
 
 
-def crop_views(store, model: str, dataset: str, keys: list[str], n_views: int, seed: int) -> torch.Tensor:
-    """DINO views from frames: per utterance, n_views means over random windows of 50-100 % of its frames.
+def crop_views(store, model: str, dataset: str, keys: list[str], n_views: int, seeds: list[int]) -> torch.Tensor:
+    """DINO views from frames: per seed and utterance, n_views means over random windows of 50-100 % of its frames.
 
-    Computed once at load time; returns (N, V, D) aligned with ``keys``.
+    Computed once at load time; set s is drawn from ``seeds[s]`` alone. Returns (S, N, V, D) aligned with ``keys``.
     """
-    rng = np.random.default_rng(seed)
+    rngs = [np.random.default_rng(s) for s in seeds]
     pos = {k: i for i, k in enumerate(keys)}
     out = None
     for key, F in store.iter_frames(model, dataset, keys):
         F = np.asarray(F, dtype=np.float32)  # (T, D)
         if out is None:
-            out = np.zeros((len(keys), n_views, F.shape[1]), dtype=np.float32)
+            out = np.zeros((len(seeds), len(keys), n_views, F.shape[1]), dtype=np.float32)
         t = len(F)
         csum = np.concatenate([np.zeros((1, F.shape[1]), np.float32), np.cumsum(F, 0)])  # (T+1, D)
-        ln = np.maximum(1, np.round(rng.uniform(0.5, 1.0, n_views) * t)).astype(int)
-        st = rng.integers(0, t - ln + 1)
-        out[pos[key]] = (csum[st + ln] - csum[st]) / ln[:, None]
+        for s, rng in enumerate(rngs):
+            ln = np.maximum(1, np.round(rng.uniform(0.5, 1.0, n_views) * t)).astype(int)
+            st = rng.integers(0, t - ln + 1)
+            out[s, pos[key]] = (csum[st + ln] - csum[st]) / ln[:, None]
     if out is None:
         raise DataError(f"{model}/{dataset}: no frames to crop")
     return torch.from_numpy(out)
@@ -272,6 +287,20 @@ def epoch_batches(pools: list[torch.Tensor], batch_size: int, gens: list[torch.G
     for s in range(steps):
         sl = slice(s * batch_size, (s + 1) * batch_size)
         yield idx[:, sl], valid[:, sl], valid[:, s * batch_size]
+
+
+def run_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], high: int = 0) -> torch.Tensor:
+    """Random draws of shape (M, *shape), run r's slice from its own generator ``gens[r]`` (so a run's draws do
+    not depend on its stack neighbours); ``kind``: 'randn', 'rand' or 'randint' (in [0, high))."""
+    if kind == "randint":
+        return torch.stack([torch.randint(high, shape, generator=g) for g in gens])
+    fn = {"randn": torch.randn, "rand": torch.rand}[kind]
+    return torch.stack([fn(shape, generator=g) for g in gens])
+
+
+def run_multinomial(p: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+    """One class drawn per row of each run's probabilities; p (M, B, C) -> (M, B), run r from ``gens[r]``."""
+    return torch.stack([torch.multinomial(p[r], 1, generator=g).squeeze(-1) for r, g in enumerate(gens)])
 
 
 def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,15 +19,36 @@ import torch
 
 from trainer import __version__
 from trainer.algorithms.bgrpo import train_bgrpo
+from trainer.algorithms.common import LabelledStream
 from trainer.algorithms.dino import train_dino
+from trainer.algorithms.fixmatch import train_fixmatch
+from trainer.algorithms.pseudolabel import train_pseudo_label
 from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
 from trainer.data import (DataError, crop_views, fold_rows, join_by_key, load_features, map_labels,
                           missing_keys_error, open_store, pad_rows, read_label_map, split_labeled)
-from trainer.loop import EpochLog
-from trainer.metrics import confusion, scores
+from trainer.diagnostics import collapse_onset, under_trained
+from trainer.loop import EpochLog, EvalSet
+from trainer.metrics import confusion, macro_f1_batched, scores
 from trainer.models import StackedAdam, StackedMLP
 from trainer.rewards import reward
+
+RUN_SEED_STRIDE = 1000
+"""Run seed = seed * RUN_SEED_STRIDE + fold k: one seed per (seed, fold) for up to 1000 folds. It draws the
+run's labelled/unlabelled split, its initialisation and its batch order."""
+TEACHER_SEED_OFFSET = 7
+"""Run seed + this seeds the teacher MLP's initialisation and batches (r3-r5), apart from the policy's."""
+VIEW_SEED_OFFSET = 99
+"""Run seed + this seeds the run's own stream of random views (DINO noise/crop choice) and sampled actions."""
+VAL_SEED_OFFSET = 31
+"""Run seed + this draws the validation rows held out of the labelled rows (--val-fraction)."""
+DIAG_SEED_OFFSET = 53
+"""Run seed + this draws the pool subsample of the collapse diagnostics (--diag-pool-rows)."""
+CROP_SEED_OFFSET = 17
+"""Seed + this draws the seed's set of DINO / FixMatch frame crops (shared by that seed's folds)."""
+LABELED_SEED_OFFSET = 71
+"""Run seed + this orders the labelled batches drawn beside the unlabelled ones in stage 2 (--sup-weight,
+pseudo-label, fixmatch)."""
 
 
 @dataclass
@@ -44,9 +65,12 @@ class Prepared:
     unlabeled: list[torch.Tensor]  # per run: rows of Xu
     test: list[np.ndarray]  # per run: rows of X
     init_seeds: list[int]
+    val: list[np.ndarray] = field(default_factory=list)  # per run: validation rows of X (empty: none)
+    diag_pool: list[np.ndarray] = field(default_factory=list)  # per run: rows of Xu for the collapse diagnostics
     Xt: torch.Tensor | None = None  # (N, D_t) teacher features aligned with X rows
     Xtu: torch.Tensor | None = None  # (N_u, D_t) teacher features aligned with Xu rows
-    crops: torch.Tensor | None = None  # (N_u, V, D) DINO frame-crop views
+    crops: torch.Tensor | None = None  # (S, N_u, V, D) DINO frame-crop view sets, one per seed
+    crop_sets: torch.Tensor | None = None  # (M,) the crop set of each run
     provenance: dict = field(default_factory=dict)
 
 
@@ -59,7 +83,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     folds = fold_rows(feats.keys, y, cfg.manifests, cfg.dataset, cfg.fold, set(feats.dropped_keys))
     prov = {f"{cfg.model}/{cfg.dataset}": store.provenance(cfg.model, cfg.dataset)}
 
-    if cfg.unlabeled_from and cfg.method in ("dino", "b-grpo"):
+    if cfg.unlabeled_from and cfg.uses_unlabeled:
         ufeats = load_features(store, cfg.model, cfg.unlabeled_from, cfg.nonfinite)
         if ufeats.X.shape[1] != feats.X.shape[1]:
             raise DataError(f"--unlabeled-from {cfg.unlabeled_from}: dim {ufeats.X.shape[1]} != "
@@ -68,13 +92,28 @@ def prepare(cfg: TrainConfig) -> Prepared:
     else:
         ufeats = feats
 
-    runs, labeled, train_all, unlabeled, test, init_seeds = [], [], [], [], [], []
+    if cfg.val == "emobox":
+        lacking = [f.k for f in folds if f.valid is None]
+        if lacking:
+            raise DataError(f"--val emobox: {cfg.manifests}/{cfg.dataset} fold(s) {lacking} have no EmoBox "
+                            "*_valid_fold_<k>.jsonl; use --val-fraction F instead")
+    runs, labeled, train_all, unlabeled, test, init_seeds, val, diag_pool = [], [], [], [], [], [], [], []
     for f in folds:
         for seed in cfg.seeds:
-            run_seed = seed * 1000 + f.k  # the split, the initialisation and the batch order of this run
+            run_seed = seed * RUN_SEED_STRIDE + f.k
             lab, unl = split_labeled(f.train, y, cfg.labeled_fraction, run_seed)
+            if cfg.val == "emobox":
+                v = f.valid
+            elif cfg.val_rows_fraction > 0:
+                lab, v = split_labeled(lab, y, 1 - cfg.val_rows_fraction, run_seed + VAL_SEED_OFFSET)
+            else:
+                v = np.zeros(0, dtype=np.int64)
             if ufeats is not feats:
                 unl = np.arange(len(ufeats.keys))
+            pool = unl if len(unl) else lab
+            if 0 < cfg.diag_pool_rows < len(pool):
+                pool = np.sort(np.random.default_rng(run_seed + DIAG_SEED_OFFSET).choice(pool, cfg.diag_pool_rows,
+                                                                                         replace=False))
             present = set(np.unique(y[lab if cfg.method != "full-labeled" else f.train]).tolist())
             miss_train = [c for i, c in enumerate(labels.classes) if i not in present]
             miss_test = [c for i, c in enumerate(labels.classes) if i not in set(np.unique(y[f.test]).tolist())]
@@ -91,20 +130,29 @@ def prepare(cfg: TrainConfig) -> Prepared:
             unlabeled.append(torch.as_tensor(unl))
             test.append(f.test)
             init_seeds.append(run_seed)
+            val.append(v)
+            diag_pool.append(pool)
 
     data = Prepared(feats.X, torch.as_tensor(np.maximum(y, 0)), labels.classes, ufeats.X, runs, labeled,
-                    train_all, unlabeled, test, init_seeds, provenance=prov)
+                    train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov)
     if cfg.method == "b-grpo" and cfg.needs_teacher:
         _attach_teacher(cfg, store, feats, ufeats, data)
-    if cfg.method == "dino" and cfg.dino_views != "noise":
-        if ufeats.frames_available:
-            data.crops = crop_views(store, cfg.model, cfg.unlabeled_dataset, ufeats.keys, max(2, cfg.dino_crops),
-                                    cfg.seeds[0])
-        elif cfg.dino_views == "frames":
-            raise DataError(f"--dino-views frames: {cfg.model}/{cfg.unlabeled_dataset} was extracted without "
-                            "frames; use --dino-views noise (or auto)")
+    if cfg.views in ("auto", "frames"):
+        entry = f"{cfg.model}/{cfg.unlabeled_dataset}"
+        frame_dim = store.frames(cfg.model, cfg.unlabeled_dataset, ufeats.keys[0]).shape[-1] \
+            if ufeats.frames_available else None
+        if frame_dim == ufeats.X.shape[1]:
+            data.crops = crop_views(store, cfg.model, cfg.unlabeled_dataset, ufeats.keys, cfg.dino_crops,
+                                    [s + CROP_SEED_OFFSET for s in cfg.seeds])
+            data.crop_sets = torch.as_tensor([cfg.seeds.index(r["seed"]) for r in runs])
+        elif cfg.views == "frames":
+            why = ("was extracted without frames" if frame_dim is None else
+                   f"has {frame_dim}-dim frames but {ufeats.X.shape[1]}-dim pooled features (e.g. egemaps: frame "
+                   "descriptors vs functionals), so frame crops are not inputs the policy reads")
+            opt = f"--{cfg.method}-views"
+            raise DataError(f"{opt} frames: {entry} {why}; use {opt} noise (or auto)")
     for r in data.runs:
-        r["views"] = "" if cfg.method != "dino" else ("frames" if data.crops is not None else "noise")
+        r["views"] = "" if not cfg.views else ("frames" if data.crops is not None else "noise")
     return data
 
 
@@ -144,6 +192,17 @@ def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
 
 
 @dataclass
+class Snapshot:
+    """A reported model's test predictions and where in training it was taken."""
+
+    test_pred: torch.Tensor  # (M, T)
+    log_stage: str
+    """The EpochLog stage it ends (its best-validation / best-test epochs are that stage's)."""
+    epoch: int
+    train_f1: torch.Tensor  # (M,) macro-F1 on each run's labelled training rows
+
+
+@dataclass
 class Context:
     """What a method function works with."""
 
@@ -153,8 +212,11 @@ class Context:
     opt: StackedAdam
     log: EpochLog
     gens: list[torch.Generator]
-    gen: torch.Generator
-    snapshots: dict = field(default_factory=dict)
+    view_gens: list[torch.Generator]
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    """Row stage ('stage1', 'final') -> the model it reports."""
+    logreg: list = field(default_factory=list)
+    """Per run (test predictions, training fit) of the reference's logistic regression."""
 
     def new_opt(self, model: StackedMLP) -> StackedAdam:
         return StackedAdam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -165,8 +227,23 @@ class Context:
                          self.gens, self.log)
 
     def snapshot(self, stage: str, model: StackedMLP):
-        """Test predictions of ``model`` now, reported as rows of ``stage``."""
-        self.snapshots[stage] = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
+        """Test predictions of ``model`` now, reported as rows of ``stage`` (the log stage just trained)."""
+        pools = self.data.train_all if self.cfg.method == "full-labeled" else self.data.labeled
+        train_idx, train_valid = pad_rows(pools)
+        train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
+                                    train_valid, len(self.data.classes))
+        test_pred = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
+        self.snapshots[stage] = Snapshot(test_pred, self.log.stage, self.log.epoch, train_f1)
+
+    def stage1(self):
+        """The supervised baseline a two-stage method starts from, reported as the `stage1` rows."""
+        m_baseline(self)
+        self.snapshot("stage1", self.policy)
+
+    def labelled_stream(self) -> LabelledStream:
+        """Each run's labelled rows as endless batches beside the stage-2 batches, in their own seeded order."""
+        return LabelledStream(self.data.X, self.data.y, self.data.labeled, self.cfg.batch_size,
+                              [torch.Generator().manual_seed(s + LABELED_SEED_OFFSET) for s in self.data.init_seeds])
 
 
 def m_baseline(ctx: Context) -> StackedMLP:
@@ -190,26 +267,24 @@ def m_full_labeled(ctx: Context) -> StackedMLP:
 def m_dino(ctx: Context) -> StackedMLP:
     """Baseline, then DINO on the unlabelled pool; the EMA teacher is reported."""
     cfg = ctx.cfg
-    m_baseline(ctx)
-    ctx.snapshot("stage1", ctx.policy)
+    ctx.stage1()
     teacher = ctx.policy.frozen_copy()
     ctx.log.begin("dino", teacher, cfg.epochs_stage2)
     train_dino(ctx.policy, teacher, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
-               cfg.batch_size, ctx.gens, ctx.gen, cfg, ctx.data.crops, ctx.log)
+               cfg.batch_size, ctx.gens, ctx.view_gens, cfg, ctx.data.crops, ctx.data.crop_sets, ctx.log)
     return teacher
 
 
 def m_bgrpo(ctx: Context) -> StackedMLP:
     """Baseline, then B-GRPO on the unlabelled pool with pi_ref = the baseline policy."""
     cfg, data = ctx.cfg, ctx.data
-    m_baseline(ctx)
-    ctx.snapshot("stage1", ctx.policy)
+    ctx.stage1()
     logp_ref_all = ctx.policy.predict_all(data.Xu).log_softmax(-1)  # (M, N_u, C)
     p_teacher_all = None
     if cfg.needs_teacher:
-        teacher = StackedMLP.from_seeds([s + 7 for s in data.init_seeds], data.Xt.shape[1], len(data.classes),
-                                        cfg.hidden)
-        teacher_gens = [torch.Generator().manual_seed(s + 7) for s in data.init_seeds]
+        teacher = StackedMLP.from_seeds([s + TEACHER_SEED_OFFSET for s in data.init_seeds], data.Xt.shape[1],
+                                        len(data.classes), cfg.hidden)
+        teacher_gens = [torch.Generator().manual_seed(s + TEACHER_SEED_OFFSET) for s in data.init_seeds]
         if cfg.standardize:
             teacher.standardize(data.Xt, data.train_all)
         train_supervised(teacher, ctx.new_opt(teacher), data.Xt, data.y, data.labeled, cfg.epochs_baseline,
@@ -217,18 +292,63 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
         p_teacher_all = teacher.predict_all(data.Xtu).softmax(-1)  # (M, N_u, C)
 
     def reward_fn(p, p_t):
-        return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta)
+        return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta,
+                      penalty=cfg.penalty_value)
 
     ctx.log.begin("b-grpo", ctx.policy, cfg.epochs_stage2)
     train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
                 ctx.gens, logp_ref_all, reward_fn, cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
-                p_teacher_all, ctx.gen, ctx.log)
-    unrewarded = sorted({(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo"}
-                        - {(r["fold"], r["seed"]) for r in ctx.log.rows if r["stage"] == "b-grpo" and r["reward"] > 0})
+                p_teacher_all, ctx.view_gens, ctx.log, balance=cfg.balance,
+                sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
+    stage2 = [r for r in ctx.log.rows if r["stage"] == "b-grpo"]
+    unrewarded = sorted({(r["fold"], r["seed"]) for r in stage2}
+                        - {(r["fold"], r["seed"]) for r in stage2 if r["reward"] > cfg.penalty_value})
     if unrewarded:
         warnings.warn(f"b-grpo: {len(unrewarded)} run(s) (fold, seed) {unrewarded[:4]} got no reward in any batch "
                       f"({cfg.reward} never paid out, e.g. no max probability above --delta {cfg.delta}), so "
-                      "the stage left their policy unchanged; train the baseline longer or lower --delta")
+                      "the B-GRPO term left their policy unchanged; train the baseline longer or lower --delta")
+    return ctx.policy
+
+
+def m_reference(ctx: Context) -> StackedMLP:
+    """Converged supervised references on the run's labelled rows (ours): the policy MLP trained with
+    --reference-lr until its validation macro-F1 has not improved for --reference-patience epochs (the best
+    validation epoch is reported), and a standardised logistic regression (scikit-learn) on the same rows."""
+    from trainer.reference import logistic_regression
+
+    cfg, data, log = ctx.cfg, ctx.data, ctx.log
+    opt = StackedAdam(ctx.policy.parameters(), lr=cfg.reference_lr, weight_decay=cfg.weight_decay)
+    log.begin("supervised", ctx.policy, cfg.reference_max_epochs)
+    for _ in range(cfg.reference_max_epochs):
+        train_supervised(ctx.policy, opt, data.X, data.y, data.labeled, 1, cfg.batch_size, ctx.gens, log)
+        best = log.selected.get("supervised")
+        if best is not None and bool((log.epoch - best.improved >= cfg.reference_patience).all()):
+            break
+    ctx.logreg = [logistic_regression(data.X, data.y, data.labeled[r].numpy(), data.test[r])
+                  for r in range(len(data.runs))]
+    return ctx.policy
+
+
+def m_pseudo_label(ctx: Context) -> StackedMLP:
+    """Baseline, then pseudo-labelling with a confidence threshold on the unlabelled pool (Lee 2013), the
+    supervised term kept on the labelled rows."""
+    cfg = ctx.cfg
+    ctx.stage1()
+    ctx.log.begin("pseudo-label", ctx.policy, cfg.epochs_stage2)
+    train_pseudo_label(ctx.policy, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
+                       cfg.batch_size, ctx.gens, ctx.labelled_stream(), cfg.pseudo_threshold, cfg.pseudo_weight,
+                       cfg.pseudo_rampup, ctx.log)
+    return ctx.policy
+
+
+def m_fixmatch(ctx: Context) -> StackedMLP:
+    """Baseline, then FixMatch (Sohn et al. 2020) on the unlabelled pool, the supervised term kept."""
+    cfg = ctx.cfg
+    ctx.stage1()
+    ctx.log.begin("fixmatch", ctx.policy, cfg.epochs_stage2)
+    train_fixmatch(ctx.policy, ctx.new_opt(ctx.policy), ctx.data.Xu, ctx.data.unlabeled, cfg.epochs_stage2,
+                   cfg.batch_size, ctx.gens, ctx.view_gens, ctx.labelled_stream(), cfg, ctx.data.crops,
+                   ctx.data.crop_sets, ctx.log)
     return ctx.policy
 
 
@@ -238,6 +358,9 @@ METHODS = {
     "full-labeled": m_full_labeled,
     "dino": m_dino,
     "b-grpo": m_bgrpo,
+    "reference": m_reference,
+    "pseudo-label": m_pseudo_label,
+    "fixmatch": m_fixmatch,
 }
 
 
@@ -265,40 +388,108 @@ class Result:
     provenance: dict
     seconds: float
     seconds_load: float
+    eval_seconds: dict = field(default_factory=dict)
+    """Seconds spent evaluating each per-epoch set (test, pool diagnostics, val), inside ``seconds``."""
+
+
+def check_out(cfg: TrainConfig) -> Path:
+    """The run's output folder; a file in the way is an error before any training."""
+    d = Path(cfg.out) / cfg.run_name
+    for p in (Path(cfg.out), d):
+        if p.exists() and not p.is_dir():
+            raise DataError(f"--out {cfg.out}: {p} is a file, not a folder; give a folder path")
+    return d
+
+
+def eval_sets(cfg: TrainConfig, data: Prepared) -> dict[str, EvalSet]:
+    """What the log evaluates per epoch: test, the stage-2 pool (diagnostics) and the validation rows."""
+    sets = {"test": EvalSet(data.X, *pad_rows(data.test)),
+            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False)}
+    if cfg.has_val:
+        sets["val"] = EvalSet(data.X, *pad_rows(data.val))
+    return sets
+
+
+def labelled_prior(data: Prepared, cfg: TrainConfig) -> torch.Tensor:
+    """Class shares of each run's labelled rows, (M, C)."""
+    pools = data.train_all if cfg.method == "full-labeled" else data.labeled
+    counts = torch.stack([torch.bincount(data.y[p], minlength=len(data.classes)) for p in pools]).double()
+    return counts / counts.sum(1, keepdim=True).clamp_min(1)
 
 
 def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     """Train and score every (fold, seed) run of ``cfg``; ``data`` reuses an already prepared dataset."""
     fn = get_method(cfg.method)
+    check_out(cfg)
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     if data is None:
         data = prepare(cfg)
     t_load = time.perf_counter() - t0
-    test_idx, test_valid = pad_rows(data.test)
     policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[1], len(data.classes), cfg.hidden)
     if cfg.standardize:
         policy.standardize(data.X, data.train_all)
     gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
-    ctx = Context(cfg, data, policy, None, EpochLog(data.X, data.y, test_idx, test_valid, len(data.classes),
-                                                    [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs],
-                                                    cfg.eval_every, bar),
-                  gens, torch.Generator().manual_seed(cfg.seeds[0] + 99))
+    log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
+                   [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], labelled_prior(data, cfg),
+                   1 if cfg.method == "reference" else cfg.eval_every, bar)
+    ctx = Context(cfg, data, policy, None, log, gens,
+                  [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
     ctx.opt = ctx.new_opt(policy)
     final = fn(ctx)
     ctx.snapshot("final", final)
     seconds = time.perf_counter() - t0
 
+    collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_epochs)
+    for r, info in enumerate(data.runs):
+        if collapsed and collapsed[r]:
+            warnings.warn(f"{cfg.method} {cfg.dataset} fold {info['fold']} seed {info['seed']}: predictions on the "
+                          f"unlabelled pool collapsed from epoch {onset[r]} on (a class below a quarter of its "
+                          "labelled share, or entropy below half the prior's); see curves.csv/curves.png")
     rows, confusions = [], {}
-    for stage, pred in ctx.snapshots.items():
-        cm = np.zeros((len(data.classes),) * 2, dtype=np.int64)
-        for r, run_info in enumerate(data.runs):
-            rows_r = data.test[r]
-            yt, yp = data.y[rows_r].numpy(), pred[r, :len(rows_r)].numpy()
-            cm += confusion(yt, yp, len(data.classes))
-            rows.append(_row(cfg, stage, run_info, scores(yt, yp), data, r, seconds))
-        confusions[stage] = cm
-    return Result(cfg, rows, ctx.log.rows, confusions, data.classes, data.provenance, seconds, t_load)
+    for stage, snap in ctx.snapshots.items():
+        stage_rows, confusions[stage] = _stage_rows(ctx, stage, snap, seconds)
+        rows += stage_rows
+    for r, (pred, fit) in enumerate(ctx.logreg):
+        s_ = scores(data.y[data.test[r]].numpy(), pred)
+        rows.append({**_row(cfg, "final", data.runs[r], s_, data, r, seconds), "method": "reference-logreg",
+                     "select": "", "selected_epoch": -1, "val_macro_f1": float("nan"),
+                     **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
+                     "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, **fit, "under_trained": False})
+    return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load,
+                  dict(log.eval_seconds))
+
+
+def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tuple[list[dict], np.ndarray]:
+    """Result rows of one reported stage (last and validation-selected numbers, oracle, health) and the summed
+    confusion matrix of what the rows report."""
+    cfg, data, log = ctx.cfg, ctx.data, ctx.log
+    sel, oracle = log.selected.get(snap.log_stage), log.oracle.get(snap.log_stage)
+    epochs = [e for e in log.collapse_epochs if e <= snap.epoch]
+    col, onset = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
+    losses = log.losses.get("supervised", [])
+    rows, cm = [], np.zeros((len(data.classes),) * 2, dtype=np.int64)
+    for r, info in enumerate(data.runs):
+        n = len(data.test[r])
+        yt = data.y[data.test[r]].numpy()
+        last = scores(yt, snap.test_pred[r, :n].numpy())
+        use_sel = cfg.selects_val and sel is not None
+        pred = (sel.test_pred if use_sel else snap.test_pred)[r, :n].numpy()
+        cm += confusion(yt, pred, len(data.classes))
+        rows.append({
+            **_row(cfg, stage, info, scores(yt, pred) if use_sel else last, data, r, seconds),
+            "select": "val" if cfg.selects_val else "last",
+            "selected_epoch": int(sel.epoch[r]) if use_sel else snap.epoch,
+            "val_macro_f1": float(sel.score[r]) if use_sel else float("nan"),
+            **{f"last_{k}": v for k, v in last.items()},
+            "oracle_macro_f1": float(oracle.score[r]) if oracle is not None else float("nan"),
+            "oracle_epoch": int(oracle.epoch[r]) if oracle is not None else -1,
+            "collapsed": bool(col[r]) if col else False, "collapse_epoch": onset[r] if col else -1,
+            "train_loss": log.losses[snap.log_stage][-1][r],
+            "train_macro_f1": float(snap.train_f1[r]),
+            "under_trained": cfg.method != "reference" and under_trained([e[r] for e in losses]),
+        })
+    return rows, cm
 
 
 def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: int, seconds: float) -> dict:
@@ -309,11 +500,15 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "reward": cfg.reward if cfg.method == "b-grpo" else "",
         "teacher": cfg.teacher if uses_teacher else "",
         "advantage": cfg.advantage if cfg.method == "b-grpo" else "",
-        "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.method in ("dino", "b-grpo") else "",
+        "balance": cfg.balance if cfg.method == "b-grpo" else "",
+        "sup_weight": cfg.sup_weight if cfg.method == "b-grpo" else 0.0,
+        "penalty_value": cfg.penalty_value if cfg.method == "b-grpo" else 0.0,
+        "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.uses_unlabeled else "",
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,
         "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"],
         "n_train_labeled": len(data.train_all[r] if cfg.method == "full-labeled" else data.labeled[r]),
-        "n_unlabeled": len(data.unlabeled[r]) if cfg.method in ("dino", "b-grpo") else 0,
+        "n_val": len(data.val[r]) if data.val else 0,
+        "n_unlabeled": len(data.unlabeled[r]) if cfg.uses_unlabeled else 0,
         "n_test": len(data.test[r]), "n_dropped": info["n_dropped"], "n_missing": info["n_missing"],
         "missing_train_classes": info["missing_train_classes"],
         "missing_test_classes": info["missing_test_classes"], "views": info["views"],
@@ -327,14 +522,15 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     import pandas as pd
 
     cfg = result.cfg
-    d = Path(out or cfg.out) / cfg.run_name
+    d = Path(out) / cfg.run_name if out else check_out(cfg)
     d.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result.rows).to_csv(d / "results.csv", index=False)
     pd.DataFrame(result.curves).to_csv(d / "curves.csv", index=False)
     meta = {
         "config": cfg.to_dict(), "classes": list(result.classes), "rows": result.rows,
         "confusion": {k: v.tolist() for k, v in result.confusions.items()},
-        "seconds": result.seconds, "seconds_load": result.seconds_load, "provenance": result.provenance,
+        "seconds": result.seconds, "seconds_load": result.seconds_load, "eval_seconds": result.eval_seconds,
+        "provenance": result.provenance,
         "environment": {"trainer": __version__, "torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "machine": platform.machine()},
     }

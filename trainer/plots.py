@@ -11,26 +11,65 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-PANELS = (("loss", "loss"), ("reward", "mean reward"), ("confidence", "mean max probability"),
+PANELS = (("loss", "loss"), ("reward", "mean reward"), ("confidence", "mean max probability (training)"),
           ("test_macro_f1", "test macro-F1"))
 
 
+def _band(ax, df: pd.DataFrame, col: str, colors: dict, style: str = "-", label_suffix: str = ""):
+    """Mean over runs by epoch per stage, band = min..max."""
+    for stage, g in df.groupby("stage", sort=False):
+        if col not in g:
+            continue
+        s = g.groupby("epoch")[col].agg(["mean", "min", "max"]).dropna()
+        if s.empty:
+            continue
+        ax.plot(s.index, s["mean"], style, label=stage + label_suffix, color=colors[stage])
+        ax.fill_between(s.index, s["min"], s["max"], alpha=0.15, color=colors[stage])
+
+
+EXTRA_PANELS = [("approx_kl", "approx KL to pi_old (0 at mu = 1)"),
+                ("clip_frac", "clip fraction (0 at mu = 1)"),
+                ("sup_loss", "labelled CE in stage 2"),
+                ("mask_rate", "pool share above the threshold")]
+"""Named per-run curves of the stage-2 algorithms, drawn in a third row when a run logs them."""
+
+
 def plot_curves(curves: list[dict], path: str | Path, title: str = "") -> Path:
-    """Four panels (loss, reward, confidence, test macro-F1) by epoch: mean over runs, band = min..max."""
+    """Top: loss, reward, training confidence, test (and validation, dashed) macro-F1 by epoch. Bottom, the
+    collapse diagnostics: predicted-class shares on the unlabelled pool, entropy of the predicted classes,
+    the largest class's share and the mean max probability on pool (solid) and test (dashed). A third row, when
+    the run logs them: ``EXTRA_PANELS``. Mean over runs; bands = min..max."""
     df = pd.DataFrame(curves)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    extras = [(c, label) for c, label in EXTRA_PANELS if c in df and df[c].notna().any()]
+    fig, axes = plt.subplots(3 if extras else 2, 4, figsize=(16, 10.2 if extras else 6.8))
     colors = {st: f"C{i}" for i, st in enumerate(df.stage.unique())}
-    for ax, (col, label) in zip(axes, PANELS):
-        for stage, g in df.groupby("stage", sort=False):
-            s = g.groupby("epoch")[col].agg(["mean", "min", "max"]).dropna()
-            if s.empty:
-                continue
-            ax.plot(s.index, s["mean"], label=stage, color=colors[stage])
-            ax.fill_between(s.index, s["min"], s["max"], alpha=0.2, color=colors[stage])
-        ax.set_xlabel("epoch")
+    for ax, (col, label) in zip(axes[0], PANELS):
+        _band(ax, df, col, colors)
         ax.set_title(label)
+    _band(axes[0, 3], df, "val_macro_f1", colors, "--", " (val)")
+    shares = [c for c in df.columns if c.startswith("pool_share_")]
+    ax = axes[1, 0]
+    for i, c in enumerate(shares):
+        s = df.groupby("epoch")[c].mean().dropna()
+        ax.plot(s.index, s.values, label=c.removeprefix("pool_share_"), color=f"C{i}")
+    ax.set_title("predicted-class shares on the pool")
+    if shares:
+        ax.legend(fontsize=7)
+    for ax, col, label in ((axes[1, 1], "entropy", "predicted-class entropy (nats)"),
+                           (axes[1, 2], "max_share", "largest class's share"),
+                           (axes[1, 3], "confidence", "mean max probability")):
+        _band(ax, df, f"pool_{col}", colors)
+        _band(ax, df, f"test_{col}", colors, "--", " (test)")
+        ax.set_title(label + ": pool, test dashed")
+    for ax, (col, label) in zip(axes[2] if extras else [], extras):  # the stage-2 algorithms' own curves
+        _band(ax, df, col, colors)
+        ax.set_title(label)
+    for ax in axes[2][len(extras):] if extras else []:
+        ax.axis("off")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

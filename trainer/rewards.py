@@ -1,7 +1,11 @@
 """B-GRPO rewards (paper section 3, eq. 1-5) as pure functions of class probabilities.
 
 ``p`` is the policy's distribution p_p(n|q_i), ``p_t`` the teacher's p_t(n|q_i); both (..., N) with N classes.
-Every function returns one reward per sample, shape (...,).
+Every function returns one reward per sample, shape (...,). The rule rewards r1, r3, r4, r5 pay C when their
+condition holds and ``penalty`` P otherwise: P = 0 is eq. 1-5; the paper also tried C = 2 and P = -1 (section
+4.2, "the difference is not significant"). Note that eq. 6 normalises rewards within the group, and
+(r - mean) / std does not change when every r becomes a * r + b with a > 0: with the positive or signed
+advantage only the advantage 'none' (raw rewards) sees C and P at all.
 """
 
 from __future__ import annotations
@@ -9,9 +13,14 @@ from __future__ import annotations
 import torch
 
 
-def r1(p: torch.Tensor, delta: float = 0.5, C: float = 1.0) -> torch.Tensor:
-    """Eq. 1: C if max_N p_p(n|q_i) > delta, else 0 (self-reward)."""
-    return (p.amax(-1) > delta).to(p.dtype) * C
+def _pay(cond: torch.Tensor, C: float, penalty: float, dtype: torch.dtype) -> torch.Tensor:
+    """C where ``cond`` holds, else the penalty."""
+    return torch.where(cond, torch.tensor(C, dtype=dtype), torch.tensor(penalty, dtype=dtype))
+
+
+def r1(p: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
+    """Eq. 1: C if max_N p_p(n|q_i) > delta, else 0 (self-reward; else ``penalty``)."""
+    return _pay(p.amax(-1) > delta, C, penalty, p.dtype)
 
 
 def r2(p: torch.Tensor) -> torch.Tensor:
@@ -19,14 +28,14 @@ def r2(p: torch.Tensor) -> torch.Tensor:
     return p.amax(-1)
 
 
-def r3(p: torch.Tensor, p_t: torch.Tensor, C: float = 1.0) -> torch.Tensor:
-    """Eq. 3: C if argmax_N p_p == argmax_N p_t, else 0 (teacher-reward)."""
-    return (p.argmax(-1) == p_t.argmax(-1)).to(p.dtype) * C
+def r3(p: torch.Tensor, p_t: torch.Tensor, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
+    """Eq. 3: C if argmax_N p_p == argmax_N p_t, else 0 (teacher-reward; else ``penalty``)."""
+    return _pay(p.argmax(-1) == p_t.argmax(-1), C, penalty, p.dtype)
 
 
-def r4(p: torch.Tensor, p_t: torch.Tensor, delta: float = 0.5, C: float = 1.0) -> torch.Tensor:
-    """Eq. 4: C if the conditions of r1 and r3 both hold, else 0 (teacher-reward)."""
-    return ((r1(p, delta) > 0) & (r3(p, p_t) > 0)).to(p.dtype) * C
+def r4(p: torch.Tensor, p_t: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
+    """Eq. 4: C if the conditions of r1 and r3 both hold, else 0 (teacher-reward; else ``penalty``)."""
+    return _pay((r1(p, delta) > 0) & (r3(p, p_t) > 0), C, penalty, p.dtype)
 
 
 def kl(p_t: torch.Tensor, p: torch.Tensor, tiny: float = 1e-12) -> torch.Tensor:
@@ -34,24 +43,27 @@ def kl(p_t: torch.Tensor, p: torch.Tensor, tiny: float = 1e-12) -> torch.Tensor:
     return (p_t * (p_t.clamp_min(tiny).log() - p.clamp_min(tiny).log())).sum(-1)
 
 
-def r5(p: torch.Tensor, p_t: torch.Tensor, theta: float = 0.5, C: float = 1.0) -> torch.Tensor:
-    """Eq. 5: C if D_KL(P_t(n|q_i) || P_p(n|q_i)) < theta, else 0 (teacher-reward)."""
-    return (kl(p_t, p) < theta).to(p.dtype) * C
+def r5(p: torch.Tensor, p_t: torch.Tensor, theta: float = 0.5, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
+    """Eq. 5: C if D_KL(P_t(n|q_i) || P_p(n|q_i)) < theta, else 0 (teacher-reward; else ``penalty``)."""
+    return _pay(kl(p_t, p) < theta, C, penalty, p.dtype)
 
 
 def reward(name: str, p: torch.Tensor, p_t: torch.Tensor | None = None, *, delta: float = 0.5,
-           C: float = 1.0, theta: float = 0.5) -> torch.Tensor:
-    """Dispatch by name (r1..r5) with the run's constants."""
+           C: float = 1.0, theta: float = 0.5, penalty: float = 0.0) -> torch.Tensor:
+    """Dispatch by name (r1..r5) with the run's constants; ``penalty`` applies to the rule rewards r1, r3-r5."""
     if name in ("r3", "r4", "r5") and p_t is None:
         raise ValueError(f"reward {name} needs teacher probabilities (eq. 3-5)")
+    if name == "r2" and penalty != 0:
+        raise ValueError("reward r2 (eq. 2) is the max probability itself and has no failing condition: a "
+                         "penalty value applies to r1, r3, r4, r5")
     if name == "r1":
-        return r1(p, delta, C)
+        return r1(p, delta, C, penalty)
     if name == "r2":
         return r2(p)
     if name == "r3":
-        return r3(p, p_t, C)
+        return r3(p, p_t, C, penalty)
     if name == "r4":
-        return r4(p, p_t, delta, C)
+        return r4(p, p_t, delta, C, penalty)
     if name == "r5":
-        return r5(p, p_t, theta, C)
+        return r5(p, p_t, theta, C, penalty)
     raise ValueError(f"unknown reward {name!r}; known: r1, r2, r3, r4, r5")

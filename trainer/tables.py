@@ -1,20 +1,55 @@
 """Paper-style tables (the B-GRPO paper's Tables 1-5) from tidy result rows: macro-F1 %, mean +- std.
 
 Each cell is the mean over folds per seed, then mean +- std over seeds; with a single seed the std is
-over folds. The footer of every table says which.
+over folds. The footer of every table says which, which epoch the numbers come from (last, best validation,
+or the optimistic best test epoch of --oracle), and what the marks mean: collapsed runs, under-trained runs,
+and with --compare the paired difference to another method.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from trainer.significance import paired
+
 TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher", "advantage", "labels",
-        "unlabeled_from", "missing_train_classes", "missing_test_classes", "views"]
+        "unlabeled_from", "missing_train_classes", "missing_test_classes", "views", "balance"]
 METHOD_NAMES = {"baseline": "Baseline", "dino": "DINO", "same-epochs": "Same epochs",
                 "full-labeled": "Full labeled", "b-grpo": "B-GRPO"}
+REFERENCE_NAMES = {"reference": "Reference MLP (converged, early-stopped on validation; ours)",
+                   "reference-logreg": "Reference logistic regression (standardised; ours)"}
+STABILISERS = {"balance": "none", "sup_weight": 0.0, "penalty_value": 0.0}
+"""B-GRPO options beyond the paper (ours) and their paper values; the paper tables show only the paper's B-GRPO."""
+PAPER_DATASETS = ("iemocap", "casia", "cafe", "meld", "m3ed")
+"""The paper's column order; other datasets follow by name."""
+PAPER_TEACHERS = ("emotion2vec-plus-large", "emotion2vec-base", "whisper-large-v3")
+"""Table 2's teacher order in the paper; other teachers follow by name."""
+NUMERIC = ["macro_f1", "ua", "wa", "oracle_macro_f1", "val_macro_f1", "last_macro_f1", "train_loss",
+           "train_macro_f1"]
+PAIR_KEYS = ["dataset", "model", "labels", "fold", "seed"]
+"""What makes runs of two methods a matched pair for --compare (plus the epoch selection, when the compared
+method's results hold both: a val-selected row pairs with a val-selected one; the logistic regression, which
+has no epochs, with the last-epoch one)."""
+
+
+def _pair_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows indexed by their pairing keys (``select`` '' counts as 'last')."""
+    keys = PAIR_KEYS + (["select"] if "select" in df else [])
+    out = df.copy()
+    if "select" in out:
+        out["select"] = out["select"].replace("", "last")
+    return out.set_index(keys)
+
+
+def paper_order(names, paper=PAPER_DATASETS) -> list[str]:
+    """``names`` in the paper's order, then the others sorted by name."""
+    names = list(dict.fromkeys(names))
+    return [n for n in paper if n in names] + sorted(n for n in names if n not in paper)
 ADVANTAGE_NAMES = {"positive": "A_i > 0 (eq. 6)", "signed": "w/o A_i > 0", "none": "w/o A_i"}
 
 
@@ -32,7 +67,7 @@ def load_results(paths) -> pd.DataFrame:
         raise ValueError(f"no results.csv under {', '.join(map(str, paths))}")
     frames = []
     for f in files:
-        d = pd.read_csv(f, keep_default_na=False, na_values={"macro_f1": [""]})
+        d = pd.read_csv(f, keep_default_na=False, na_values={c: [""] for c in NUMERIC})
         if not {"stage", "dataset", "seed", "macro_f1"} <= set(d.columns):
             raise ValueError(f"{f}: not a results.csv of `trainer run` (needs stage, dataset, seed, macro_f1 columns)")
         frames.append(d)
@@ -40,17 +75,51 @@ def load_results(paths) -> pd.DataFrame:
     for c in TEXT:
         if c in df:
             df[c] = df[c].astype(str)
+    for c in ("collapsed", "under_trained"):
+        if c in df:
+            df[c] = df[c].astype(str) == "True"
     return df.drop_duplicates(subset=[c for c in df.columns if c != "seconds"])
 
 
-def cell(g: pd.DataFrame, metric: str = "macro_f1") -> str:
-    """'mean ± std' in %: fold-mean per seed, then over seeds (over folds when there is one seed)."""
+@dataclass
+class Style:
+    """How cells are rendered: the metric column and the method to compare with (paired)."""
+
+    metric: str = "macro_f1"
+    compare: str = ""
+    base: pd.DataFrame | None = None
+    """The --compare method's rows."""
+
+
+def cell(g: pd.DataFrame, style: Style = Style()) -> str:
+    """'mean ± std' in %: fold-mean per seed, then over seeds (over folds when there is one seed); then the
+    marks: ' ⚠k/n' (k of n runs collapsed), ' †k/n' (under-trained), and with --compare the paired difference."""
+    metric = style.metric
     if g.empty:
         return "-"
     per_seed = g.groupby("seed")[metric].mean() * 100
     vals = per_seed if len(per_seed) > 1 else g[metric] * 100
     std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-    return f"{vals.mean():.1f} ± {std:.1f}"
+    text = f"{vals.mean():.1f} ± {std:.1f}"
+    n = len(g)
+    if "collapsed" in g and g.collapsed.any():
+        text += f" ⚠{int(g.collapsed.sum())}/{n}"
+    if "under_trained" in g and g.under_trained.any():
+        text += f" †{int(g.under_trained.sum())}/{n}"
+    if style.compare and style.base is not None and not (g.method == style.compare).all():
+        text += " " + _paired_text(g, style.base, metric)
+    return text
+
+
+def _paired_text(g: pd.DataFrame, base: pd.DataFrame, metric: str) -> str:
+    a = _pair_keys(g).groupby(level=list(range(len(PAIR_KEYS) + ("select" in g)))).mean(numeric_only=True)[metric]
+    b = _pair_keys(base)[metric]
+    common = a.index.intersection(b.index)
+    if len(common) == 0:
+        return "(Δ: no matched runs)"
+    r = paired(a[common].to_numpy() * 100, b[common].to_numpy() * 100)
+    p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
+    return f"Δ {r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}] n={r.n} p={p}{' *' if r.excludes_zero else ''}"
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
@@ -59,117 +128,184 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _grid(df: pd.DataFrame, row_specs: list[tuple[str, pd.Series]], datasets: list[str]) -> list[list[str]]:
-    return [[name] + [cell(df[mask & (df.dataset == d)]) for d in datasets] for name, mask in row_specs]
+def _grid(df: pd.DataFrame, row_specs: list[tuple[str, pd.Series]], datasets: list[str],
+          style: Style) -> list[list[str]]:
+    return [[name] + [cell(df[mask & (df.dataset == d)], style) for d in datasets] for name, mask in row_specs]
 
 
 def _default_bgrpo(df: pd.DataFrame) -> pd.Series:
-    return (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.unlabeled_from == "")
+    mask = (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.unlabeled_from == "")
+    for col, paper in STABILISERS.items():  # the paper's B-GRPO, not a stabilised variant (ours)
+        if col in df:
+            mask &= df[col].isin([paper, ""])
+    return mask
 
 
-def table1(df, datasets):
+def table1(df, datasets, style):
     half = df.labeled_fraction.astype(float) < 1
+    ours = df[~df.method.isin(list(REFERENCE_NAMES))]
+    selects = sorted(set(ours["select"]) - {""}) if "select" in df else ["last"]
     specs = []
-    for m, name in METHOD_NAMES.items():
-        mask = df.method == m
-        if m == "b-grpo":
-            mask = _default_bgrpo(df)
-        if m in ("baseline", "same-epochs", "dino", "b-grpo"):
-            mask &= half
-        if m == "dino":
-            mask &= df.unlabeled_from == ""
-        specs.append((name, mask))
-    return "Table 1. B-GRPO against the baselines (macro-F1 %)", _md(["method"] + datasets, _grid(df, specs, datasets))
+    for sel in selects:
+        for m, name in METHOD_NAMES.items():
+            mask = df.method == m
+            if "select" in df:
+                mask &= df["select"] == sel
+            if m == "b-grpo":
+                mask &= _default_bgrpo(df)
+            if m in ("baseline", "same-epochs", "dino", "b-grpo"):
+                mask &= half
+            if m == "dino":
+                mask &= df.unlabeled_from == ""
+            if sel == "last" or mask.any():
+                specs.append((name + (" (best-validation epoch)" if sel == "val" else ""), mask))
+    specs += _reference_specs(df)
+    return ("Table 1. B-GRPO against the baselines (macro-F1 %)",
+            _md(["method"] + datasets, _grid(df, specs, datasets, style)))
 
 
-def table2(df, datasets):
+def _reference_specs(df) -> list:
+    """The converged references, when the results hold them (every table shows them then)."""
+    return [(name, df.method == m) for m, name in REFERENCE_NAMES.items() if (df.method == m).any()]
+
+
+def table2(df, datasets, style):
     b = (df.method == "b-grpo") & (df.advantage == "positive") & (df.unlabeled_from == "")
     rows = []
     for model in sorted(df[b & (df.teacher == "")].model.unique()):
         rows.append([f"**self-reward {model}**"] + [""] * len(datasets))
         for r in ("r1", "r2"):
-            rows += _grid(df, [(r, b & (df.teacher == "") & (df.model == model) & (df.reward == r))], datasets)
-    for t in sorted(df[b & (df.teacher != "")].teacher.unique()):
+            mask = b & (df.teacher == "") & (df.model == model) & (df.reward == r)
+            rows += _grid(df, [(r, mask)], datasets, style)
+    for t in paper_order(df[b & (df.teacher != "")].teacher.unique(), PAPER_TEACHERS):
         rows.append([f"**teacher-reward {t}**"] + [""] * len(datasets))
         for r in ("r3", "r4", "r5"):
             m = b & (df.teacher == t) & (df.reward == r)
             if m.any():
-                rows += _grid(df, [(r, m)], datasets)
+                rows += _grid(df, [(r, m)], datasets, style)
     return "Table 2. Reward functions (macro-F1 %)", _md(["reward"] + datasets, rows)
 
 
-def table3(df, datasets):
+def table3(df, datasets, style):
     b = (df.method == "b-grpo") & (df.reward == "r1") & (df.teacher == "") & (df.unlabeled_from == "")
     specs = [(name, b & (df.advantage == a)) for a, name in ADVANTAGE_NAMES.items()]
-    return "Table 3. Advantage function (macro-F1 %)", _md(["advantage"] + datasets, _grid(df, specs, datasets))
+    return ("Table 3. Advantage function (macro-F1 %)",
+            _md(["advantage"] + datasets, _grid(df, specs, datasets, style)))
 
 
-def table4(df, datasets):
+def table4(df, datasets, style):
     full = df.labeled_fraction.astype(float) >= 1
     specs = []
     for model in df[full].model.unique():
         specs.append((model, full & (df.model == model) & (df.method == "baseline")))
         specs.append(("w B-GRPO", full & (df.model == model) & _default_bgrpo(df)))
     return ("Table 4. Policy models on different encoders, baseline on all labels (macro-F1 %)",
-            _md(["policy features"] + datasets, _grid(df, specs, datasets)))
+            _md(["policy features"] + datasets, _grid(df, specs, datasets, style)))
 
 
-def table5(df, datasets):
+def table5(df, datasets, style):
     b = (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.teacher == "")
     rows = []
     for (ext, ds), _ in df[b & (df.unlabeled_from != "")].groupby(["unlabeled_from", "dataset"], sort=False):
         same_b = b & (df.dataset == ds) & (df.unlabeled_from == "")
         frac = df[b & (df.dataset == ds) & (df.unlabeled_from == ext)].labeled_fraction.astype(float).iloc[0]
         base = (df.method == "baseline") & (df.dataset == ds) & (df.labeled_fraction.astype(float) == frac)
-        rows.append([f"{ext} → {ds}", cell(df[base]), cell(df[same_b]),
-                     cell(df[b & (df.dataset == ds) & (df.unlabeled_from == ext)])])
+        rows.append([f"{ext} → {ds}", cell(df[base], style), cell(df[same_b], style),
+                     cell(df[b & (df.dataset == ds) & (df.unlabeled_from == ext)], style)])
     return ("Table 5. B-GRPO data: external corpus → evaluated corpus (macro-F1 %)",
             _md(["data", "Baseline", "Same corpus", "External corpus"], rows))
 
 
-def generic(df, datasets):
+def generic(df, datasets, style):
     keys = ["method", "model", "reward", "teacher", "advantage", "unlabeled_from", "labeled_fraction", "labels"]
+    keys += [k for k in ("select", *STABILISERS) if k in df]
     specs = []
     for combo, g in df.groupby(keys, sort=False):
         d = dict(zip(keys, combo))
-        name = " ".join([METHOD_NAMES.get(d["method"], d["method"]), d["model"]]
-                        + [f"{k}={d[k]}" for k in keys[2:] if str(d[k]) not in ("", "nan")])
+        name = " ".join([{**METHOD_NAMES, **REFERENCE_NAMES}.get(d["method"], d["method"]), d["model"]]
+                        + [f"{k}={d[k]}" for k in keys[2:]
+                           if str(d[k]) not in ("", "nan") and d[k] != STABILISERS.get(k)])
         specs.append((name, df.index.isin(g.index)))
-    return "Results (macro-F1 %)", _md(["run"] + datasets, _grid(df, specs, datasets))
+    return "Results (macro-F1 %)", _md(["run"] + datasets, _grid(df, specs, datasets, style))
+
+
+SELECTION = {"last": "last epoch (the paper's protocol)",
+             "val": "best validation epoch per run (validation rows held out of the labelled rows)"}
+ORACLE_NOTE = ("**optimistic (--oracle)**: best TEST epoch per run and stage, what a script that scores every "
+               "checkpoint on test reports; for comparison with published numbers only, not an estimate")
 
 
 RENDER = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
           "generic": generic}
 
 
-def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final") -> str:
-    """Markdown for ``layout``; ``auto`` uses each experiment's own layout (table1..5) or generic."""
+def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle: bool = False,
+           compare: str = "") -> str:
+    """Markdown for ``layout``; ``auto`` uses each experiment's own layout (table1..5) or generic.
+
+    ``oracle``: cells show the best test epoch per run (optimistic, labelled so). ``compare``: each cell also
+    gets the paired difference to that method's matching (fold, seed) runs (significance.paired).
+    """
     if layout not in RENDER and layout != "auto":
         raise ValueError(f"unknown layout {layout!r}; known: auto, {', '.join(RENDER)}")
     df = df[df.stage == stage].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no rows of stage {stage!r}")
+    if oracle and "oracle_macro_f1" not in df:
+        raise ValueError("--oracle: these results have no oracle_macro_f1 column (written by an older trainer)")
+    base = None
+    if compare:
+        base = df[df.method == compare]
+        if base.empty:
+            raise ValueError(f"--compare {compare}: no rows of that method; methods here: "
+                             f"{', '.join(sorted(df.method.unique()))}")
+        dup = base[base.duplicated(PAIR_KEYS + (["select"] if "select" in base else []), keep=False)]
+        if not dup.empty:
+            raise ValueError(f"--compare {compare}: {len(dup)} rows share a (dataset, model, labels, fold, seed, "
+                             "select); pass the results of one configuration of it")
     parts = []
     groups = [(layout, df)] if layout != "auto" else [
         (e if e in RENDER else "generic", g.reset_index(drop=True)) for e, g in df.groupby("experiment", sort=False)]
+    style = Style("oracle_macro_f1" if oracle else "macro_f1", compare, base)
     for lay, g in groups:
-        datasets = list(dict.fromkeys(g.dataset))
-        title, body = RENDER[lay](g, datasets)
+        datasets = paper_order(g.dataset)
+        title, body = RENDER[lay](g, datasets, style)
         n_seeds, n_folds = g.seed.nunique(), g.fold.nunique()
         spread = "std over seeds of the fold mean" if n_seeds > 1 else "std over folds"
-        parts.append(f"**{title}**\n\n{body}\n\n_{n_folds} fold(s) x {n_seeds} seed(s); mean ± {spread}._")
+        notes = [f"{n_folds} fold(s) x {n_seeds} seed(s); mean ± {spread}."]
+        if oracle:
+            notes.append(ORACLE_NOTE + ".")
+        elif "select" in g:
+            sel = sorted(set(g["select"]) - {""})
+            notes.append("Epoch: " + "; ".join(SELECTION.get(x, x) for x in sel) + "." if sel else "")
+        if "collapsed" in g and g.collapsed.any():
+            notes.append("⚠k/n: k of n runs collapsed on their unlabelled pool (collapse rule, docs/TRAINER.md).")
+        if "under_trained" in g and g.under_trained.any():
+            notes.append("†k/n: k of n runs under-trained (training loss still falling; docs/TRAINER.md).")
+        if compare:
+            notes.append(f"Δ: mean paired difference to {compare} over matching (fold, seed) runs, in points, "
+                         "[95% bootstrap interval], Wilcoxon signed-rank p; * = interval excludes 0.")
+        parts.append(f"**{title}**\n\n{body}\n\n_" + " ".join(n for n in notes if n) + "_")
     return "\n\n".join(parts)
 
 
 def summary(rows: list[dict]) -> str:
-    """Macro-F1 / UA / WA % per stage and fold (mean over seeds) and the mean over folds."""
+    """Macro-F1 / UA / WA % per stage and fold (mean over seeds) and the mean over folds (per method when the
+    rows hold several, as the reference's MLP and logistic regression)."""
     df = pd.DataFrame(rows)
+    several = df.method.nunique() > 1
     lines = []
-    for stage, g in df.groupby("stage", sort=False):
+    for (method, stage), g in df.groupby(["method", "stage"], sort=False):
+        name = f"{method} {stage}" if several else stage
         per_fold = g.groupby("fold")[["macro_f1", "ua", "wa"]].mean() * 100
         for fold, r in per_fold.iterrows():
-            lines.append(f"{stage} fold {fold}: macro-F1 {r.macro_f1:.1f}  UA {r.ua:.1f}  WA {r.wa:.1f}")
+            lines.append(f"{name} fold {fold}: macro-F1 {r.macro_f1:.1f}  UA {r.ua:.1f}  WA {r.wa:.1f}")
         m = per_fold.mean()
-        lines.append(f"{stage} mean over {len(per_fold)} fold(s) x {g.seed.nunique()} seed(s): "
-                     f"macro-F1 {m.macro_f1:.1f}  UA {m.ua:.1f}  WA {m.wa:.1f}")
+        flags = ""
+        if "collapsed" in g and g.collapsed.any():
+            flags += f"  collapsed {int(g.collapsed.sum())}/{len(g)}"
+        if "under_trained" in g and g.under_trained.any():
+            flags += f"  under-trained {int(g.under_trained.sum())}/{len(g)}"
+        lines.append(f"{name} mean over {len(per_fold)} fold(s) x {g.seed.nunique()} seed(s): "
+                     f"macro-F1 {m.macro_f1:.1f}  UA {m.ua:.1f}  WA {m.wa:.1f}{flags}")
     return "\n".join(lines)

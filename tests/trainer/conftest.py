@@ -1,4 +1,5 @@
-"""A synthetic EmoBox dataset in a tmp store: policy model 'm', teacher 't', frames model 'mf', corpus 'ext'."""
+"""A synthetic EmoBox dataset in a tmp store: policy model 'm', teacher 't', frames model 'mf', corpus 'ext',
+and 'hard' (overlapping classes, on which faithful b-grpo collapses)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def synth(tmp_path_factory):
     make_dataset(store, man, "mf", "ds", n=240, dim=16, seed=1, label_map=LABELS, separation=1.5,
                  keys=d["keys"], write_manifests=False, frames=True)
     make_dataset(store, man, "m", "ext", n=120, dim=16, n_folds=2, seed=3, label_map=LABELS, separation=1.5)
+    make_dataset(store, man, "m", "hard", n=240, dim=16, n_folds=2, seed=1, label_map=LABELS, separation=0.4)
     return {"store": store, "manifests": man, "root": root, **d}
 
 

@@ -57,7 +57,7 @@ def test_ema_update_per_member():
 def test_noise_views_differ_and_drop_features():
     g = torch.Generator().manual_seed(0)
     x = torch.ones(2, 400, 10)
-    v1, v2 = noise_views(x, torch.ones(10), 0.0, 0.5, g)
+    v1, v2 = noise_views(x, torch.ones(10), 0.0, 0.5, [g, g])
     assert not torch.equal(v1, v2)
     assert 0.4 < (v1 == 0).float().mean().item() < 0.6
     assert set(v1.unique().tolist()) <= {0.0, 2.0}

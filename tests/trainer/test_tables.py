@@ -51,3 +51,57 @@ def test_unknown_layout_and_missing_files(tmp_path):
         render(pd.DataFrame(_rows("baseline", "a", {(1, 0): 0.5})), "table9")
     with pytest.raises(ValueError, match="no results.csv"):
         load_results([tmp_path])
+
+
+def test_columns_follow_the_papers_order_whatever_the_row_order():
+    rows = []
+    for ds in ("urdu", "m3ed", "cafe", "meld", "iemocap", "casia", "emodb"):
+        rows += _rows("baseline", ds, {(1, 0): 0.5})
+    t = render(pd.DataFrame(rows), "generic")
+    assert "| run | iemocap | casia | cafe | meld | m3ed | emodb | urdu |" in t
+
+
+def test_table2_teachers_in_the_papers_order():
+    rows = []
+    for t in ("whisper-large-v3", "aaa-teacher", "emotion2vec-base", "emotion2vec-plus-large"):
+        rows += _rows("b-grpo", "iemocap", {(1, 0): 0.5}, reward="r3", advantage="positive", teacher=t)
+    text = render(pd.DataFrame(rows), "table2")
+    order = [text.index(f"teacher-reward {t}") for t in ("emotion2vec-plus-large", "emotion2vec-base",
+                                                          "whisper-large-v3", "aaa-teacher")]
+    assert order == sorted(order)
+
+
+def test_collapsed_and_under_trained_runs_are_marked():
+    rows = _rows("b-grpo", "a", {(1, 0): 0.4, (2, 0): 0.5, (1, 1): 0.6}, reward="r1", advantage="positive")
+    for r, c, u in zip(rows, (True, False, True), (False, False, True)):
+        r.update(collapsed=c, under_trained=u, collapse_epoch=120 if c else -1)
+    t = render(pd.DataFrame(rows), "table1")
+    assert "⚠2/3 †1/3" in t and "k of n runs collapsed" in t
+
+
+def test_compare_gives_the_paired_difference_and_marks_intervals_excluding_zero():
+    base = {(f, s): 0.5 + 0.01 * f for f in (1, 2) for s in range(4)}
+    better = {k: v + 0.05 + 0.001 * k[1] for k, v in base.items()}
+    rows = _rows("same-epochs", "a", base) + _rows("dino", "a", better)
+    t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
+    dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
+    assert "Δ +5.2 [+5.1, +5.2] n=8 p=0.0078 *" in dino  # 8 positive pairs: exact p = 2 / 2^8
+    same = next(line for line in t.splitlines() if line.startswith("| Same epochs"))
+    assert "Δ" not in same
+
+
+def test_oracle_and_selection_are_labelled():
+    rows = _rows("baseline", "a", {(1, 0): 0.5}, select="val", oracle_macro_f1=0.9)
+    t = render(pd.DataFrame(rows), "generic")
+    assert "50.0 ± 0.0" in t and "best validation epoch" in t
+    o = render(pd.DataFrame(rows), "generic", oracle=True)
+    assert "90.0 ± 0.0" in o and "optimistic" in o and "best TEST epoch" in o
+
+
+def test_compare_pairs_val_selected_rows_with_val_selected_rows():
+    runs = {(1, s): 0.5 for s in range(5)}
+    rows = (_rows("same-epochs", "a", runs, select="last") + _rows("same-epochs", "a", {k: 0.6 for k in runs},
+            select="val") + _rows("dino", "a", {k: 0.7 for k in runs}, select="val"))
+    t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
+    dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
+    assert "Δ +10.0 [+10.0, +10.0] n=5" in dino  # against same-epochs select=val (60), not last (50)

@@ -77,11 +77,97 @@ def test_pipeline_specs_in_repo_parse():
 
 
 def test_bench_small(tmp_path):
-    p = sh("bench", "--n", 300, "--dim", 16, "--folds", 2, "--epochs-baseline", 2, "--epochs-stage2", 2,
-           "--threads", 1, "--out", tmp_path)
+    p = sh("bench", "--n", 300, "--dim", 16, "--folds", 2, "--epochs-baseline", 10, "--epochs-stage2", 3,
+           "--separation", 4.0, "--threads", 1, "--out", tmp_path)
     rep = json.loads((tmp_path / "bench.json").read_text())
     assert rep["runs"] == 2 and rep["fast"]["seconds"] > 0 and rep["dataloader"]["seconds"] > 0
     assert rep["dataloader_npy"]["seconds"] > 0
+    # on separable data both loops learn (4 classes: chance ~25) and agree within a few points
+    assert rep["fast"]["macro_f1_mean"] > 0.5 and rep["dataloader"]["macro_f1_mean"] > 0.5
+    assert abs(rep["fast"]["macro_f1_mean"] - rep["dataloader"]["macro_f1_mean"]) < 0.05
     # every loop trains the same protocol from the same initialisation: the scores agree closely
     assert abs(rep["dataloader_npy"]["macro_f1_mean"] - rep["dataloader"]["macro_f1_mean"]) < 1e-6
     assert "per-sample DataLoader" in p.stdout and "one .npy per utterance" in p.stdout
+
+
+def test_every_config_field_is_a_run_option_with_its_docstring():
+    import dataclasses
+
+    from trainer.cli import config_options
+    from trainer.config import CHOICES, TrainConfig, field_docs
+
+    opts = {p.name: p for p in config_options()}
+    assert set(opts) == {f.name for f in dataclasses.fields(TrainConfig)} - {"method"}
+    assert opts["beta"].default.default == 0.04 and opts["beta"].annotation is float
+    assert opts["standardize"].annotation is bool and opts["seeds"].default.default == "0"
+    assert opts["store"].default.default is ...  # required
+    assert opts["reward"].default.help.startswith(field_docs(TrainConfig)["reward"])
+    assert "(one of: r1, r2, r3, r4, r5)" in opts["reward"].default.help
+    assert set(CHOICES) <= set(opts)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--epochs-baseline", "0"], "--epochs-baseline 0: must be at least 1"),
+    (["--epochs-baseline", "-1"], "--epochs-baseline -1: must be at least 1"),
+    (["--batch-size", "-3"], "--batch-size -3: must be at least 1"),
+    (["--lr", "nan"], "--lr nan: must be a finite number"),
+    (["--hidden", "0"], "--hidden 0: must be at least 1"),
+    (["--seeds", "-1"], "--seeds -1: seeds must be non-negative"),
+    (["--labels", "seven"], "--labels 'seven': use one of six, emobox"),
+    (["--select", "val"], "--select val needs a validation split"),
+])
+def test_bad_numbers_give_one_line_errors(synth, tmp_path, args, msg):
+    p = sh("run", "baseline", "--store", synth["store"], "--manifests", synth["manifests"], "--model", "m",
+           "--dataset", "ds", "--out", tmp_path, *args, ok=False)
+    assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) <= 2  # one message, wrapped at most once by the console
+
+
+def test_bad_manifests_give_one_line_errors(synth, tmp_path):
+    import shutil
+
+    common = ["run", "baseline", "--store", synth["store"], "--model", "m", "--dataset", "ds", "--out", tmp_path]
+    p = sh(*common, "--manifests", Path(synth["manifests"]) / "ds", ok=False)
+    assert p.returncode == 2 and "no folder ds/ here (did you mean the parent?)" in p.stderr.replace("\n", "")
+    man = tmp_path / "man"
+    shutil.copytree(Path(synth["manifests"]) / "ds", man / "ds")
+    (man / "ds" / "label_map.json").write_text('["neu", "hap"]')
+    p = sh(*common, "--manifests", man, ok=False)
+    assert p.returncode == 2 and "is a JSON object" in p.stderr and "not a list" in p.stderr.replace("\n", "")
+    (man / "ds" / "label_map.json").unlink()
+    p = sh(*common, "--manifests", man, ok=False)
+    assert p.returncode == 2 and "no label map" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_out_that_is_a_file_fails_before_training(synth, tmp_path):
+    f = tmp_path / "taken"
+    f.write_text("")
+    p = sh("run", "baseline", "--store", synth["store"], "--manifests", synth["manifests"], "--model", "m",
+           "--dataset", "ds", "--out", f, ok=False)
+    assert p.returncode == 2 and "is a file, not a folder" in p.stderr.replace("\n", "")
+
+
+def test_table_compare_and_oracle(synth, tmp_path):
+    common = ["--store", synth["store"], "--manifests", synth["manifests"], "--model", "m", "--dataset", "ds",
+              "--epochs-baseline", 3, "--epochs-stage2", 3, "--out", tmp_path, "--seeds", "0,1,2", "--lr", "1e-2",
+              "--threads", 1, "--no-plots", "--val-fraction", "0.2"]
+    sh("run", "baseline", *common)
+    sh("run", "same-epochs", *common)
+    p = sh("table", tmp_path, "--compare", "baseline")
+    row = next(line for line in p.stdout.splitlines() if line.startswith("| Same epochs"))
+    assert "Δ " in row and "p=" in row and "Wilcoxon" in p.stdout
+    o = sh("table", tmp_path, "--oracle")
+    assert "optimistic (--oracle)" in o.stdout
+    p = sh("table", tmp_path, "--compare", "dino", ok=False)
+    assert p.returncode == 2 and "no rows of that method" in p.stderr
+
+
+def test_pipeline_val_variant(synth, tmp_path):
+    spec = tmp_path / "table1.toml"
+    spec.write_text('name = "table1"\n[defaults]\nmodel = "m"\nepochs_baseline = 2\nthreads = 1\n'
+                    'epochs_stage2 = 1\nplots = false\n[[grid]]\nmethod = ["baseline", "b-grpo"]\ndataset = "ds"\n')
+    p = sh("pipeline", spec, "--store", synth["store"], "--manifests", synth["manifests"], "--out", tmp_path / "o",
+           "--set", "val_fraction=0.25", "--set", "select=val")
+    assert "| Baseline (best-validation epoch) |" in p.stdout and "best validation epoch per run" in p.stdout
+    df = pd.read_csv(tmp_path / "o" / "results.csv", keep_default_na=False)
+    assert set(df["select"]) == {"val"} and (df.n_val > 0).all()

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from trainer.algorithms.common import active_rand, confidence, masked_mean, perturb, pool_std, update
 from trainer.data import epoch_batches
 
 
@@ -27,10 +28,7 @@ def dino_loss(s1: torch.Tensor, s2: torch.Tensor, t1: torch.Tensor, t2: torch.Te
     q1 = ((t1 - center) / tau_t).softmax(-1).detach()
     q2 = ((t2 - center) / tau_t).softmax(-1).detach()
     ce = 0.5 * (-(q1 * (s2 / tau_s).log_softmax(-1)).sum(-1) - (q2 * (s1 / tau_s).log_softmax(-1)).sum(-1))
-    if mask is None:
-        return ce.mean(-1)
-    m = mask.to(ce.dtype)
-    return (ce * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    return masked_mean(ce, mask)
 
 
 def momentum_schedule(m0: float, total_steps: int) -> torch.Tensor:
@@ -53,57 +51,46 @@ def ema_update(teacher, student, momentum: torch.Tensor):
         pt.mul_(m).add_((1 - m) * ps)
 
 
-def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gen: torch.Generator):
-    """Two views of pooled vectors: x + N(0, (noise * std)^2), then feature dropout (inverted scaling).
-
-    ``std`` broadcasts against ``x``: (D,) or per run (M, 1, D) for x (M, B, D).
-    """
-    views = []
-    for _ in range(2):
-        v = x + torch.randn(x.shape, generator=gen) * (noise * std)
-        if p_drop > 0:
-            keep = torch.rand(x.shape, generator=gen) >= p_drop
-            v = v * keep / (1 - p_drop)
-        views.append(v)
-    return views
+def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gens: list[torch.Generator],
+                active: torch.Tensor | None = None):
+    """Two views of pooled vectors (``common.perturb`` twice): noise in units of ``std``, then feature dropout."""
+    return [perturb(x, std, noise, p_drop, gens, active) for _ in range(2)]
 
 
 def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int,
-               batch_size: int, gens: list[torch.Generator], gen: torch.Generator, cfg,
-               crops: torch.Tensor | None = None, log=None):
-    """DINO on unlabelled rows; ``crops`` (N_u, V, D) frame-crop views, else noise views of ``Xu``."""
+               batch_size: int, gens: list[torch.Generator], view_gens: list[torch.Generator], cfg,
+               crops: torch.Tensor | None = None, crop_sets: torch.Tensor | None = None, log=None):
+    """DINO on unlabelled rows; ``crops`` (S, N_u, V, D) frame-crop view sets, run r using set ``crop_sets[r]``,
+    else noise views of ``Xu``. Run r draws its views from its own ``view_gens[r]``."""
     m = student.n_members
     steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
     schedule = momentum_schedule(cfg.dino_momentum, epochs * steps_per_epoch)
     center = torch.zeros(m, 1, student.w2.shape[2])  # (M, 1, C)
-    # each run's noise scale comes from its own pool (not the whole entry, which holds the test rows too)
-    std = torch.stack([Xu[p].std(0) for p in pools]).nan_to_num(0.0).unsqueeze(1)  # (M, 1, D)
+    std = pool_std(Xu, pools)  # (M, 1, D)
     step = 0
     for epoch in range(epochs):
         tau_t = teacher_temperature(epoch, epochs, cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp,
                                     cfg.dino_warmup_frac)
         for idx, valid, active in epoch_batches(pools, batch_size, gens):
             if crops is not None:
-                n_views = crops.shape[1]
-                a = torch.randint(n_views, idx.shape, generator=gen)  # (M, B) two distinct crops per sample
-                b = (a + torch.randint(1, n_views, idx.shape, generator=gen)) % n_views
-                v1, v2 = crops[idx, a], crops[idx, b]  # (M, B, D)
+                n_views, sets = crops.shape[2], crop_sets.unsqueeze(1)  # sets (M, 1)
+                a = active_rand("randint", idx.shape[1:], view_gens, active, n_views)  # (M, B) two distinct crops
+                b = (a + 1 + active_rand("randint", idx.shape[1:], view_gens, active, n_views - 1)) % n_views
+                v1, v2 = crops[sets, idx, a], crops[sets, idx, b]  # (M, B, D)
             else:
-                v1, v2 = noise_views(Xu[idx], std, cfg.dino_noise, cfg.dino_dropout, gen)
+                v1, v2 = noise_views(Xu[idx], std, cfg.dino_noise, cfg.dino_dropout, view_gens, active)
             s1, s2 = student(v1), student(v2)  # (M, B, C)
             with torch.no_grad():
                 t1, t2 = teacher(v1), teacher(v2)
             loss = dino_loss(s1, s2, t1, t2, center, cfg.dino_student_temp, tau_t, valid)  # (M,)
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step(active)
+            update(opt, loss, active)
             ema_update(teacher, student, torch.where(active, schedule[min(step, len(schedule) - 1)], 1.0))
             with torch.no_grad():
                 v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)
                 batch_center = ((t1 + t2) * v).sum(1, keepdim=True) / (2 * v.sum(1, keepdim=True).clamp_min(1))
                 cm = torch.where(active, cfg.dino_center_momentum, 1.0).view(-1, 1, 1)
                 center = center * cm + batch_center * (1 - cm)
-                conf = ((t1.softmax(-1).amax(-1) * v.squeeze(-1)).sum(1) / v.squeeze(-1).sum(1).clamp_min(1))
+                conf = confidence(t1, valid)
             step += 1
             if log is not None:
                 log.step(active, loss, conf)

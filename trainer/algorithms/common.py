@@ -1,0 +1,105 @@
+"""Pieces the algorithms share: the masked mean over a padded batch, the per-run confidence of the curves, an
+endless labelled-batch stream, per-run random draws for active runs, and feature-space views (noise + dropout)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from trainer.data import epoch_batches, run_multinomial, run_rand
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` (..., B) over its last dim, counting only ``mask`` (..., B) True entries -> (...).
+
+    All-masked rows give 0 (not NaN): a run whose epoch has run out contributes nothing.
+    """
+    if mask is None:
+        return x.mean(-1)
+    m = mask.to(x.dtype)
+    return (x * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean max class probability per run over valid samples; logits (M, B, C), mask (M, B) -> (M,)."""
+    return masked_mean(logits.detach().softmax(-1).amax(-1), mask)
+
+
+def update(opt, loss: torch.Tensor, active: torch.Tensor) -> None:
+    """One optimiser step on the sum of the runs' losses (M,), for the active runs only (StackedAdam)."""
+    opt.zero_grad()
+    loss.sum().backward()
+    opt.step(active)
+
+
+class LabelledStream:
+    """Endless shuffled batches of each run's labelled rows, for a supervised term beside a stage-2 objective.
+
+    Run r cycles through its own rows ``pools[r]`` of ``X`` (N, D) / ``y`` (N,), a fresh permutation from its
+    own ``gens[r]`` each pass (``trainer.data.epoch_batches``), and advances only on steps where it is active,
+    so its batches do not depend on its stack neighbours. The last batch of a pass is shorter (padding invalid).
+    """
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, pools: list[torch.Tensor], batch_size: int,
+                 gens: list[torch.Generator]):
+        self.X, self.y, self.batch_size = X, y, batch_size
+        self.streams = [self._cycle(p, g) for p, g in zip(pools, gens)]
+
+    def _cycle(self, pool: torch.Tensor, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            for idx, valid, _ in epoch_batches([pool], self.batch_size, [gen]):
+                yield idx[0], valid[0]
+
+    def batch(self, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next batch of each active run: x (M, B, D), y (M, B), valid (M, B) (inactive runs: all invalid)."""
+        idx = torch.zeros(len(self.streams), self.batch_size, dtype=torch.long)  # (M, B)
+        valid = torch.zeros(len(self.streams), self.batch_size, dtype=torch.bool)
+        for r in _rows(active, len(self.streams)):
+            i, v = next(self.streams[r])
+            idx[r, :len(i)], valid[r, :len(v)] = i, v
+        return self.X[idx], self.y[idx], valid
+
+
+def _rows(active: torch.Tensor | None, m: int) -> list[int]:
+    return list(range(m)) if active is None else active.nonzero().flatten().tolist()
+
+
+def active_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], active: torch.Tensor | None = None,
+                high: int = 0) -> torch.Tensor:
+    """``trainer.data.run_rand`` drawn for the active runs only (others get 0; None = all), (M, *shape): a run's
+    generator advances only on its own steps, however many steps its stack neighbours take."""
+    rows = _rows(active, len(gens))
+    out = torch.zeros((len(gens), *shape), dtype=torch.long if kind == "randint" else torch.float32)
+    if rows:
+        out[rows] = run_rand(kind, shape, [gens[r] for r in rows], high)
+    return out
+
+
+def active_multinomial(p: torch.Tensor, gens: list[torch.Generator],
+                       active: torch.Tensor | None = None) -> torch.Tensor:
+    """``trainer.data.run_multinomial`` for the active runs only (others get class 0); p (M, B, C) -> (M, B)."""
+    rows = _rows(active, len(gens))
+    out = torch.zeros(p.shape[:2], dtype=torch.long)
+    if rows:
+        out[rows] = run_multinomial(p[rows], [gens[r] for r in rows])
+    return out
+
+
+def perturb(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gens: list[torch.Generator],
+            active: torch.Tensor | None = None) -> torch.Tensor:
+    """One view of pooled vectors: x + N(0, (noise * std)^2), then feature dropout with inverted scaling.
+
+    x (M, B, D); run r's draws come from its own ``gens[r]`` (active runs only); ``std`` broadcasts against x
+    ((D,) or (M, 1, D)).
+    """
+    v = x + active_rand("randn", x.shape[1:], gens, active) * (noise * std)
+    if p_drop > 0:
+        keep = active_rand("rand", x.shape[1:], gens, active) >= p_drop
+        v = v * keep / (1 - p_drop)
+    return v
+
+
+def pool_std(X: torch.Tensor, pools: list[torch.Tensor]) -> torch.Tensor:
+    """Per-feature std of each run's own pool rows (not the whole entry, which holds test rows): (M, 1, D)."""
+    return torch.stack([X[p].std(0) for p in pools]).nan_to_num(0.0).unsqueeze(1)
