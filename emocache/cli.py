@@ -300,6 +300,13 @@ def manifest_cmd(
     console.print(f"wrote {len(utts)} utterances to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
+def _fail_plain(msg: str) -> None:
+    """_fail for messages that may hold brackets (install hints such as .[interop]), printed as written."""
+    from rich.markup import escape
+
+    _fail(escape(msg))
+
+
 def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) -> None:
     from emocache.folds import speakers_from_pattern, write_lines
     from emocache.manifest import ManifestError
@@ -308,7 +315,7 @@ def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) ->
     try:
         speakers = speakers_from_pattern(rel, speaker_pattern)
     except ManifestError as e:
-        _fail(str(e))
+        _fail_plain(str(e))
     write_lines([dict(u.to_json(), speaker=s) for u, s in zip(utts, speakers)], out)
     console.print(f"{len(set(speakers))} speakers")
 
@@ -319,7 +326,7 @@ def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_fie
     from emocache.interop import InteropError, manifest_from_hf, manifest_from_lhotse
 
     if folder is not None or (from_lhotse is not None and from_hf is not None):
-        _fail("give one source: a FOLDER, --from-lhotse CUTS or --from-hf DATASET")
+        _fail_plain("give one source: a FOLDER, --from-lhotse CUTS or --from-hf DATASET")
     try:
         if from_lhotse is not None:
             lines = manifest_from_lhotse(from_lhotse, dataset, label_field=label_field or "emotion")
@@ -329,7 +336,7 @@ def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_fie
                                      label_column=label_field or "label", key_column=key_column,
                                      speaker_column=speaker_column)
     except InteropError as e:
-        _fail(str(e))
+        _fail_plain(str(e))
     write_lines(lines, out)
     counts: dict[str, int] = {}
     for d in lines:
@@ -363,7 +370,7 @@ def folds_cmd(
     from emocache.manifest import ManifestError
 
     if folds != LOSO and not (folds.isdigit() and int(folds) >= 2):
-        _fail(f"--folds {folds!r}: give a number of folds >= 2 or '{LOSO}'")
+        _fail_plain(f"--folds {folds!r}: give a number of folds >= 2 or '{LOSO}'")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -373,7 +380,7 @@ def folds_cmd(
                                  speaker_field=speaker_field, speaker_pattern=speaker_pattern, label_map=lmap,
                                  seed=seed, overwrite=overwrite)
     except (ManifestError, OSError) as e:
-        _fail(str(e))
+        _fail_plain(str(e))
     for w in caught:
         console.print(f"[yellow]warning:[/yellow] {w.message}")
     info = json.loads((root / "folds.json").read_text())
@@ -396,11 +403,11 @@ def export_cmd(
 
     writers = {"hf": export_hf, "lhotse": export_lhotse}
     if to not in writers:
-        _fail(f"--to {to!r}: known: {', '.join(writers)}")
+        _fail_plain(f"--to {to!r}: known: {', '.join(writers)}")
     try:
         n = writers[to](store, entry, out, storage_options=_storage_options(storage_options))
     except (InteropError, StoreError, OSError) as e:
-        _fail(str(e))
+        _fail_plain(str(e))
     console.print(f"exported {n} utterances of {entry} to {out} ({to})")
 
 
