@@ -109,7 +109,7 @@ def manifest_from_hf(path: str | Path, dataset: str, audio_dir: str | Path, audi
         raise InteropError(f"--from-hf {path}: a DatasetDict with splits {list(ds)}; pass one split's folder "
                            f"(e.g. {path}/{next(iter(ds))})")
     cols = ds.column_names
-    for opt, col in (("--audio-column", audio_column), ("--label-column", label_column),
+    for opt, col in (("--audio-column", audio_column), ("--label-field", label_column),
                      ("--key-column", key_column), ("--speaker-column", speaker_column)):
         if col is not None and col not in cols:
             raise InteropError(f"--from-hf {path}: no column {col!r} ({opt}); columns: {', '.join(cols)}")
@@ -117,31 +117,34 @@ def manifest_from_hf(path: str | Path, dataset: str, audio_dir: str | Path, audi
         raise InteropError(f"--from-hf {path}: column {audio_column!r} is {ds.features[audio_column]}, not Audio; "
                            "pass --audio-column NAME")
     names = getattr(ds.features[label_column], "names", None)  # ClassLabel
-    raw = ds.cast_column(audio_column, datasets.Audio(decode=False)).with_format(None)
-    audio = raw[audio_column]
-    stems = [Path(a["path"]).stem if a.get("path") else "" for a in audio]
+    import pyarrow.compute as pc
+
+    arrow = ds.with_format("arrow")  # the audio column as stored: struct {bytes, path}, nothing decoded
+    paths = pc.struct_field(arrow[audio_column], "path").to_pylist()
+    stems = [Path(p).stem if p else "" for p in paths]
     unique = all(stems) and len(set(stems)) == len(stems)
-    keys = ([str(k) for k in raw[key_column]] if key_column else
-            [f"{dataset}-{s}" for s in stems] if unique else [f"{dataset}-{i:06d}" for i in range(len(audio))])
+    keys = ([str(k) for k in ds[key_column]] if key_column else
+            [f"{dataset}-{s}" for s in stems] if unique else [f"{dataset}-{i:06d}" for i in range(len(paths))])
     if len(set(keys)) != len(keys):
         raise InteropError(f"--from-hf {path}: column {key_column!r} repeats keys; keys must be unique")
-    labels = raw[label_column]
-    speakers = raw[speaker_column] if speaker_column else None
+    labels = list(ds[label_column])
+    speakers = list(ds[speaker_column]) if speaker_column else None
     out_dir = Path(audio_dir).resolve()
     lines = []
-    for i, (key, a, lab) in enumerate(zip(keys, audio, labels)):
-        if lab is None:
-            raise InteropError(f"--from-hf {path}: row {i} ({key}) has no {label_column!r}")
-        if a.get("bytes"):
-            suffix = Path(a.get("path") or "").suffix or ".wav"
-            wav = out_dir / f"{key}{suffix}"
+    rows = (b for batch in arrow.select_columns([audio_column]).iter(batch_size=64)
+            for b in pc.struct_field(batch[audio_column], "bytes").to_pylist())  # one batch of audio at a time
+    for i, (key, p, blob, lab) in enumerate(zip(keys, paths, rows, labels)):
+        if lab is None or (names is not None and not 0 <= lab < len(names)):
+            raise InteropError(f"--from-hf {path}: row {i} ({key}) has no {label_column!r} (value {lab!r})")
+        if blob:
+            wav = out_dir / f"{key}{Path(p or '').suffix or '.wav'}"
             wav.parent.mkdir(parents=True, exist_ok=True)
-            wav.write_bytes(a["bytes"])
-        elif a.get("path") and Path(a["path"]).exists():
-            wav = Path(a["path"]).resolve()
+            wav.write_bytes(blob)
+        elif p and Path(p).exists():
+            wav = Path(p).resolve()
         else:
             raise InteropError(f"--from-hf {path}: row {i} ({key}) has no audio bytes and its path "
-                               f"{a.get('path')!r} does not exist here")
+                               f"{p!r} does not exist here")
         d = {"key": key, "dataset": dataset, "wav": str(wav), "type": "raw", "task": "category",
              "emo": names[lab] if names is not None else str(lab), "channel": 1}
         if speakers is not None:
