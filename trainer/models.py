@@ -132,8 +132,8 @@ class StackedAdam:
     def step(self, active: torch.Tensor | None = None):
         """One Adam step for the members where ``active`` (M,) bool is True (all when None)."""
         on = [True] * len(self.members) if active is None else active.tolist()
-        grads = [p.grad for p in self.params]  # (M, ...) each
-        for r, qs in enumerate(self.members):
-            for q, g in zip(qs, grads):
-                q.grad = g[r] if on[r] and g is not None else None
+        for i, p in enumerate(self.params):
+            g = p.grad.unbind(0) if p.grad is not None else [None] * len(on)  # M views of (M, ...)
+            for r, qs in enumerate(self.members):
+                qs[i].grad = g[r] if on[r] else None
         self.opt.step()
