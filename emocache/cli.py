@@ -277,9 +277,14 @@ def manifest_cmd(
     import warnings
 
     if from_lhotse is not None or from_hf is not None:
+        if labels_csv is not None or pattern or speaker_pattern:
+            _fail("--labels-csv, --pattern and --speaker-pattern label a FOLDER; with --from-lhotse / --from-hf "
+                  "the labels come from the corpus (--label-field)")
         _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
                                speaker_column, audio_dir)
         return
+    if label_field or key_column or speaker_column or audio_dir:
+        _fail("--label-field, --key-column, --speaker-column and --audio-dir go with --from-lhotse / --from-hf")
     if folder is None:
         _fail("give a FOLDER of audio, or --from-lhotse CUTS / --from-hf DATASET")
     try:

@@ -156,3 +156,17 @@ def test_missing_optional_package_names_the_extra(tmp_path, cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "lhotse", None)  # import lhotse now raises ImportError
     code, out = cli("manifest", "--from-lhotse", cuts, "--dataset", "toy", "--out", tmp_path / "m.jsonl")
     assert code == 2 and "optional package 'lhotse'" in out and ".[interop]" in out
+
+
+def test_manifest_sources_do_not_mix(tmp_path, cli):
+    code, out = cli("manifest", "--dataset", "toy", "--out", tmp_path / "m.jsonl")
+    assert code == 2 and "give a FOLDER of audio, or --from-lhotse CUTS / --from-hf DATASET" in out
+    code, out = cli("manifest", "--from-hf", tmp_path, "--pattern", "(?P<emo>.)", "--dataset", "toy",
+                    "--out", tmp_path / "m.jsonl")
+    assert code == 2 and "label a FOLDER" in out
+    code, out = cli("manifest", tmp_path, "--from-lhotse", tmp_path / "c.jsonl", "--dataset", "toy",
+                    "--out", tmp_path / "m.jsonl")
+    assert code == 2 and "give one source" in out
+    code, out = cli("manifest", tmp_path, "--pattern", "(?P<emo>.)", "--speaker-column", "spk", "--dataset", "toy",
+                    "--out", tmp_path / "m.jsonl")
+    assert code == 2 and "go with --from-lhotse / --from-hf" in out
