@@ -11,7 +11,8 @@ Folds are speaker-independent when each line has a speaker (a ``speaker`` field,
 wav path): ``K`` speaker groups balanced by label (scikit-learn's ``StratifiedGroupKFold``) or leave-one-speaker-out
 (``LeaveOneGroupOut``). Without speakers the folds are stratified K-fold (``StratifiedKFold``) and a warning says
 that test speakers are also seen in training, which inflates every number. There is no valid split: the trainer
-reports the last epoch and does not use one.
+reports the last epoch and does not use one. Our choices: 5 folds by default (as EmoBox's EmoDB), speaker
+groups shuffled with a seed (0), and the label-name guesses in ``ALIASES``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import re
 import shutil
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from emocache.manifest import Fold, ManifestError, read_manifest
 
@@ -100,8 +103,6 @@ def make_folds(keys: list[str], labels: list[str], speakers: list[str] | None = 
     """
     from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
-    import numpy as np
-
     dummy = np.zeros((len(keys), 1))  # the splitters only count rows
     if speakers is not None:
         n_spk = len(set(speakers))
@@ -122,12 +123,11 @@ def make_folds(keys: list[str], labels: list[str], speakers: list[str] | None = 
         n_spk = None
         if n_folds == LOSO:
             raise ManifestError(f"--folds {LOSO} needs speakers: give a 'speaker' field or --speaker-pattern")
-        k = n_folds
-        warnings.warn(f"no speakers known: {k} stratified folds (StratifiedKFold) put the same speakers in train "
+        warnings.warn(f"no speakers known: {n_folds} stratified folds (StratifiedKFold) put the same speakers in train "
                       "and test, which inflates every score; give --speaker-pattern or a 'speaker' field for "
                       "speaker-independent folds", stacklevel=2)
-        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(dummy, labels)
-        how = f"{k} stratified folds, NOT speaker-independent (StratifiedKFold, seed {seed})"
+        splits = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(dummy, labels)
+        how = f"{n_folds} stratified folds, NOT speaker-independent (StratifiedKFold, seed {seed})"
     folds, test_speakers = [], {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")  # said once below instead
