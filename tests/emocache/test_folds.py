@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,7 @@ def test_lines_with_and_without_speakers_are_refused(tmp_path):
 
 def _run(*args):
     return subprocess.run([*map(str, args)], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"})
 
 
 def test_folds_cli_errors(tmp_path):
