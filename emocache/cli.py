@@ -17,7 +17,10 @@ app = typer.Typer(help="Frozen speech-encoder features for SER research, cached 
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {msg}", soft_wrap=True)  # one line, even in an 80-column pipe
+    """One error line (even in an 80-column pipe), printed as written: brackets such as `.[egemaps]` are kept."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(msg))}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -307,11 +310,31 @@ def models() -> None:
 
 @app.command("manifest")
 def manifest_cmd(
-    folder: Path = typer.Argument(..., help="Folder of audio files (searched recursively)."),
+    folder: Optional[Path] = typer.Argument(None, help="Folder of audio files (searched recursively); "
+                                            "not with --from-lhotse / --from-hf."),
     dataset: str = typer.Option(..., help="Dataset name (key prefix and 'dataset' field)."),
     out: Path = typer.Option(..., help="Output jsonl path."),
     labels_csv: Optional[Path] = typer.Option(None, help="CSV with columns file, emo."),
     pattern: Optional[str] = typer.Option(None, help="Regex with (?P<emo>...) matched on the relative path."),
+    speaker_pattern: Optional[str] = typer.Option(
+        None, help="Regex with (?P<speaker>...) matched on the relative path; writes a 'speaker' field "
+                   "(`emocache folds` makes speaker-independent folds from it)."),
+    from_lhotse: Optional[Path] = typer.Option(
+        None, help="Build the manifest from a lhotse CutSet file (.jsonl/.jsonl.gz) of whole-file cuts instead "
+                   "of a folder (optional extra: interop)."),
+    from_hf: Optional[Path] = typer.Option(
+        None, help="Build the manifest from a Hugging Face `datasets` dataset saved with save_to_disk (optional "
+                   "extra: interop); embedded audio is written to --audio-dir."),
+    label_field: Optional[str] = typer.Option(
+        None, help="--from-lhotse: supervision attribute or custom field with the label (default emotion); "
+                   "--from-hf: label column (default label)."),
+    audio_column: str = typer.Option("audio", help="--from-hf: the Audio column."),
+    key_column: Optional[str] = typer.Option(None, help="--from-hf: column with utterance keys (default: "
+                                             "<dataset>-<file stem>)."),
+    speaker_column: Optional[str] = typer.Option(None, help="--from-hf: column with speaker ids (written as "
+                                                 "'speaker')."),
+    audio_dir: Optional[Path] = typer.Option(None, help="--from-hf: folder for audio the dataset embeds as bytes "
+                                             "(default: <out without .jsonl>_audio/)."),
 ) -> None:
     """Build an EmoBox-format manifest from a folder of audio plus a labels CSV or a filename pattern."""
     from emocache.audio import AudioError
@@ -319,6 +342,17 @@ def manifest_cmd(
 
     import warnings
 
+    if from_lhotse is not None or from_hf is not None:
+        if labels_csv is not None or pattern or speaker_pattern:
+            _fail("--labels-csv, --pattern and --speaker-pattern label a FOLDER; with --from-lhotse / --from-hf "
+                  "the labels come from the corpus (--label-field)")
+        _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
+                               speaker_column, audio_dir)
+        return
+    if label_field or key_column or speaker_column or audio_dir:
+        _fail("--label-field, --key-column, --speaker-column and --audio-dir go with --from-lhotse / --from-hf")
+    if folder is None:
+        _fail("give a FOLDER of audio, or --from-lhotse CUTS / --from-hf DATASET")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -327,11 +361,118 @@ def manifest_cmd(
         _fail(str(e))
     for w in caught:
         console.print(f"[yellow]warning:[/yellow] {w.message}")
-    write_manifest(utts, out)
+    if speaker_pattern:
+        _write_with_speakers(utts, folder, speaker_pattern, out)
+    else:
+        write_manifest(utts, out)
     counts: dict[str, int] = {}
     for u in utts:
         counts[u.emo] = counts.get(u.emo, 0) + 1
     console.print(f"wrote {len(utts)} utterances to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) -> None:
+    from emocache.folds import speakers_from_pattern, write_lines
+    from emocache.manifest import ManifestError
+
+    rel = [Path(u.wav).relative_to(folder).as_posix() for u in utts]
+    try:
+        speakers = speakers_from_pattern(rel, speaker_pattern)
+    except ManifestError as e:
+        _fail(str(e))
+    write_lines([dict(u.to_json(), speaker=s) for u, s in zip(utts, speakers)], out)
+    console.print(f"{len(set(speakers))} speakers")
+
+
+def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
+                           speaker_column, audio_dir) -> None:
+    from emocache.folds import write_lines
+    from emocache.interop import InteropError, manifest_from_hf, manifest_from_lhotse
+
+    if folder is not None or (from_lhotse is not None and from_hf is not None):
+        _fail("give one source: a FOLDER, --from-lhotse CUTS or --from-hf DATASET")
+    try:
+        if from_lhotse is not None:
+            lines = manifest_from_lhotse(from_lhotse, dataset, label_field=label_field or "emotion")
+        else:
+            audio_dir = audio_dir or out.with_name(out.name.removesuffix(".jsonl") + "_audio")
+            lines = manifest_from_hf(from_hf, dataset, audio_dir, audio_column=audio_column,
+                                     label_column=label_field or "label", key_column=key_column,
+                                     speaker_column=speaker_column)
+    except InteropError as e:
+        _fail(str(e))
+    write_lines(lines, out)
+    counts: dict[str, int] = {}
+    for d in lines:
+        counts[d["emo"]] = counts.get(d["emo"], 0) + 1
+    console.print(f"wrote {len(lines)} utterances to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+@app.command("folds")
+def folds_cmd(
+    manifest: Path = typer.Argument(..., help="Manifest (jsonl) of one dataset, e.g. from `emocache manifest`."),
+    out: Path = typer.Option(..., help="Data folder to write <out>/<dataset>/ into (the trainer's --manifests)."),
+    folds: str = typer.Option("5", "--folds", help="Number of folds K, or 'loso' (leave one speaker out; "
+                              "needs speakers)."),
+    speaker_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<speaker>...) searched in each wav "
+                                                  "path (default: the lines' 'speaker' field, when present)."),
+    speaker_field: str = typer.Option("speaker", help="Manifest field naming the speaker."),
+    label_map: Optional[Path] = typer.Option(None, help="JSON raw label -> EmoBox name (default: guessed from "
+                                             "the labels, unknown ones kept as they are, with a warning)."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name (default: the lines' 'dataset' field)."),
+    seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing <out>/<dataset>/."),
+) -> None:
+    """Write <out>/<dataset>/ in EmoBox's layout: all lines, label_map.json, fold_<k>/ train and test files.
+
+    Speaker-independent when speakers are known (K speaker groups stratified by label, or leave-one-speaker-
+    out); otherwise stratified K-fold, with a warning.
+    """
+    import warnings
+
+    from emocache.folds import LOSO, read_label_map_file, read_lines, write_dataset
+    from emocache.manifest import ManifestError
+
+    if folds != LOSO and not (folds.isdigit() and int(folds) >= 2):
+        _fail(f"--folds {folds!r}: give a number of folds >= 2 or '{LOSO}'")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lines = read_lines(manifest)
+            lmap = read_label_map_file(label_map, [str(d["emo"]) for d in lines]) if label_map else None
+            root = write_dataset(lines, out, dataset=dataset, n_folds=folds if folds == LOSO else int(folds),
+                                 speaker_field=speaker_field, speaker_pattern=speaker_pattern, label_map=lmap,
+                                 seed=seed, overwrite=overwrite)
+    except (ManifestError, OSError) as e:
+        _fail(str(e))
+    for w in caught:
+        console.print(f"[yellow]warning:[/yellow] {w.message}")
+    info = json.loads((root / "folds.json").read_text())
+    console.print(f"wrote {root}: {len(lines)} utterances, {info['strategy']}; "
+                  f"train with `trainer run ... --dataset {root.name} --manifests {out}`")
+
+
+@app.command("export")
+def export_cmd(
+    entry: str = typer.Argument(..., help="Store entry MODEL/DATASET (see `emocache info`)."),
+    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path, .zip."),
+    to: str = typer.Option(..., "--to", help="hf (a `datasets` dataset: key, label, pooled) | lhotse (a CutSet "
+                           "with the features attached)."),
+    out: Path = typer.Argument(..., help="Output folder (must not exist)."),
+    storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Export a store entry to Hugging Face `datasets` or lhotse (optional extra: interop)."""
+    from emocache.interop import InteropError, export_hf, export_lhotse
+    from emocache.store import StoreError
+
+    writers = {"hf": export_hf, "lhotse": export_lhotse}
+    if to not in writers:
+        _fail(f"--to {to!r}: known: {', '.join(writers)}")
+    try:
+        n = writers[to](store, entry, out, storage_options=_storage_options(storage_options))
+    except (InteropError, StoreError, OSError) as e:
+        _fail(str(e))
+    console.print(f"exported {n} utterances of {entry} to {out} ({to})")
 
 
 DEMO_GROUP = "emocache.demo"

@@ -102,35 +102,38 @@ class StackedMLP(nn.Module):
 class StackedAdam:
     """Adam over stacked parameters with a per-member `active` mask (torch.optim.Adam semantics).
 
-    Each member is its own optimiser: own moments, own step count. A member whose epoch has run out of
-    batches (smaller training set than the others) is skipped entirely, exactly as if trained alone. The
-    update is PyTorch's fused Adam kernel over per-member views of the stacked tensors (no copies).
+    Each member is its own optimiser: own moments, own step count. Member r's slice ``p[r]`` of every stacked
+    parameter is a separate tensor of one ``torch.optim.Adam`` (views sharing the stacked storage, no copies);
+    a step hands it the member's gradient slice when the member is active and no gradient otherwise, and Adam
+    leaves a tensor without a gradient untouched, so an inactive member (its epoch has run out of batches)
+    keeps its parameters, moments and step count, exactly as if trained alone. The update is Adam's fused
+    kernel where the device has one (``fused=True``), else its foreach implementation.
     """
 
     def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
         n = self.params[0].shape[0]
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = [torch.zeros(()) for _ in range(n)]  # steps taken, per member
-        self.views = [[(p.data[r], m[r], v[r]) for p, m, v in zip(self.params, self.m, self.v)] for r in range(n)]
+        self.members = [[p.detach()[r] for p in self.params] for r in range(n)]  # views of the stacked storage
+        flat = [q for qs in self.members for q in qs]
+        fused = all(q.device.type in ("cpu", "cuda") and q.is_floating_point() for q in flat)
+        self.opt = torch.optim.Adam(flat, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                    fused=fused, foreach=None if fused else True)
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
+    def member_state(self, r: int) -> list[dict]:
+        """Adam's state (step, exp_avg, exp_avg_sq) of member r, one dict per stacked parameter."""
+        return [self.opt.state[q] for q in self.members[r]]
+
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None):
         """One Adam step for the members where ``active`` (M,) bool is True (all when None)."""
-        members = range(len(self.t)) if active is None else active.nonzero().flatten().tolist()
-        ps, gs, ms, vs, ts = [], [], [], [], []
-        grads = [p.grad for p in self.params]
-        for r in members:
-            self.t[r] += 1
-            for (p, m, v), g in zip(self.views[r], grads):
-                ps.append(p), gs.append(g[r]), ms.append(m), vs.append(v), ts.append(self.t[r])
-        if ps:
-            torch._fused_adam_(ps, gs, ms, vs, [], ts, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
-                               weight_decay=self.wd, eps=self.eps, amsgrad=False, maximize=False)
+        on = [True] * len(self.members) if active is None else active.tolist()
+        for i, p in enumerate(self.params):
+            g = p.grad.unbind(0) if p.grad is not None else [None] * len(on)  # M views of (M, ...)
+            for r, qs in enumerate(self.members):
+                qs[i].grad = g[r] if on[r] else None
+        self.opt.step()

@@ -62,3 +62,35 @@ def test_standardize_equals_training_on_z_scored_inputs():
         z = (X - X[rows].mean(0)) / X[rows].std(0)
         assert torch.allclose(st.predict_all(X)[r], plain.predict_all(z)[r], atol=1e-5)
     assert st.frozen_copy().standardized and torch.equal(st.frozen_copy().mu, st.mu)
+
+
+def test_inactive_member_keeps_parameters_and_adam_state():
+    torch.manual_seed(2)
+    st = StackedMLP.from_seeds([0, 1, 2], 6, 3, 4)
+    sa = StackedAdam(st.parameters(), 1e-2)
+    x, y = torch.randn(3, 5, 6), torch.randint(0, 3, (3, 5))
+
+    def step(active):
+        loss = torch.nn.functional.cross_entropy(st(x).transpose(1, 2), y, reduction="none").mean(1).sum()
+        sa.zero_grad()
+        loss.backward()
+        sa.step(active)
+
+    step(None)
+    before = [p.detach().clone() for p in st.member(1).parameters()]
+    state = [{k: v.clone() for k, v in s.items()} for s in sa.member_state(1)]
+    for _ in range(3):
+        step(torch.tensor([True, False, True]))
+    assert all(torch.equal(a, b) for a, b in zip(before, st.member(1).parameters()))
+    for old, new in zip(state, sa.member_state(1)):
+        assert old.keys() == new.keys() == {"step", "exp_avg", "exp_avg_sq"}
+        assert all(torch.equal(old[k], new[k]) for k in old)
+    assert int(sa.member_state(0)[0]["step"]) == 4 and int(sa.member_state(1)[0]["step"]) == 1
+    assert not torch.equal(st.member(0)[0].weight, StackedMLP.from_seeds([0], 6, 3, 4).member(0)[0].weight)
+
+
+def test_stacked_adam_uses_no_private_torch_api():
+    import inspect
+
+    src = inspect.getsource(StackedAdam)
+    assert "torch._" not in src and "._fused" not in src
