@@ -50,6 +50,9 @@ class PlainProgress:
             self._line(t, now)
             t["printed"] = now if not finished else float("inf")
 
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
     def _line(self, t: dict, now: float) -> None:
         elapsed = max(now - t["start"], 1e-9)
         rate = t["done"] / elapsed
