@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EMOCACHE_BIN, tone, write_wav
+from tests.helpers.audio import tone, write_wav
+from tests.helpers.cli import EMOCACHE_BIN
 from emocache.folds import guess_label_map, make_folds, speakers_from_pattern, write_dataset
 from emocache.manifest import ManifestError, read_folds
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tone, write_wav
+from tests.helpers.audio import tone, write_wav
 from emocache.manifest import read_manifest
 from emocache.store import open_store, write_arrays
 
