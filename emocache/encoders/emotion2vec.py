@@ -168,11 +168,12 @@ class _Emotion2vec(NeuralEncoder):
         wave, n = self.to_device(inputs["wave"]), inputs["num_samples"]
         lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
         t = self.valid_frames(wave.shape[1])
-        pad = torch.arange(wave.shape[1])[None] >= n[:, None]  # (B, N) samples
-        self._frame_mask = (torch.arange(t)[None] < lengths[:, None]).to(wave.device)  # (B, T)
+        # masks built on the device from B lengths (no host-side (B, N) mask to copy)
+        pad = torch.arange(wave.shape[1], device=wave.device)[None] >= n.to(wave.device)[:, None]  # (B, N) samples
+        self._frame_mask = torch.arange(t, device=wave.device)[None] < lengths.to(wave.device)[:, None]  # (B, T)
         try:
             with self.autocast():
-                out = self.model.extract_features(wave, padding_mask=pad.to(wave.device) if pad.any() else None)
+                out = self.model.extract_features(wave, padding_mask=pad if bool(n.min() < wave.shape[1]) else None)
         finally:
             self._frame_mask = None
         return out["x"], lengths  # (B, T, D)

@@ -124,7 +124,9 @@ class _WavLM(NeuralEncoder):
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         wave, n = self.to_device(inputs["wave"]), inputs["num_samples"]
         lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
-        sample_mask = (torch.arange(wave.shape[1])[None] < n[:, None]).long().to(wave.device)  # (B, N)
+        # built on the device from B lengths: a host-side (B, N) mask is tens of MB per batch to copy
+        sample_mask = (torch.arange(wave.shape[1], device=wave.device)[None]
+                       < n.to(wave.device)[:, None]).long()  # (B, N)
         with self.autocast():
             feats = self._features(wave, n).transpose(1, 2)  # (B, T, C)
             frame_mask = self.model._get_feature_vector_attention_mask(feats.shape[1], sample_mask, add_adapter=False)
