@@ -209,9 +209,11 @@ class Guard:
         else:
             return
         if size > limit:
-            raise StoreError(f"{self.where(key)}: chunk inflates to {size if size <= self.limits.chunk_bytes else 'over ' + str(limit)} "
-                             f"bytes, more than the {limit} its array declares; a damaged or hostile store "
-                             "(a compression bomb) is not decoded")
+            amount = f"more than {limit}" if comp == "gzip" else f"{size}"
+            bound = ("its array declares" if spec is not None and spec.decoded is not None
+                     else "allowed (--max-chunk-mb)")
+            raise StoreError(f"{self.where(key)}: chunk inflates to {amount} bytes, more than the {limit} {bound}; "
+                             "a damaged or hostile store (a compression bomb) is not decoded")
 
 
 def _kind(mode: int) -> str:
