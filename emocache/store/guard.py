@@ -158,7 +158,8 @@ class Guard:
         try:
             meta = json.loads(raw)
         except RecursionError:
-            raise StoreError(f"{self.where(key)}: JSON nested too deeply to parse; a damaged or hostile store") from None
+            raise StoreError(f"{self.where(key)}: JSON nested too deeply to parse; a damaged or hostile "
+                             "store") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise StoreError(f"{self.where(key)}: not valid JSON ({e}); the store is damaged") from None
         depth = json_depth(meta)
@@ -224,7 +225,7 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def local_guard_classes():
+def guarded_classes():
     """(SafeLocalStore, SafeZipStore, SafeFsspecStore), built on first use so zarr is imported lazily."""
     global _CLASSES
     if _CLASSES is not None:

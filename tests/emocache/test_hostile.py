@@ -16,7 +16,7 @@ import pytest
 
 from emocache.manifest import ManifestError, check_name, read_manifests
 from emocache.share import merge, pack
-from emocache.store import Limits, StoreError, open_store, write_arrays
+from emocache.store import StoreError, open_store, write_arrays
 from emocache.verify import verify_entry
 
 pytestmark = pytest.mark.timeout(60)
@@ -479,3 +479,19 @@ def test_decoded_size_is_read_from_headers_without_decoding():
     assert gzip_size(bomb, 1 << 20) == (1 << 20) + (1 << 20)  # stops one step past the limit
     assert gzip_size(gzip.compress(raw) + gzip.compress(raw), 1 << 20) == 8000  # multi-member streams count whole
     assert json_depth({"a": [1, {"b": []}]}) == 4 and json_depth(5) == 0
+
+
+@pytest.mark.parametrize("damage,match", [
+    (_delete_pooled, r"/s/m/ds/pooled: chunk\(s\) \['c/1/0'\] missing from a committed block"),
+    (_corrupt_pooled, r"/s/m/ds/pooled: unreadable \("),
+    (_fifo_chunk, r"/s/m/ds/pooled/c/1/0: a FIFO inside the store"),
+])
+def test_trainer_reads_refuse_damage_naming_store_and_array(tmp_path, damage, match):
+    """The trainer reads through the store API: a lost, corrupt or FIFO chunk is a one-line error, never zeros."""
+    from trainer.data import load_features, open_store as trainer_open
+
+    url = make(tmp_path / "s")
+    damage(url, tmp_path)
+    with pytest.raises(ValueError, match=match) as e:  # the trainer CLI prints ValueErrors as one line, exit 2
+        load_features(trainer_open(str(url)), *ENTRY)
+    one_line(e.value)
