@@ -15,6 +15,7 @@ import json
 import math
 import os
 import stat
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,6 +362,14 @@ def guarded_classes():
                 return
             if info.file_size > self.max_object(key):
                 raise self.too_big(key, info.file_size)
+
+        async def get(self, key, prototype=None, byte_range=None):
+            try:
+                return await Guard.get(self, key, prototype, byte_range)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+                # zipfile never inflates past the declared size; data that disagrees with it fails here
+                raise StoreError(f"{self.where(key)}: damaged zip member ({type(e).__name__}: {e}); re-pack or "
+                                 "re-download the store") from None
 
     class SafeFsspecStore(Guard, FsspecStore):
         """FsspecStore reading at most the limit plus one byte of any object."""

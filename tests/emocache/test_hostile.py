@@ -287,25 +287,37 @@ def test_symlinked_block_folder_is_never_written_through(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+def declare_size(z: Path, member: str, size: int, out: Path) -> Path:
+    """A copy of zip ``z`` whose local and central headers declare ``size`` bytes for ``member``."""
+    data = bytearray(z.read_bytes())
+    for sig, off, name_off in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        pos = data.find(sig)
+        while pos >= 0:
+            if data[pos + name_off:pos + name_off + len(member)] == member.encode():
+                data[pos + off:pos + off + 4] = size.to_bytes(4, "little")
+            pos = data.find(sig, pos + 4)
+    out.write_bytes(bytes(data))
+    return out
+
+
 def test_zip_bombs_and_broken_zips(tmp_path):
     url = make(tmp_path / "s")
     z = tmp_path / "p.zip"
     pack(str(url), z)
     member = "m/ds/pooled/c/0/0"
-    data = bytearray(z.read_bytes())
     info = zipfile.ZipFile(z).getinfo(member)
-    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # declare 2 GiB in both headers
-        pos = data.find(sig + (b"" if sig == b"PK\x03\x04" else b""), 0)
-        while pos >= 0:
-            name_at = pos + (30 if sig == b"PK\x03\x04" else 46)
-            if data[name_at:name_at + len(member)] == member.encode():
-                data[pos + off:pos + off + 4] = (1 << 31).to_bytes(4, "little")
-            pos = data.find(sig, pos + 4)
-    bomb = tmp_path / "bomb.zip"
-    bomb.write_bytes(bytes(data))
+    bomb = declare_size(z, member, 1 << 31, tmp_path / "bomb.zip")
     assert zipfile.ZipFile(bomb).getinfo(member).file_size == 1 << 31 != info.file_size
     with pytest.raises(StoreError, match="chunk of 2147483648 bytes, over the limit") as e:
         open_store(bomb).pooled(*ENTRY)
+    one_line(e.value)
+    liar = declare_size(z, member, info.file_size - 5, tmp_path / "liar.zip")  # data disagrees with the header
+    with pytest.raises(StoreError, match="damaged zip member") as e:
+        open_store(liar).pooled(*ENTRY)
+    one_line(e.value)
+    liar = declare_size(z, "zarr.json", 20, tmp_path / "liar_root.zip")
+    with pytest.raises(StoreError, match="zarr.json: damaged zip member") as e:
+        open_store(liar)
     one_line(e.value)
     (tmp_path / "junk.zip").write_bytes(b"not a zip at all")
     with pytest.raises(StoreError, match="not a readable zip file"):
