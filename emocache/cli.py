@@ -151,17 +151,26 @@ def info(url: str = typer.Argument(..., help="Store URL."),
     if as_json:
         typer.echo(dumps(rows))
         return
-    t = Table(title=url)
-    for c in ("model", "dataset", "n", "done", "failed", "pending", "dim", "frames", "MB", "weights", "layer"):
-        t.add_column(c)
+    for line in info_lines(url, rows):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def info_lines(url: str, rows: list[dict]) -> list[str]:
+    """`emocache info` as short labelled lines per entry: readable at any width, piped or not (no table)."""
+    out = [f"{url}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}"]
     for r in rows:
         p = r["provenance"]
-        mb = f"{r['bytes'] / 1e6:.2f}" if r["bytes"] is not None else "?"
-        t.add_row(r["model"], r["dataset"], str(r["n"]), str(r["done"]), str(r["failed"]), str(r["pending"]),
-                  str(r["dim"]), str(r["frames"]), mb, str(p.get("weights", "")), str(p.get("layer", "")))
-    console.print(t)
-    for r in rows:
-        console.print(f"[bold]{r['model']}/{r['dataset']}[/bold] provenance: {json.dumps(r['provenance'], default=str)}")
+        mb = f"{r['bytes'] / 1e6:.2f} MB" if r["bytes"] is not None else "? MB"
+        out += ["", f"{r['model']}/{r['dataset']}",
+                f"  utterances  {r['n']}: {r['done']} done, {r['failed']} failed, {r['pending']} pending "
+                f"({r['blocks']} blocks)",
+                f"  features    pooled dim {r['dim']}, frames {'yes' if r['frames'] else 'no'}, {mb}",
+                f"  weights     {p.get('weights', '')}",
+                f"  layer       {p.get('layer', '')}",
+                "  provenance"]
+        out += [f"    {k}: {v if isinstance(v, str) else json.dumps(v, default=str)}"
+                for k, v in sorted(p.items()) if k not in ("weights", "layer")]
+    return out
 
 
 @app.command()

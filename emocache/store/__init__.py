@@ -28,7 +28,8 @@ Crash-safety invariants (read before reordering any write):
    listing; ``emocache consolidate`` after the last writer.
 
 Modules: :mod:`~emocache.store.layout` (names and numbers), :mod:`~emocache.store.validate` (untrusted stores),
-:mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.guard` (checks on every object read or written), :mod:`~emocache.store.entry` (reading an entry),
+:mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.guard` (checks on every object read or
+written), :mod:`~emocache.store.entry` (reading an entry),
 :mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~emocache.store.root` (the store and the
 Python API), :mod:`~emocache.store.report` (``emocache info``).
 """

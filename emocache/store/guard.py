@@ -15,6 +15,7 @@ import json
 import math
 import os
 import stat
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,8 @@ class Guard:
         try:
             meta = json.loads(raw)
         except RecursionError:
-            raise StoreError(f"{self.where(key)}: JSON nested too deeply to parse; a damaged or hostile store") from None
+            raise StoreError(f"{self.where(key)}: JSON nested too deeply to parse; a damaged or hostile "
+                             "store") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise StoreError(f"{self.where(key)}: not valid JSON ({e}); the store is damaged") from None
         depth = json_depth(meta)
@@ -209,9 +211,11 @@ class Guard:
         else:
             return
         if size > limit:
-            raise StoreError(f"{self.where(key)}: chunk inflates to {size if size <= self.limits.chunk_bytes else 'over ' + str(limit)} "
-                             f"bytes, more than the {limit} its array declares; a damaged or hostile store "
-                             "(a compression bomb) is not decoded")
+            amount = f"more than {limit}" if comp == "gzip" else f"{size}"
+            bound = ("its array declares" if spec is not None and spec.decoded is not None
+                     else "allowed (--max-chunk-mb)")
+            raise StoreError(f"{self.where(key)}: chunk inflates to {amount} bytes, more than the {limit} {bound}; "
+                             "a damaged or hostile store (a compression bomb) is not decoded")
 
 
 def _kind(mode: int) -> str:
@@ -222,7 +226,7 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def local_guard_classes():
+def guarded_classes():
     """(SafeLocalStore, SafeZipStore, SafeFsspecStore), built on first use so zarr is imported lazily."""
     global _CLASSES
     if _CLASSES is not None:
@@ -358,6 +362,14 @@ def local_guard_classes():
                 return
             if info.file_size > self.max_object(key):
                 raise self.too_big(key, info.file_size)
+
+        async def get(self, key, prototype=None, byte_range=None):
+            try:
+                return await Guard.get(self, key, prototype, byte_range)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+                # zipfile never inflates past the declared size; data that disagrees with it fails here
+                raise StoreError(f"{self.where(key)}: damaged zip member ({type(e).__name__}: {e}); re-pack or "
+                                 "re-download the store") from None
 
     class SafeFsspecStore(Guard, FsspecStore):
         """FsspecStore reading at most the limit plus one byte of any object."""

@@ -42,12 +42,11 @@ class Store:
             raise StoreError(f"{url}: not a Zarr v3 group ({e}); is this an emocache store?") from None
         except (ValueError, TypeError) as e:
             raise StoreError(f"{url}: unreadable root metadata ({type(e).__name__}: {_line(e)})") from None
-        except Exception as e:  # remote filesystems: missing credentials, refused connections, ...
-            if not is_remote(self.url):
-                raise
+        except Exception as e:  # remote filesystems: missing credentials, refused connections, ...; OS errors
             hint = ("; give credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, or --storage-options "
                     "'{\"key\": ..., \"secret\": ...}'; '{\"anon\": true}' for a public bucket)"
-                    if "credential" in f"{type(e).__name__} {e}".lower() else "; check the URL and --storage-options")
+                    if "credential" in f"{type(e).__name__} {e}".lower()
+                    else "; check the URL and --storage-options" if is_remote(self.url) else "")
             raise StoreError(f"{url}: cannot open ({type(e).__name__}: {_line(e)}){hint}") from None
         fmt = self.root.attrs.get(FORMAT_NAME)
         if fmt is None and read_only:
@@ -70,8 +69,9 @@ class Store:
                         out.append((model, dataset))
         except StoreError:
             raise
-        except (ValueError, TypeError) as e:  # a damaged zarr.json below ``where``
-            raise StoreError(f"{where}: unreadable metadata ({type(e).__name__}: {e}); the store is damaged") from None
+        except Exception as e:  # a damaged zarr.json below ``where``, an unreadable folder
+            raise StoreError(f"{where}: unreadable metadata ({type(e).__name__}: {_line(e)}); the store is "
+                             "damaged") from None
         return out
 
     def _node(self, path: str):
@@ -82,8 +82,8 @@ class Store:
             return None
         except StoreError:
             raise
-        except (ValueError, TypeError) as e:
-            raise StoreError(f"{self.url}/{path}: unreadable metadata ({type(e).__name__}: {e})") from None
+        except Exception as e:
+            raise StoreError(f"{self.url}/{path}: unreadable metadata ({type(e).__name__}: {_line(e)})") from None
 
     def entry(self, model: str, dataset: str) -> Entry:
         """The entry (model, dataset); a read-only store opens each entry once (its keys never change)."""

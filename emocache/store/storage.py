@@ -64,9 +64,9 @@ def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | 
                limits: Limits | None = None):
     """The guarded zarr storage for a URL (see :mod:`emocache.store.guard`): LocalStore for paths (atomic
     writes), ZipStore for .zip, fsspec otherwise."""
-    from emocache.store.guard import local_guard_classes
+    from emocache.store.guard import guarded_classes
 
-    SafeLocal, SafeZip, SafeFsspec = local_guard_classes()
+    SafeLocal, SafeZip, SafeFsspec = guarded_classes()
     limits = limits or Limits()
     url = local_path(url)
     if url.endswith(".zip") and not is_remote(url):

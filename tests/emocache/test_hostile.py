@@ -16,7 +16,7 @@ import pytest
 
 from emocache.manifest import ManifestError, check_name, read_manifests
 from emocache.share import merge, pack
-from emocache.store import Limits, StoreError, open_store, write_arrays
+from emocache.store import StoreError, open_store, write_arrays
 from emocache.verify import verify_entry
 
 pytestmark = pytest.mark.timeout(60)
@@ -185,7 +185,7 @@ CASES = [
      "block 1: index rows overflow int64"),
     ("deleted frames chunk", _delete_frames, _frames, "frames: chunk.* missing"),
     ("deleted keys chunk", _delete_keys, _pooled, r"keys: chunk\(s\) \['c/0'\] missing"),
-    ("zstd bomb in pooled", _zstd_bomb_pooled, _pooled, "inflates to over 48 bytes|more than the 48"),
+    ("zstd bomb in pooled", _zstd_bomb_pooled, _pooled, "inflates to 2147483648 bytes, more than the 48 its array"),
     ("zstd bomb in index", _zstd_bomb_index, _pooled, "index.*more than the 64"),
     ("1 GiB of JSON padding", _json_padding, _open_entry := (lambda url: open_store(url).entry(*ENTRY)),
      "metadata document of 1073741824 bytes"),
@@ -287,25 +287,37 @@ def test_symlinked_block_folder_is_never_written_through(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+def declare_size(z: Path, member: str, size: int, out: Path) -> Path:
+    """A copy of zip ``z`` whose local and central headers declare ``size`` bytes for ``member``."""
+    data = bytearray(z.read_bytes())
+    for sig, off, name_off in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        pos = data.find(sig)
+        while pos >= 0:
+            if data[pos + name_off:pos + name_off + len(member)] == member.encode():
+                data[pos + off:pos + off + 4] = size.to_bytes(4, "little")
+            pos = data.find(sig, pos + 4)
+    out.write_bytes(bytes(data))
+    return out
+
+
 def test_zip_bombs_and_broken_zips(tmp_path):
     url = make(tmp_path / "s")
     z = tmp_path / "p.zip"
     pack(str(url), z)
     member = "m/ds/pooled/c/0/0"
-    data = bytearray(z.read_bytes())
     info = zipfile.ZipFile(z).getinfo(member)
-    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # declare 2 GiB in both headers
-        pos = data.find(sig + (b"" if sig == b"PK\x03\x04" else b""), 0)
-        while pos >= 0:
-            name_at = pos + (30 if sig == b"PK\x03\x04" else 46)
-            if data[name_at:name_at + len(member)] == member.encode():
-                data[pos + off:pos + off + 4] = (1 << 31).to_bytes(4, "little")
-            pos = data.find(sig, pos + 4)
-    bomb = tmp_path / "bomb.zip"
-    bomb.write_bytes(bytes(data))
+    bomb = declare_size(z, member, 1 << 31, tmp_path / "bomb.zip")
     assert zipfile.ZipFile(bomb).getinfo(member).file_size == 1 << 31 != info.file_size
     with pytest.raises(StoreError, match="chunk of 2147483648 bytes, over the limit") as e:
         open_store(bomb).pooled(*ENTRY)
+    one_line(e.value)
+    liar = declare_size(z, member, info.file_size - 5, tmp_path / "liar.zip")  # data disagrees with the header
+    with pytest.raises(StoreError, match="damaged zip member") as e:
+        open_store(liar).pooled(*ENTRY)
+    one_line(e.value)
+    liar = declare_size(z, "zarr.json", 20, tmp_path / "liar_root.zip")
+    with pytest.raises(StoreError, match="zarr.json: damaged zip member") as e:
+        open_store(liar)
     one_line(e.value)
     (tmp_path / "junk.zip").write_bytes(b"not a zip at all")
     with pytest.raises(StoreError, match="not a readable zip file"):
@@ -436,3 +448,62 @@ def test_concurrent_create_entry_never_fails(tmp_path):
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in results), [err[-300:] for code, err in results if code]
     assert open_store(url).entry(*ENTRY).n == 50
+
+
+CLI_CASES = [
+    ("FIFO chunk", _fifo_chunk, {"info": 0, "verify": 1, "merge": 2, "pack": 2}, "FIFO inside the store"),
+    ("symlinked chunk", _symlink_chunk, {"info": 0, "verify": 1, "merge": 2, "pack": 2}, "symbolic link"),
+    ("zarr.json -> /dev/zero", _symlink_root_json, {"info": 2, "verify": 2, "merge": 2, "pack": 2}, "symbolic link"),
+    ("zstd bomb in index", _zstd_bomb_index, {"info": 2, "verify": 1, "merge": 2, "pack": 2}, "more than the 64"),
+    ("JSON nested 100000 deep", _json_very_deep, {"info": 2, "verify": 2, "merge": 2, "pack": 2}, "nested too deeply"),
+    ("deleted pooled chunk", _delete_pooled, {"info": 0, "verify": 1, "merge": 2, "pack": 0}, "missing"),
+]
+
+
+@pytest.mark.parametrize("name,damage,codes,match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_hostile_store_cli(tmp_path, cli, name, damage, codes, match):
+    """Every command ends with its documented exit code; errors (2) are one line naming the problem."""
+    url = make(tmp_path / "s")
+    damage(url, tmp_path)
+    for cmd, want in codes.items():
+        args = {"merge": (url, tmp_path / "dst"), "pack": (url, tmp_path / f"{cmd}.zip")}.get(cmd, (url,))
+        code, out = cli(cmd, *args)
+        assert code == want, (cmd, out)
+        if want:
+            assert match in out, (cmd, out)
+        if want == 2:
+            assert len(out.strip().splitlines()) == 1 and out.startswith("error:"), (cmd, out)
+
+
+def test_decoded_size_is_read_from_headers_without_decoding():
+    import gzip
+
+    from numcodecs import Blosc, Zstd
+
+    from emocache.store.guard import gzip_size, json_depth, zstd_content_size
+
+    raw = np.arange(1000, dtype=np.float32).tobytes()
+    assert zstd_content_size(Zstd(level=3).encode(raw)) == 4000
+    assert zstd_content_size(zstd_bomb(1 << 31)) == 1 << 31
+    assert zstd_content_size(b"not zstd") is None
+    assert int.from_bytes(Blosc().encode(raw)[4:8], "little") == 4000
+    bomb = gzip.compress(bytes(64 << 20))  # 64 MiB of zeros in ~64 KB
+    assert gzip_size(bomb, 1 << 20) == (1 << 20) + (1 << 20)  # stops one step past the limit
+    assert gzip_size(gzip.compress(raw) + gzip.compress(raw), 1 << 20) == 8000  # multi-member streams count whole
+    assert json_depth({"a": [1, {"b": []}]}) == 4 and json_depth(5) == 0
+
+
+@pytest.mark.parametrize("damage,match", [
+    (_delete_pooled, r"/s/m/ds/pooled: chunk\(s\) \['c/1/0'\] missing from a committed block"),
+    (_corrupt_pooled, r"/s/m/ds/pooled: unreadable \("),
+    (_fifo_chunk, r"/s/m/ds/pooled/c/1/0: a FIFO inside the store"),
+])
+def test_trainer_reads_refuse_damage_naming_store_and_array(tmp_path, damage, match):
+    """The trainer reads through the store API: a lost, corrupt or FIFO chunk is a one-line error, never zeros."""
+    from trainer.data import load_features, open_store as trainer_open
+
+    url = make(tmp_path / "s")
+    damage(url, tmp_path)
+    with pytest.raises(ValueError, match=match) as e:  # the trainer CLI prints ValueErrors as one line, exit 2
+        load_features(trainer_open(str(url)), *ENTRY)
+    one_line(e.value)
