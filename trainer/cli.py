@@ -12,6 +12,7 @@ from typing import Optional, get_type_hints
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from trainer.config import CHOICES, TrainConfig, field_docs
 
@@ -28,7 +29,8 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _fail(e: Exception):
-    err.print(f"[red]error:[/red] {e}")
+    """One error line whatever the terminal width, printed as written (brackets kept)."""
+    err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -63,7 +65,8 @@ def run(method: str, **options):
         cfg = TrainConfig(method=method, **{**options, "seeds": _seeds(options["seeds"])})
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            warnings.showwarning = lambda m, *a, **k: err.print(f"[yellow]warning:[/yellow] {m}")
+            warnings.showwarning = lambda m, *a, **k: err.print(f"[yellow]warning:[/yellow] {escape(str(m))}",
+                                                                soft_wrap=True)
             with progress_bar(cfg.progress) as bar:
                 res = exp.run(cfg, bar=bar)
         d = exp.write(res)
