@@ -64,7 +64,9 @@ def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int):
 
 @app.command()
 def extract(
-    model: str = typer.Option(..., help="Registered model name or a plugin's (`emocache models` lists them)."),
+    model: str = typer.Option(..., help="Registered model name or a plugin's (`emocache models` lists them), or "
+                                        "hf:<repo-id-or-dir> for any Hugging Face speech encoder."),
+    name: Optional[str] = typer.Option(X.name, help="hf: models: store entry name (default: derived from the id)."),
     manifest: list[str] = typer.Option(..., help="EmoBox jsonl file or dataset folder; repeat for several."),
     store: str = typer.Option(..., help="Store URL: a local folder (new or existing), s3://bucket/path, gs://bucket/path."),
     audio_root: list[str] = typer.Option([], help="PREFIX=DIR remap of manifest wav paths; repeatable."),
@@ -91,7 +93,7 @@ def extract(
     from emocache.store import StoreError
 
     try:
-        cfg = ExtractConfig(model=model, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
+        cfg = ExtractConfig(model=model, name=name, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
                             model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
                             batch_seconds=batch_seconds, long_policy=long_policy,
                             max_audio_seconds=max_audio_seconds, loader_threads=loader_threads,

@@ -1,0 +1,125 @@
+"""hf:<id> encoders: tiny random checkpoints of several architectures saved with save_pretrained."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emocache.encoders import EncoderConfig, EncoderError, build_encoder, encoder_class
+from emocache.encoders.hf import entry_name
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+ARCHS = {  # name: (config class, model class, feature extractor kwargs, extra config)
+    "wav2vec2-layer": ("Wav2Vec2Config", "Wav2Vec2Model", dict(do_normalize=True, return_attention_mask=True),
+                       dict(feat_extract_norm="layer", do_stable_layer_norm=True)),
+    "hubert-group": ("HubertConfig", "HubertModel", dict(do_normalize=False, return_attention_mask=False),
+                     dict(feat_extract_norm="group")),
+    "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel", dict(do_normalize=True, return_attention_mask=True), {}),
+    "wavlm-group": ("WavLMConfig", "WavLMModel", dict(do_normalize=False, return_attention_mask=False),
+                    dict(feat_extract_norm="group")),
+}
+
+
+def save_tiny(arch: str, directory) -> str:
+    import transformers as tf
+
+    cfg_cls, model_cls, fe_kwargs, extra = ARCHS[arch]
+    torch.manual_seed(0)
+    model = getattr(tf, model_cls)(getattr(tf, cfg_cls)(**TINY, **extra))
+    model.save_pretrained(directory)
+    tf.Wav2Vec2FeatureExtractor(**fe_kwargs).save_pretrained(directory)
+    return str(directory)
+
+
+def save_tiny_whisper(directory) -> str:
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.WhisperConfig(num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=2,
+                           encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
+                           vocab_size=64, max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                           decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None)
+    tf.WhisperModel(cfg).save_pretrained(directory)
+    tf.WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
+    return str(directory)
+
+
+def waves(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (4000, 11000, 7300)]
+
+
+@pytest.fixture(scope="module", params=list(ARCHS) + ["whisper"])
+def checkpoint(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(request.param)
+    return save_tiny_whisper(d) if request.param == "whisper" else save_tiny(request.param, d)
+
+
+def test_batched_equals_single_and_transformers(checkpoint):
+    enc = build_encoder(f"hf:{checkpoint}", EncoderConfig(device="cpu"))
+    ws = waves()
+    batch = enc.encode(ws)
+    cls = encoder_class(f"hf:{checkpoint}")
+    for i, w in enumerate(ws):
+        one = enc.encode([w])
+        ref = cls.reference(checkpoint, w)  # (T, D)
+        assert one.frames[0].shape == ref.shape == batch.frames[i].shape
+        np.testing.assert_allclose(batch.frames[i], one.frames[0], atol=1e-4)
+        np.testing.assert_allclose(one.frames[0], ref, atol=1e-4)
+        np.testing.assert_allclose(batch.pooled[i], ref.mean(0), atol=1e-4)
+
+
+def test_provenance_names_id_architecture_and_batching(tmp_path):
+    d = save_tiny("hubert-group", tmp_path / "my hubert")
+    enc = build_encoder(f"hf:{d}", EncoderConfig(device="cpu"))
+    p = enc.provenance()
+    assert enc.name == "my_hubert" and p["model"] == "my_hubert"
+    assert p["source"] == f"hf:{d}" and p["architecture"] == "hubert" and p["batching"] == "one-at-a-time"
+    assert p["weights"].startswith("sha256:") and p["weights_source"] == "model-path"
+    d2 = save_tiny("wav2vec2-layer", tmp_path / "w2v")
+    assert build_encoder(f"hf:{d2}", EncoderConfig(device="cpu", name="custom")).provenance()["batching"] \
+        == "attention-mask"
+    assert build_encoder(f"hf:{d2}", EncoderConfig(device="cpu", name="custom")).name == "custom"
+
+
+def test_entry_names_and_errors(tmp_path):
+    assert entry_name("facebook/hubert-base-ls960") == "facebook--hubert-base-ls960"
+    with pytest.raises(EncoderError, match="--name"):
+        build_encoder(f"hf:{save_tiny('data2vec', tmp_path / 'd')}", EncoderConfig(device="cpu", name="a/b"))
+    with pytest.raises(EncoderError, match="not found"):
+        build_encoder("hf:nobody/no-such-model", EncoderConfig(device="cpu"))
+    with pytest.raises(EncoderError, match="hf:<id>"):
+        encoder_class("nosuchmodel")
+
+
+def test_cli_extract_local_dir(tmp_path):
+    d = save_tiny("data2vec", tmp_path / "tiny-d2v")
+    rng = np.random.default_rng(1)
+    lines = []
+    for i, n in enumerate((5000, 9000)):
+        wav = tmp_path / f"u{i}.wav"
+        sf.write(wav, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+        lines.append(json.dumps({"key": f"toy-{i}", "dataset": "toy", "wav": str(wav), "emo": "hap",
+                                 "length": n / 16000, "sample_rate": 16000}))
+    (tmp_path / "toy.jsonl").write_text("\n".join(lines) + "\n")
+    store = tmp_path / "store"
+    p = subprocess.run([sys.executable, "-m", "emocache.cli", "extract", "--model", f"hf:{d}", "--manifest",
+                        str(tmp_path / "toy.jsonl"), "--store", str(store), "--device", "cpu", "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    from emocache.store import open_store
+
+    keys, x = open_store(str(store)).pooled("tiny-d2v", "toy")
+    enc = build_encoder(f"hf:{d}", EncoderConfig(device="cpu"))
+    from emocache.audio import load
+
+    ref = enc.encode([load(str(tmp_path / f"u{i}.wav"), target_sr=16000) for i in range(2)]).pooled
+    assert list(keys) == ["toy-0", "toy-1"]
+    np.testing.assert_allclose(x, ref, atol=1e-5)
