@@ -61,6 +61,10 @@ class EncoderConfig:
     """Config fields to override (tests build tiny random models this way)."""
     name: str | None = None
     """Store entry name for an ``hf:`` model (default: derived from its id)."""
+    layers: str = "last"
+    """last | all | K,K,...: hidden_states layers (0 = embeddings) pooled besides the final output."""
+    frames_layer: int | None = None
+    """hidden_states layer stored as frames (None: the final output, as ``--layers last``)."""
 
     @property
     def torch_device(self):
@@ -94,6 +98,10 @@ class ExtractConfig:
     """Store URL: a local path, s3://..., gs://..."""
     name: str | None = None
     """Store entry name for an ``hf:`` model (default: derived from its id)."""
+    layers: str = "last"
+    """last | all | K,K,...: hidden_states layers (0 = embeddings) whose pooled vectors are stored too."""
+    frames_layer: int | None = None
+    """hidden_states layer stored as frames (None: the final output)."""
     audio_root: tuple[str, ...] = ()
     """PREFIX=DIR remaps applied to the manifests' wav paths."""
     model_path: str | None = None
@@ -142,7 +150,7 @@ class ExtractConfig:
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(model_path=self.model_path, device=self.device, dtype=self.dtype,
                              long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides),
-                             name=self.name)
+                             name=self.name, layers=self.layers, frames_layer=self.frames_layer)
 
 
 def parse_part(part: str | None) -> tuple[int, int]:

@@ -147,6 +147,11 @@ class HFEncoder(NeuralEncoder):
     def max_seconds(self) -> float:
         return float(self.features.chunk_length) if self.whisper else NeuralEncoder.max_seconds
 
+    @property
+    def num_layers(self) -> int:
+        c = self.model.config
+        return int(c.encoder_layers if self.whisper else c.num_hidden_layers)
+
     def valid_frames(self, num_samples: int) -> int:
         if self.whisper:
             return ceil_div(ceil_div(num_samples, self.features.hop_length), 2)
@@ -166,16 +171,22 @@ class HFEncoder(NeuralEncoder):
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         n = inputs["num_samples"]
         lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
+        want = self.wants_hidden
+        pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731  (T_i, D) -> (B, T, D)
         with self.autocast():
             if self.batching == "one-at-a-time":
-                outs = [self.model(self.to_device(x)).last_hidden_state[0] for x in inputs["pieces"]]  # (T_i, D)
-                frames = torch.nn.utils.rnn.pad_sequence(outs, batch_first=True)  # (B, T, D)
-            elif self.whisper:
-                frames = self.model(self.to_device(inputs["input_features"])).last_hidden_state  # (B, 1500, D)
+                outs = [self.model(self.to_device(x), output_hidden_states=want) for x in inputs["pieces"]]
+                frames = pad([o.last_hidden_state[0] for o in outs])  # (B, T, D)
+                hidden = tuple(pad([o.hidden_states[k][0] for o in outs]) for k in range(len(outs[0].hidden_states))) \
+                    if want else None
             else:
-                frames = self.model(self.to_device(inputs["input_values"]),
-                                    attention_mask=self.to_device(inputs["attention_mask"])).last_hidden_state
-        return frames, lengths
+                if self.whisper:
+                    out = self.model(self.to_device(inputs["input_features"]), output_hidden_states=want)
+                else:
+                    out = self.model(self.to_device(inputs["input_values"]), output_hidden_states=want,
+                                     attention_mask=self.to_device(inputs["attention_mask"]))
+                frames, hidden = out.last_hidden_state, out.hidden_states  # (B, T, D), L + 1 of (B, T, D) or None
+        return frames, lengths, hidden
 
     def provenance(self) -> dict:
         return {**super().provenance(), "source": f"{PREFIX}:{self.spec}",

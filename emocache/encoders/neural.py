@@ -140,6 +140,7 @@ class NeuralEncoder(Encoder):
             self._identity = found.identity
         for m in self.modules():
             m.eval().requires_grad_(False).to(self.device)
+        self.resolve_layers()
         self.compute_dtype = select_dtype(self, self.config.dtype)
 
     def check_model_type(self, path: Path) -> None:

@@ -91,6 +91,10 @@ class _WavLM(NeuralEncoder):
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
     def valid_frames(self, num_samples: int) -> int:
         return conv_stack_frames(num_samples, zip(self.model.config.conv_kernel, self.model.config.conv_stride))
 
@@ -129,8 +133,8 @@ class _WavLM(NeuralEncoder):
             feats = self._features(wave, n).transpose(1, 2)  # (B, T, C)
             frame_mask = self.model._get_feature_vector_attention_mask(feats.shape[1], sample_mask, add_adapter=False)
             hidden, _ = self.model.feature_projection(feats)  # (B, T, D)
-            out = self.model.encoder(hidden, attention_mask=frame_mask).last_hidden_state  # (B, T, D)
-        return out, lengths
+            out = self.model.encoder(hidden, attention_mask=frame_mask, output_hidden_states=self.wants_hidden)
+        return out.last_hidden_state, lengths, out.hidden_states  # (B, T, D), (B,), L + 1 of (B, T, D) or None
 
 
 @register

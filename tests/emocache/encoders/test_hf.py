@@ -111,7 +111,8 @@ def test_cli_extract_local_dir(tmp_path):
     (tmp_path / "toy.jsonl").write_text("\n".join(lines) + "\n")
     store = tmp_path / "store"
     p = subprocess.run([sys.executable, "-m", "emocache.cli", "extract", "--model", f"hf:{d}", "--manifest",
-                        str(tmp_path / "toy.jsonl"), "--store", str(store), "--device", "cpu", "--no-progress"],
+                        str(tmp_path / "toy.jsonl"), "--store", str(store), "--device", "cpu", "--no-progress",
+                        "--layers", "0,2"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     from emocache.store import open_store
@@ -120,6 +121,49 @@ def test_cli_extract_local_dir(tmp_path):
     enc = build_encoder(f"hf:{d}", EncoderConfig(device="cpu"))
     from emocache.audio import load
 
-    ref = enc.encode([load(str(tmp_path / f"u{i}.wav"), target_sr=16000) for i in range(2)]).pooled
+    ref = enc.encode([load(str(tmp_path / f"u{i}.wav"), target_sr=16000) for i in range(2)])
     assert list(keys) == ["toy-0", "toy-1"]
-    np.testing.assert_allclose(x, ref, atol=1e-5)
+    np.testing.assert_allclose(x, ref.pooled, atol=1e-5)
+    st = open_store(str(store))
+    keys, y = st.layers("tiny-d2v", "toy")
+    assert y.shape == (2, 2, 32) and st.provenance("tiny-d2v", "toy")["layers"] == [0, 2]
+    enc.layer_ids = (0, 2)
+    np.testing.assert_allclose(y, enc.encode([load(str(tmp_path / f"u{i}.wav"), target_sr=16000)
+                                              for i in range(2)]).layers, atol=1e-5)
+    np.testing.assert_array_equal(st.pooled("tiny-d2v", "toy", layer=2)[1], y[:, 1])
+
+
+@pytest.mark.parametrize("arch", ["wav2vec2-layer", "hubert-group"])
+def test_layers_from_one_pass_equal_transformers_hidden_states(arch, tmp_path):
+    import transformers as tf
+
+    d = save_tiny(arch, tmp_path / arch)
+    enc = build_encoder(f"hf:{d}", EncoderConfig(device="cpu", layers="all", frames_layer=1))
+    assert enc.layer_ids == (0, 1, 2) and enc.provenance()["layers"] == [0, 1, 2]
+    assert enc.provenance()["layer"] == "hidden_states[1]"
+    calls = []
+    model = enc.model
+    model.register_forward_hook(lambda *a: calls.append(1))
+    ws = waves()
+    out = enc.encode(ws)
+    assert out.layers.shape == (3, 3, 32) and len(calls) == (1 if enc.batching == "attention-mask" else 3)
+    fe = tf.AutoFeatureExtractor.from_pretrained(d)
+    ref_model = tf.AutoModel.from_pretrained(d).eval()
+    for i, w in enumerate(ws):
+        with torch.no_grad():
+            hs = ref_model(**fe(w, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True).hidden_states
+        for j, k in enumerate(enc.layer_ids):
+            np.testing.assert_allclose(out.layers[i, j], hs[k][0].mean(0).numpy(), atol=1e-4)
+        np.testing.assert_allclose(out.frames[i], hs[1][0].numpy(), atol=1e-4)
+    with pytest.raises(EncoderError, match="--layers"):
+        build_encoder(f"hf:{d}", EncoderConfig(device="cpu", layers="0,7"))
+
+
+def test_encoders_without_per_layer_outputs_refuse_layers():
+    from emocache.encoders.tiny import overrides
+
+    with pytest.raises(EncoderError, match="fbank-stats does not expose per-layer outputs"):
+        build_encoder("fbank-stats", EncoderConfig(device="cpu", layers="all"))
+    with pytest.raises(EncoderError, match="emotion2vec-base does not expose per-layer outputs"):
+        build_encoder("emotion2vec-base", EncoderConfig(device="cpu", layers="1", random_init=True,
+                                                        config_overrides=overrides("emotion2vec-base")))
