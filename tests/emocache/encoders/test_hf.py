@@ -167,3 +167,30 @@ def test_encoders_without_per_layer_outputs_refuse_layers():
     with pytest.raises(EncoderError, match="emotion2vec-base does not expose per-layer outputs"):
         build_encoder("emotion2vec-base", EncoderConfig(device="cpu", layers="1", random_init=True,
                                                         config_overrides=overrides("emotion2vec-base")))
+
+
+def test_bench_layers_rows(tmp_path):
+    from emocache.bench import bench_layers
+
+    d = save_tiny("wav2vec2-layer", tmp_path / "w")
+    last, every = bench_layers(f"hf:{d}", "all", n_utts=6, device="cpu", repeats=1)
+    assert (last["layers"], last["n_layers"], every["layers"], every["n_layers"]) == ("last", 0, "all", 3)
+    assert every["store_bytes"] - last["store_bytes"] >= 0.9 * 6 * 3 * 32 * 4 and last["time_ratio"] == 1  # L x D float32
+
+
+def test_wavlm_layers_equal_transformers_hidden_states():
+    """The registered WavLM adapter (exact group-norm batching) pools every hidden_states layer in one pass."""
+    import transformers as tf
+
+    from emocache.encoders.tiny import overrides
+
+    enc = build_encoder("wavlm-base-plus", EncoderConfig(device="cpu", layers="all", random_init=True,
+                                                         config_overrides=overrides("wavlm-base-plus")))
+    ws = waves()
+    out = enc.encode(ws)
+    for i, w in enumerate(ws):
+        x = tf.Wav2Vec2FeatureExtractor(do_normalize=False)(w, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            hs = enc.model(**x, output_hidden_states=True).hidden_states
+        for k in enc.layer_ids:
+            np.testing.assert_allclose(out.layers[i, k], hs[k][0].mean(0).numpy(), atol=1e-4)
