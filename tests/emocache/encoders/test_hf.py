@@ -194,3 +194,20 @@ def test_wavlm_layers_equal_transformers_hidden_states():
             hs = enc.model(**x, output_hidden_states=True).hidden_states
         for k in enc.layer_ids:
             np.testing.assert_allclose(out.layers[i, k], hs[k][0].mean(0).numpy(), atol=1e-4)
+
+
+def test_whisper_layers_equal_transformers_hidden_states(tmp_path):
+    import transformers as tf
+
+    d = save_tiny_whisper(tmp_path / "whisper")
+    enc = build_encoder(f"hf:{d}", EncoderConfig(device="cpu", layers="0,2"))
+    ws = waves()
+    out = enc.encode(ws)
+    fe = tf.WhisperFeatureExtractor.from_pretrained(d)
+    ref = tf.WhisperModel.from_pretrained(d).get_encoder().eval()
+    for i, w in enumerate(ws):
+        with torch.no_grad():
+            hs = ref(fe(w, sampling_rate=16000, return_tensors="pt").input_features, output_hidden_states=True)
+        t = enc.valid_frames(w.size)
+        for j, k in enumerate((0, 2)):
+            np.testing.assert_allclose(out.layers[i, j], hs.hidden_states[k][0, :t].mean(0).numpy(), atol=1e-4)
