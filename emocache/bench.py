@@ -176,3 +176,76 @@ COLUMNS = [("model", "model"), ("config", "config"), ("device", "device"), ("dty
 def print_table(rows: list[dict]) -> None:
     """A rich table of :func:`bench_encoder` rows."""
     show("encoder throughput: batched vs naive (batch 1, fp32, one at a time)", COLUMNS, rows)
+
+
+def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str = "auto",
+                 model_path: str | None = None, tiny: bool = False, seed: int = 0,
+                 budget_seconds: float | None = None, workers: int = 2, workdir=None, repeats: int = 2) -> list[dict]:
+    """The extra cost of ``--layers`` over last only: the extraction loop's time on the same encoder and waves
+    (pooled only, no frames), and the bytes of a store entry of the pooled vectors with and without the layers.
+
+    One row per setting (last, then ``layers``), each the fastest of ``repeats`` alternating runs; without weights
+    the encoder has full-size random weights.
+    """
+    import tempfile
+
+    from emocache.store import entry_bytes, open_store
+
+    if not encoder_class(model).has_weights:
+        raise EncoderError(f"{model} has no layers; `bench --layers` times the neural encoders")
+    lengths = iemocap_like_lengths(n_utts, seed)
+    waves = synthetic_waves(lengths, seed)
+    extra = dict(config_overrides=overrides(model, "tiny"), random_init=True) if tiny else {}
+    label = "tiny random" if tiny else "weights"
+    cfg = EncoderConfig(model_path=model_path, device=device, layers=layers, **extra)
+    try:
+        enc = build_encoder(model, cfg)
+    except EncoderError:
+        if tiny or model_path:
+            raise
+        import dataclasses
+
+        enc = build_encoder(model, dataclasses.replace(cfg, random_init=True))
+        label = "full random"
+    chosen = enc.layer_ids
+    budget = budget_seconds or (16 * 30 if enc.device.type == "cuda" else 60)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        run_batched(enc, waves[: min(n_utts, 8)], budget, workers)  # warm-up
+        times: dict[tuple, list[float]] = {(): [], chosen: []}
+        for _ in range(repeats):  # alternating, so drifting load on a shared machine hits both settings alike
+            for ids in times:
+                enc.layer_ids = ids
+                t = time.perf_counter()
+                run_batched(enc, waves, budget, workers)
+                times[ids].append(time.perf_counter() - t)
+        for name, ids in (("last", ()), (layers, chosen)):
+            enc.layer_ids = ids
+            s = min(times[ids])
+            st = open_store(f"{tmp}/{len(rows)}", mode="a")
+            keys = [f"u{i}" for i in range(n_utts)]
+            e = st.create_entry("m", "d", keys, ["x"] * n_utts, enc.dim, enc.dim, {"weights": "bench", "layer": "last"},
+                                has_frames=False, layers=ids)
+            rng = np.random.default_rng(seed)  # random float32 vectors: real ones compress about as little
+            for b in range(e.n_blocks):
+                nb = e.block_slice(b).stop - e.block_slice(b).start
+                e.write_block(b, rng.standard_normal((nb, enc.dim)).astype(np.float32), None, {},
+                              rng.standard_normal((nb, len(ids), enc.dim)).astype(np.float32) if ids else None)
+            rows.append({"model": model, "config": label, "device": _device_name(enc.device), "layers": name,
+                         "n_layers": len(ids), "utterances": n_utts, "seconds": s, "utt_per_s": n_utts / s,
+                         "store_bytes": entry_bytes(open_store(f"{tmp}/{len(rows)}"), "m", "d")})
+    base = rows[0]
+    for r in rows:
+        r["time_ratio"] = r["seconds"] / base["seconds"]
+        r["bytes_ratio"] = r["store_bytes"] / base["store_bytes"]
+    return rows
+
+
+LAYER_COLUMNS = [("model", "model"), ("config", "config"), ("device", "device"), ("layers", "layers"),
+                 ("n_layers", "L stored"), ("utterances", "utts"), ("seconds", "s"), ("utt_per_s", "utt/s"),
+                 ("time_ratio", "time x"), ("store_bytes", "store bytes"), ("bytes_ratio", "bytes x")]
+
+
+def print_layers_table(rows: list[dict]) -> None:
+    """A rich table of :func:`bench_layers` rows."""
+    show("--layers vs last only: extraction loop time (pooled, no frames) and store bytes", LAYER_COLUMNS, rows)

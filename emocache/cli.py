@@ -67,7 +67,13 @@ def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int):
 
 @app.command()
 def extract(
-    model: str = typer.Option(..., help="Registered model name or a plugin's (`emocache models` lists them)."),
+    model: str = typer.Option(..., help="Registered model name or a plugin's (`emocache models` lists them), or "
+                                        "hf:<repo-id-or-dir> for any Hugging Face speech encoder."),
+    name: Optional[str] = typer.Option(X.name, help="hf: models: store entry name (default: derived from the id)."),
+    layers: str = typer.Option(X.layers, help="last | all | K,K,...: also store the pooled vectors of these "
+                                              "hidden_states layers (0 = embeddings), from the same forward pass."),
+    frames_layer: Optional[int] = typer.Option(X.frames_layer, help="hidden_states layer stored as frames "
+                                                                    "(default: the final output)."),
     manifest: list[str] = typer.Option(..., help="EmoBox jsonl file or dataset folder; repeat for several."),
     store: str = typer.Option(..., help="Store URL: a local folder (new or existing), s3://bucket/path, gs://bucket/path."),
     audio_root: list[str] = typer.Option([], help="PREFIX=DIR remap of manifest wav paths; repeatable."),
@@ -94,7 +100,7 @@ def extract(
     from emocache.store import StoreError
 
     try:
-        cfg = ExtractConfig(model=model, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
+        cfg = ExtractConfig(model=model, name=name, layers=layers, frames_layer=frames_layer, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
                             model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
                             batch_seconds=batch_seconds, long_policy=long_policy,
                             max_audio_seconds=max_audio_seconds, loader_threads=loader_threads,
@@ -288,6 +294,8 @@ def bench(
     dtype: str = typer.Option(E.dtype, help="--model: " + DTYPE_HELP),
     model_path: Optional[str] = typer.Option(E.model_path, help="--model: directory holding the weights."),
     tiny: bool = typer.Option(False, "--tiny", help="--model: tiny random model (CPU smoke run) instead of full size."),
+    layers: Optional[str] = typer.Option(None, help="--model: time --layers LAYERS (all | K,K,...) against last "
+                                                    "only, and the store bytes of each."),
 ) -> None:
     """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
     if store == bool(model):
@@ -303,6 +311,11 @@ def bench(
     from emocache.encoders import EncoderError
 
     try:
+        if layers:
+            from emocache.bench import bench_layers, print_layers_table
+
+            print_layers_table(bench_layers(model, layers, n_utts=n, device=device, model_path=model_path, tiny=tiny))
+            return
         print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny)])
     except (EncoderError, ValueError) as e:
         _fail(str(e))

@@ -59,6 +59,12 @@ class EncoderConfig:
     """Build full-size random weights from the config (benchmarks only; provenance says so)."""
     config_overrides: dict = field(default_factory=dict)
     """Config fields to override (tests build tiny random models this way)."""
+    name: str | None = None
+    """Store entry name for an ``hf:`` model (default: derived from its id)."""
+    layers: str = "last"
+    """last | all | K,K,...: hidden_states layers (0 = embeddings) pooled besides the final output."""
+    frames_layer: int | None = None
+    """hidden_states layer stored as frames (None: the final output, as ``--layers last``)."""
 
     @property
     def torch_device(self):
@@ -85,11 +91,17 @@ class ExtractConfig:
     """Everything one ``emocache extract`` run needs."""
 
     model: str
-    """Registered model name (``emocache models`` lists them)."""
+    """Registered model name (``emocache models`` lists them) or ``hf:<repo-id-or-dir>``."""
     manifests: tuple[str, ...]
     """EmoBox jsonl files or dataset folders."""
     store: str
     """Store URL: a local path, s3://..., gs://..."""
+    name: str | None = None
+    """Store entry name for an ``hf:`` model (default: derived from its id)."""
+    layers: str = "last"
+    """last | all | K,K,...: hidden_states layers (0 = embeddings) whose pooled vectors are stored too."""
+    frames_layer: int | None = None
+    """hidden_states layer stored as frames (None: the final output)."""
     audio_root: tuple[str, ...] = ()
     """PREFIX=DIR remaps applied to the manifests' wav paths."""
     model_path: str | None = None
@@ -137,7 +149,8 @@ class ExtractConfig:
     @property
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(model_path=self.model_path, device=self.device, dtype=self.dtype,
-                             long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides))
+                             long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides),
+                             name=self.name, layers=self.layers, frames_layer=self.frames_layer)
 
 
 def parse_part(part: str | None) -> tuple[int, int]:

@@ -162,35 +162,39 @@ def load_block(utts: list[Utterance], enc: Encoder, cfg: ExtractConfig) -> Loade
 
 
 def encode_block(loaded: Loaded, n: int, enc: Encoder, on_batch: Callable[[int], None] | None = None
-                 ) -> tuple[np.ndarray, list, dict[int, str]]:
-    """Run the model over a loaded block -> pooled (n, D), frames per row, errors per row.
+                 ) -> tuple[np.ndarray, list, dict[int, str], np.ndarray | None]:
+    """Run the model over a loaded block -> pooled (n, D), frames per row, errors per row, and the pooled
+    vectors of the chosen layers (n, L, D) (None without ``--layers``).
 
     ``on_batch(k)`` is called after each batch of k utterances (progress per batch).
     """
     pooled = np.zeros((n, enc.dim), np.float32)
+    layers = np.zeros((n, len(enc.layer_ids), enc.dim), np.float32) if enc.layer_ids else None
     frames: list = [None] * n
     errors = dict(loaded.errors)
     for idx, inputs, owner in loaded.batches:
         try:
             out = enc.run(inputs, owner)
-            results = list(zip(idx, out.frames, out.pooled))
+            results = list(zip(idx, out.frames, out.pooled, out.layers if layers is not None else idx))
         except Exception:  # isolate the utterance that breaks the batch
             results = []
             for i in idx:
                 try:
                     o = enc.encode([loaded.waves[i]])
-                    results.append((i, o.frames[0], o.pooled[0]))
+                    results.append((i, o.frames[0], o.pooled[0], o.layers[0] if layers is not None else i))
                 except Exception as e:
                     errors[i] = f"encoder failed: {type(e).__name__}: {e}"
-        for i, f, p in results:
-            if not np.isfinite(p).all():
+        for i, f, p, y in results:
+            if not np.isfinite(p).all() or (layers is not None and not np.isfinite(y).all()):
                 errors[i] = "encoder output has NaN/Inf (try --dtype fp32)"
                 continue
             pooled[i] = p
             frames[i] = f
+            if layers is not None:
+                layers[i] = y
         if on_batch:
             on_batch(len(idx))
-    return pooled, frames, errors
+    return pooled, frames, errors, layers
 
 
 def run_block(entry: Entry, b: int, utts: list[Utterance], enc: Encoder, cfg: ExtractConfig,
@@ -200,8 +204,8 @@ def run_block(entry: Entry, b: int, utts: list[Utterance], enc: Encoder, cfg: Ex
     block_utts = utts[entry.block_slice(b)]
     if loaded is None:
         loaded = load_block(block_utts, enc, cfg)
-    pooled, frames, errors = encode_block(loaded, len(block_utts), enc, on_batch)
-    entry.write_block(b, pooled, frames if cfg.frames else None, errors)
+    pooled, frames, errors, layers = encode_block(loaded, len(block_utts), enc, on_batch)
+    entry.write_block(b, pooled, frames if cfg.frames else None, errors, layers)
     if on_batch and loaded.errors:
         on_batch(len(loaded.errors))  # utterances that never reached a batch
     audio = sum(w.size for w in loaded.waves if w is not None) / enc.sample_rate
@@ -254,7 +258,8 @@ def prepare_entries(cfg: ExtractConfig, enc: Encoder) -> list[tuple[Entry, list[
                 "frames_dtype": "float16 (float32 for blocks that overflow)", "torch": torch.__version__}
         utts, prov["order"] = store_order(utts)
         entry = store.create_entry(enc.name, ds, [u.key for u in utts], [u.emo for u in utts], enc.dim,
-                                   enc.frame_dim, prov, has_frames=cfg.frames, block_size=cfg.block_size)
+                                   enc.frame_dim, prov, has_frames=cfg.frames, block_size=cfg.block_size,
+                                   layers=enc.layer_ids)
         if cfg.redo_failed:
             from emocache.verify import verify_entry
 

@@ -7,7 +7,7 @@ from emocache.config import EncoderConfig
 from emocache.encoders.base import Encoded, Encoder, EncoderError, UtteranceError, batches_by_budget
 from emocache.encoders.registry import (REGISTRY, build_encoder, encoder_class, load_plugins, names, neural_models,
                                         register)
-from emocache.encoders import egemaps, emotion2vec, fbank, sensevoice, wavlm, whisper  # noqa: E402,F401  (register)
+from emocache.encoders import egemaps, emotion2vec, fbank, hf, sensevoice, wavlm, whisper  # noqa: E402,F401  (register)
 
 load_plugins()
 

@@ -28,6 +28,8 @@ class Encoded:
     """Per utterance (T_i, D_frames), float32."""
     pooled: np.ndarray
     """(B, D) float32."""
+    layers: np.ndarray | None = None
+    """(B, L, D) float32: pooled vectors of the chosen hidden-state layers (``--layers``), None for last only."""
 
 
 class Encoder(ABC):
@@ -54,6 +56,11 @@ class Encoder(ABC):
     dtypes: tuple[str, ...] = ("auto", "fp32")
     """The --dtype values this encoder takes."""
 
+    layer_ids: tuple[int, ...] = ()
+    """hidden_states layers pooled besides the final output (``--layers``; empty: last only)."""
+    frames_layer: int | None = None
+    """hidden_states layer stored as frames (``--frames-layer``; None: the final output)."""
+
     def __init__(self, config: EncoderConfig | None = None):
         self.config = config or EncoderConfig()
         if self.config.long_policy not in LONG_POLICIES:
@@ -67,6 +74,8 @@ class Encoder(ABC):
             self.device = self.config.torch_device
         except ValueError as e:
             raise EncoderError(str(e)) from None
+        if not self.has_weights:
+            self.resolve_layers()
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     @property
@@ -94,8 +103,34 @@ class Encoder(ABC):
             x[i, : w.size] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
         return {"wave": x, "num_samples": n}
 
+    @property
+    def num_layers(self) -> int | None:
+        """Transformer layers L (hidden_states 0..L) when the encoder exposes them, else None (``--layers last``
+        only)."""
+        return None
+
+    @property
+    def wants_hidden(self) -> bool:
+        """Whether :meth:`forward` must also return every hidden state (``--layers`` / ``--frames-layer``)."""
+        return bool(self.layer_ids) or self.frames_layer is not None
+
+    def resolve_layers(self) -> None:
+        """Set :attr:`layer_ids` and :attr:`frames_layer` from the config (call once the model is built)."""
+        spec, fl = self.config.layers, self.config.frames_layer
+        if spec == "last" and fl is None:
+            return
+        L = self.num_layers
+        if L is None:
+            raise EncoderError(f"--layers {spec} / --frames-layer: {self.name} does not expose per-layer outputs; "
+                               "use --layers last without --frames-layer")
+        self.layer_ids = parse_layers(spec, L)
+        if fl is not None and not 0 <= fl <= L:
+            raise EncoderError(f"--frames-layer {fl}: {self.name} has hidden_states 0..{L}")
+        self.frames_layer = fl
+
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the model on the frontend's output (tensors may still be on the CPU) -> frames (B, T, D), lengths (B,).
+        When :attr:`wants_hidden`, a third item: every hidden state (L + 1 tensors (B, T, D)).
 
         Every encoder implements this, unless it overrides :meth:`run` itself (eGeMAPS, whose pooled vector is
         not a mean of its frames)."""
@@ -112,11 +147,13 @@ class Encoder(ABC):
     # -- shared machinery -------------------------------------------------------------------------------------
     def provenance(self) -> dict:
         return {
-            "model": self.name, **self.weights_identity(), "layer": self.layer, "pooling": self.pooling,
+            "model": self.name, **self.weights_identity(),
+            "layer": self.layer if self.frames_layer is None else f"hidden_states[{self.frames_layer}]", "pooling": self.pooling,
             "sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "dim": self.dim,
             "frame_dim": self.frame_dim, "compute_dtype": self.dtype_name,
             "long_policy": self.config.long_policy if self.max_seconds else "none",
             "max_seconds": self.max_seconds,
+            **({"layers": list(self.layer_ids)} if self.layer_ids else {}),
         }
 
     @property
@@ -168,16 +205,28 @@ class Encoder(ABC):
     @torch.inference_mode()
     def run(self, inputs: dict, owner: list[int]) -> Encoded:
         """Model forward on prepared inputs; frames of a wave's windows are concatenated before pooling."""
-        frames, lengths = self.forward(inputs)  # (P, T, D), (P,)
+        out = self.forward(inputs)
+        frames, lengths = out[0], out[1].tolist()  # (P, T, D), (P,)
+        hidden = out[2] if self.wants_hidden else None  # L + 1 of (P, T, D)
+        cat = self._per_utterance(frames, lengths, owner)
+        pooled = torch.stack([self.pool(f) for f in cat])  # (B, D)
+        layers = None
+        if self.layer_ids:
+            layers = torch.stack([torch.stack([self.pool(f) for f in self._per_utterance(hidden[k], lengths, owner)])
+                                  for k in self.layer_ids], 1).cpu().numpy().astype(np.float32)  # (B, L, D)
+        if self.frames_layer is not None:
+            cat = self._per_utterance(hidden[self.frames_layer], lengths, owner)
+        return Encoded(frames=[f.cpu().numpy() for f in cat], pooled=pooled.cpu().numpy().astype(np.float32),
+                       layers=layers)
+
+    @staticmethod
+    def _per_utterance(frames: torch.Tensor, lengths: list[int], owner: list[int]) -> list[torch.Tensor]:
+        """(P, T, D) window frames -> each utterance's valid frames (T_i, D) in float32, windows concatenated."""
         frames = frames.float()
-        lengths = lengths.tolist()
-        n = max(owner) + 1
-        per_utt: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        per_utt: list[list[torch.Tensor]] = [[] for _ in range(max(owner) + 1)]
         for j, i in enumerate(owner):
             per_utt[i].append(frames[j, : int(lengths[j])])
-        cat = [torch.cat(f, 0) if len(f) > 1 else f[0] for f in per_utt]
-        pooled = torch.stack([self.pool(f) for f in cat])  # (B, D)
-        return Encoded(frames=[f.cpu().numpy() for f in cat], pooled=pooled.cpu().numpy().astype(np.float32))
+        return [torch.cat(f, 0) if len(f) > 1 else f[0] for f in per_utt]
 
     def encode(self, waves: list[np.ndarray]) -> Encoded:
         """Encode a batch of mono float32 waves at ``sample_rate``."""
@@ -186,6 +235,21 @@ class Encoder(ABC):
     def pool(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, D) -> (D,): mean over valid frames in float32."""
         return frames.float().mean(0)
+
+
+def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:
+    """``last`` -> (), ``all`` -> (0, ..., L), ``K,K,...`` -> those hidden_states indices (sorted, unique)."""
+    if spec == "last":
+        return ()
+    if spec == "all":
+        return tuple(range(num_layers + 1))
+    try:
+        ks = sorted({int(k) for k in spec.split(",")})
+    except ValueError:
+        ks = [-1]
+    if not ks or not all(0 <= k <= num_layers for k in ks):
+        raise EncoderError(f"--layers {spec!r}: use last, all or comma-separated hidden_states indices 0..{num_layers}")
+    return tuple(ks)
 
 
 def batches_by_budget(lengths: list[int], budget: int, max_batch: int = 256) -> list[list[int]]:

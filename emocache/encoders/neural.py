@@ -82,6 +82,27 @@ def import_or_hint(module: str, package: str):
                            f"pip install '{package}' ({e})") from e
 
 
+@contextlib.contextmanager
+def record_hidden_states(layers: torch.nn.ModuleList, on: bool = True):
+    """Record what transformers returns as ``hidden_states`` when a model's encoder is called directly (its
+    recording hooks sit on the top-level model): the first layer's input, then each layer's output. The caller
+    replaces the last item by the encoder's final output, as transformers does. Yields the list (None when off).
+    """
+    if not on:
+        yield None
+        return
+    out: list[torch.Tensor] = []
+    first = lambda m, args, kwargs: out.append(args[0] if args else kwargs["hidden_states"])  # noqa: E731
+    hooks = [layers[0].register_forward_pre_hook(first, with_kwargs=True)]
+    hooks += [layer.register_forward_hook(lambda m, a, o: out.append(o[0] if isinstance(o, tuple) else o))
+              for layer in layers]
+    try:
+        yield out
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def config_model_type(path: Path) -> str | None:
     """What a model folder says it is: ``model_type`` of ``config.json`` (transformers) or ``model`` of
     ``config.yaml`` (funasr); None when neither says."""
@@ -140,6 +161,7 @@ class NeuralEncoder(Encoder):
             self._identity = found.identity
         for m in self.modules():
             m.eval().requires_grad_(False).to(self.device)
+        self.resolve_layers()
         self.compute_dtype = select_dtype(self, self.config.dtype)
 
     def check_model_type(self, path: Path) -> None:

@@ -12,12 +12,15 @@ through the entry-point group ``emocache.encoders``: each entry point names a mo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from importlib import metadata
 
 from emocache.config import EncoderConfig
 from emocache.encoders.base import Encoder, EncoderError
 
 REGISTRY: dict[str, type[Encoder]] = {}
+PREFIXES: dict[str, Callable[[str], type[Encoder]]] = {}
+"""Model-name prefixes (``hf:``) mapped to a function from the rest of the name to an encoder class."""
 PLUGIN_GROUP = "emocache.encoders"
 
 
@@ -60,8 +63,12 @@ def neural_models() -> tuple[str, ...]:
 
 def encoder_class(name: str) -> type[Encoder]:
     """The class registered under ``name``; an unknown name lists the known ones."""
+    prefix, sep, rest = name.partition(":")
+    if name not in REGISTRY and sep and prefix in PREFIXES:
+        return PREFIXES[prefix](rest)
     if name not in REGISTRY:
-        raise EncoderError(f"unknown model {name!r}; known models: {', '.join(names())}")
+        raise EncoderError(f"unknown model {name!r}; known models: {', '.join(names())}, "
+                           f"or {', '.join(p + ':<id>' for p in sorted(PREFIXES))}")
     return REGISTRY[name]
 
 

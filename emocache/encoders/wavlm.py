@@ -17,7 +17,7 @@ import torch
 
 from emocache.encoders.base import EncoderError, conv_frames, conv_stack_frames
 from emocache.encoders.checkpoint import randomize
-from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.neural import NeuralEncoder, import_or_hint, record_hidden_states
 from emocache.encoders.registry import register
 
 LARGE_CONFIG = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
@@ -91,6 +91,10 @@ class _WavLM(NeuralEncoder):
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
     def valid_frames(self, num_samples: int) -> int:
         return conv_stack_frames(num_samples, zip(self.model.config.conv_kernel, self.model.config.conv_stride))
 
@@ -131,8 +135,10 @@ class _WavLM(NeuralEncoder):
             feats = self._features(wave, n).transpose(1, 2)  # (B, T, C)
             frame_mask = self.model._get_feature_vector_attention_mask(feats.shape[1], sample_mask, add_adapter=False)
             hidden, _ = self.model.feature_projection(feats)  # (B, T, D)
-            out = self.model.encoder(hidden, attention_mask=frame_mask).last_hidden_state  # (B, T, D)
-        return out, lengths
+            with record_hidden_states(self.model.encoder.layers, self.wants_hidden) as rec:
+                out = self.model.encoder(hidden, attention_mask=frame_mask).last_hidden_state  # (B, T, D)
+        hidden = tuple(rec[:-1]) + (out,) if rec is not None else None  # L + 1 of (B, T, D)
+        return out, lengths, hidden
 
 
 @register

@@ -117,8 +117,14 @@ class WhisperLargeV3(NeuralEncoder):
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = inputs["lengths"]
         with self.autocast():
-            h = self.model(self.to_device(inputs["mel"])).last_hidden_state  # (B, 1500, D)
-        return h[:, : int(lengths.max())], lengths
+            out = self.model(self.to_device(inputs["mel"]), output_hidden_states=self.wants_hidden)  # (B, 1500, D)
+        t = int(lengths.max())
+        hidden = tuple(h[:, :t] for h in out.hidden_states) if self.wants_hidden else None
+        return out.last_hidden_state[:, :t], lengths, hidden
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.encoder_layers)
 
     def flops_per_window(self) -> float:
         return whisper_flops(self.model.config)

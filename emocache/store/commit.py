@@ -20,11 +20,12 @@ class BlockWriter:
     """Block writing for :class:`~emocache.store.entry.Entry` (which supplies the arrays and attributes)."""
 
     def write_block(self, b: int, pooled: np.ndarray, frames: list[np.ndarray] | None,
-                    errors: dict[int, str]) -> None:
+                    errors: dict[int, str], layers: np.ndarray | None = None) -> None:
         """Write block ``b``: frames and pooled first, the index chunk (the commit record) last.
 
         ``pooled`` is (n_b, D) with rows of failed utterances ignored; ``frames`` per utterance (T_i, D_frames)
-        (None entries for failed ones); ``errors`` maps a row within the block to its message.
+        (None entries for failed ones); ``errors`` maps a row within the block to its message; ``layers``
+        (n_b, L, D) the pooled vectors of the entry's stored layers (entries made with ``--layers``).
         """
         sl = self.block_slice(b)
         nb = sl.stop - sl.start
@@ -50,10 +51,16 @@ class BlockWriter:
         for i in range(nb):
             if i not in errors:
                 P[i] = pooled[i]
-        self.commit_block(b, P, index, F, {self.keys[sl.start + i]: msg for i, msg in sorted(errors.items())})
+        Y = None
+        if self.layer_ids:
+            Y = np.zeros((nb, len(self.layer_ids), self.dim), np.float32)
+            for i in range(nb):
+                if i not in errors:
+                    Y[i] = layers[i]
+        self.commit_block(b, P, index, F, {self.keys[sl.start + i]: msg for i, msg in sorted(errors.items())}, Y)
 
     def commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
-                     errors: dict[str, str]) -> None:
+                     errors: dict[str, str], layers: np.ndarray | None = None) -> None:
         """Write block ``b``'s objects, the index chunk last: pooled (n_b, D) float32, index (n_b, 2) int64,
         frames (sum T_i, D_frames) float16/float32 (None without frames), errors key -> message.
 
@@ -65,7 +72,7 @@ class BlockWriter:
         import zarr
 
         try:
-            return self._commit_block(b, pooled, index, frames, errors)
+            return self._commit_block(b, pooled, index, frames, errors, layers)
         except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
             if isinstance(e, StoreIOError) and e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
                 raise
@@ -74,7 +81,7 @@ class BlockWriter:
                              "any block left uncommitted") from None
 
     def _commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
-                      errors: dict[str, str]) -> None:
+                      errors: dict[str, str], layers: np.ndarray | None = None) -> None:
         sl = self.block_slice(b)
         blocks = self.group.require_group(BLOCKS)
         name = block_name(b)
@@ -93,6 +100,10 @@ class BlockWriter:
             if total:
                 arr[:] = F
         self.pooled_array.with_config({"write_empty_chunks": True})[sl] = pooled
+        if self.layer_ids:
+            if layers is None:
+                raise StoreError(f"{self.where}: the entry stores layers {list(self.layer_ids)}; this block has none")
+            self.layers_array.with_config({"write_empty_chunks": True})[sl] = layers
         self.index_array[sl] = index  # commit
 
     def reset_blocks(self, blocks: list[int]) -> None:
@@ -119,7 +130,8 @@ def require_group(parent, name: str):
 
 
 DIMS = {"keys": ("utterance",), "labels": ("utterance",), "pooled": ("utterance", "feature"),
-        "index": ("utterance", "offset_length"), "frames": ("frame", "frame_feature")}
+        "index": ("utterance", "offset_length"), "frames": ("frame", "frame_feature"),
+        "layers": ("utterance", "layer", "feature")}
 """Zarr v3 ``dimension_names`` of every array, so xarray opens an entry directly
 (``xr.open_zarr(store, group="MODEL/DATASET")``: keys, labels, pooled and index along ``utterance``)."""
 
@@ -147,7 +159,8 @@ def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=N
 
 
 def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
-                       frame_dim: int, provenance: dict, has_frames: bool, block_size: int):
+                       frame_dim: int, provenance: dict, has_frames: bool, block_size: int,
+                       layers: tuple[int, ...] = ()):
     """Write an entry's group and arrays, then its attributes in one write (from then on the entry exists)."""
     g = require_group(require_group(root, model), dataset)
     n = len(keys)
@@ -156,9 +169,13 @@ def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: 
     require_array(g, "labels", shape=(n,), dtype=str, chunks=(max(n, 1),))[:] = np.array(labels, dtype=object)
     require_array(g, "pooled", shape=(n, dim), dtype="float32", chunks=(bs, dim), fill_value=0)
     require_array(g, "index", shape=(n, 2), dtype="int64", chunks=(bs, 2), fill_value=PENDING)
+    if layers:
+        require_array(g, "layers", shape=(n, len(layers), dim), dtype="float32", chunks=(bs, len(layers), dim),
+                      fill_value=0)
     require_group(g, BLOCKS)
     g.update_attributes({"n": n, "block_size": bs, "dim": dim, "frame_dim": frame_dim, "has_frames": has_frames,
-                         "provenance": provenance, "format": FORMAT})  # one write: the entry exists
+                         "provenance": provenance, "format": FORMAT,
+                         **({"layers": list(layers)} if layers else {})})  # one write: the entry exists
     return g
 
 

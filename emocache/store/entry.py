@@ -14,6 +14,15 @@ from emocache.store.storage import exists
 from emocache.store.validate import Limits, StoreError, check_array, int_attr, member
 
 
+def layer_ids(attrs: dict, where: str) -> tuple[int, ...]:
+    """The entry attribute ``layers`` (hidden_states indices, increasing); () when absent."""
+    v = attrs.get("layers", [])
+    if not isinstance(v, list) or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 10_000
+                                          for k in v) or sorted(set(v)) != v:
+        raise StoreError(f"{where}: attribute layers must be increasing hidden_states indices, got {str(v)[:60]}")
+    return tuple(v)
+
+
 class Entry(BlockWriter):
     """One (model, dataset) group; reading here, writing blocks in :class:`~emocache.store.commit.BlockWriter`."""
 
@@ -44,7 +53,13 @@ class Entry(BlockWriter):
         self.pooled_array = check_array(member(group, "pooled", where), f"{where}/pooled", ("float32",),
                                         (n, self.dim))
         self.index_array = check_array(member(group, "index", where), f"{where}/index", ("int64",), (n, 2))
-        for arr, name in ((self.pooled_array, "pooled"), (self.index_array, "index")):
+        self.layer_ids = layer_ids(a, where)
+        self.layers_array = None
+        if self.layer_ids:
+            self.layers_array = check_array(member(group, "layers", where), f"{where}/layers", ("float32",),
+                                            (n, len(self.layer_ids), self.dim))
+        arrays = ((self.pooled_array, "pooled"), (self.index_array, "index"), (self.layers_array, "layers"))
+        for arr, name in ((x, nm) for x, nm in arrays if x is not None):
             if n and arr.chunks[0] != min(bs, n):
                 raise StoreError(f"{where}/{name}: chunks of {arr.chunks[0]} rows, expected one block ({bs}); "
                                  "blocks must map to whole chunks for the commit protocol")
@@ -181,6 +196,27 @@ class Entry(BlockWriter):
                        dtype=np.float32)[mask]  # (N_done, D)
         keys = [k for k, m in zip(self.keys, mask) if m]
         return keys, X
+
+    def layers(self) -> tuple[list[str], np.ndarray]:
+        """keys and (N_done, L, D) float32: pooled vectors of the stored hidden_states layers."""
+        if not self.layer_ids:
+            raise StoreError(f"{self.where}: extracted with --layers last (only the final output, in pooled); "
+                             "re-extract with --layers all or K,K,... into another store")
+        idx = self.index()
+        mask = idx[:, 0] >= 0
+        committed = functools.cache(lambda: {self.layers_array.metadata.encode_chunk_key((b, 0, 0))
+                                             for b in range(self.n_blocks)
+                                             if (idx[self.block_slice(b), 0] >= 0).any()})
+        Y = np.asarray(self._read(self.layers_array, slice(None), must_exist=lambda k: k in committed()),
+                       dtype=np.float32)[mask]  # (N_done, L, D)
+        return [k for k, m in zip(self.keys, mask) if m], Y
+
+    def layer_position(self, layer: int) -> int:
+        """Where hidden_states ``layer`` sits in :meth:`layers`; a StoreError naming the stored ones."""
+        if layer not in self.layer_ids:
+            raise StoreError(f"{self.where}: layer {layer} not stored; stored layers: "
+                             f"{list(self.layer_ids) or 'none (--layers last)'}")
+        return self.layer_ids.index(layer)
 
     def labels_done(self) -> list[str]:
         return [lab for lab, m in zip(self.labels, self.done_mask()) if m]

@@ -113,10 +113,11 @@ class Store:
 
     def create_entry(self, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
                      frame_dim: int, provenance: dict, has_frames: bool = True,
-                     block_size: int = DEFAULT_BLOCK) -> Entry:
+                     block_size: int = DEFAULT_BLOCK, layers: tuple[int, ...] = ()) -> Entry:
         """Create an entry, or return the existing one when it holds the same keys and weights.
 
-        Refuses (StoreError) an existing entry whose keys, weights identity, layer or dims differ. Safe when
+        Refuses (StoreError) an existing entry whose keys, weights identity, layer(s) or dims differ. ``layers``:
+        the hidden_states indices whose pooled vectors the entry stores besides ``pooled`` (``--layers``). Safe when
         several processes create the same entry at once: every step writes identical objects and the
         attributes (which make the entry exist) come last, so they all end with one valid entry.
         """
@@ -136,6 +137,9 @@ class Store:
                     raise StoreError(
                         f"{self.url}/{path}: the entry was made with {field}={old.get(field)!r}, this run has "
                         f"{provenance.get(field)!r}; refusing to mix them. Use another --store or remove the entry")
+            if e.layer_ids != tuple(layers):
+                raise StoreError(f"{self.url}/{path}: the entry was made with --layers {list(e.layer_ids) or 'last'}, "
+                                 f"this run has {list(layers) or 'last'}; use another --store or remove the entry")
             if e.dim != dim or e.frame_dim != frame_dim or e.has_frames != has_frames:
                 raise StoreError(f"{self.url}/{path}: existing entry has dim={e.dim}, frames={e.has_frames}; "
                                  f"this run has dim={dim}, frames={has_frames}")
@@ -149,7 +153,7 @@ class Store:
         for attempt in range(RETRIES):
             try:
                 g = create_entry_group(self.root, model, dataset, keys, labels, dim, frame_dim, provenance,
-                                       has_frames, block_size)
+                                       has_frames, block_size, tuple(layers))
                 return Entry(g, model, dataset, self.url)
             except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
                 # another process creating the same entry replaced an object under our feet: try again
@@ -158,7 +162,7 @@ class Store:
                 time.sleep(0.02 * (attempt + 1))
                 if self.has_entry(model, dataset):
                     return self.create_entry(model, dataset, keys, labels, dim, frame_dim, provenance, has_frames,
-                                             block_size)
+                                             block_size, layers)
         raise StoreError(f"{self.url}/{path}: other processes kept replacing this entry while it was created; "
                          "rerun")
 
@@ -166,9 +170,19 @@ class Store:
     def provenance(self, model: str, dataset: str) -> dict:
         return self.entry(model, dataset).provenance
 
-    def pooled(self, model: str, dataset: str) -> tuple[list[str], np.ndarray]:
-        """keys (successfully extracted, store order) and float32 [N, D]."""
-        return self.entry(model, dataset).pooled()
+    def pooled(self, model: str, dataset: str, layer: int | None = None) -> tuple[list[str], np.ndarray]:
+        """keys (successfully extracted, store order) and float32 [N, D]: the final output, or hidden_states
+        ``layer`` of an entry extracted with ``--layers``."""
+        e = self.entry(model, dataset)
+        if layer is None:
+            return e.pooled()
+        keys, Y = e.layers()
+        return keys, np.ascontiguousarray(Y[:, e.layer_position(layer)])
+
+    def layers(self, model: str, dataset: str) -> tuple[list[str], np.ndarray]:
+        """keys and float32 [N, L, D]: the pooled vectors of the stored layers (``provenance['layers']`` names
+        them); a StoreError for an entry extracted with ``--layers last``."""
+        return self.entry(model, dataset).layers()
 
     def labels(self, model: str, dataset: str) -> list[str]:
         """Raw labels aligned with the keys of :meth:`pooled`."""

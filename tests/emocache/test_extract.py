@@ -255,7 +255,7 @@ def test_encoder_crash_isolated_to_its_utterance(tmp_path, fbank):
     cfg = ExtractConfig(model=M, manifests=(), store=str(tmp_path / "s"), device="cpu")
     loaded = load_block(utts, enc, cfg)
     assert len(loaded.batches) == 1  # all five in one batch: the crash hits everyone, then each runs alone
-    pooled, frames, errors = encode_block(loaded, 5, enc)
+    pooled, frames, errors, _ = encode_block(loaded, 5, enc)
     assert errors == {2: "encoder failed: RuntimeError: CUDA error: an illegal memory access was encountered",
                       4: "encoder output has NaN/Inf (try --dtype fp32)"}
     for i in (0, 1, 3):

@@ -197,3 +197,34 @@ def test_xarray_opens_an_entry_directly(tmp_path):
     off, ln = ds["index"].values[5]
     np.testing.assert_array_equal(g["frames"].values[off:off + ln].astype(np.float32),
                                   open_store(url).frames("m", "ds", keys[5]))
+
+
+def test_layers_round_trip_and_old_reader_view(tmp_path):
+    """An entry with --layers keeps pooled [N, D] (the final output) and adds layers [N, L, D]."""
+    from emocache.store import StoreError, open_store
+
+    rng = np.random.default_rng(0)
+    keys, P, Y = [f"k{i}" for i in range(5)], rng.random((5, 4), np.float32), rng.random((5, 2, 4), np.float32)
+    st = open_store(tmp_path / "s", mode="a")
+    e = st.create_entry("m", "d", keys, ["a"] * 5, 4, 4, {"weights": "w", "layer": "last", "layers": [3, 7]},
+                        has_frames=False, block_size=2, layers=(3, 7))
+    for b in range(e.n_blocks):
+        sl = e.block_slice(b)
+        e.write_block(b, P[sl], None, {0: "bad"} if b == 1 else {}, Y[sl])
+    ok = [0, 1, 3, 4]
+    r = open_store(tmp_path / "s")
+    np.testing.assert_array_equal(r.pooled("m", "d")[1], P[ok])
+    got_keys, got = r.layers("m", "d")
+    assert got_keys == [keys[i] for i in ok] and got.dtype == np.float32
+    np.testing.assert_array_equal(got, Y[ok])
+    np.testing.assert_array_equal(r.pooled("m", "d", layer=7)[1], Y[ok, 1])
+    with pytest.raises(StoreError, match=r"layer 5 not stored; stored layers: \[3, 7\]"):
+        r.pooled("m", "d", layer=5)
+    with pytest.raises(StoreError, match="--layers"):
+        st.create_entry("m", "d", keys, ["a"] * 5, 4, 4, {"weights": "w", "layer": "last"}, has_frames=False,
+                        block_size=2)
+    plain = st.create_entry("m", "d2", keys, ["a"] * 5, 4, 4, {"weights": "w", "layer": "last"}, has_frames=False)
+    plain.write_block(0, P, None, {})
+    with pytest.raises(StoreError, match="--layers last"):
+        r = open_store(tmp_path / "s")
+        r.layers("m", "d2")
