@@ -127,7 +127,8 @@ def _check_provenance(src: Entry, dst_prov: dict, where: str) -> None:
 
 
 def _read_block(src: Entry, b: int, idx: np.ndarray):
-    """(pooled, index rows, frames or None, errors) of a committed source block, checked as `verify` checks it."""
+    """(pooled, index rows, frames or None, errors, layers or None) of a committed source block, checked as
+    `verify` checks it."""
     from emocache.verify import index_problem
 
     sl = src.block_slice(b)
@@ -142,12 +143,13 @@ def _read_block(src: Entry, b: int, idx: np.ndarray):
         if problem:
             raise StoreError(f"{where}: {problem}; run `emocache verify` on the source")
         errs = src.block_errors(b)
+        L = src.block_layers(b, idx)  # (n_b, L, D) or None
     except StoreError:
         raise
     except Exception as e:
         raise StoreError(f"{where}: unreadable ({type(e).__name__}: {e}); run `emocache verify` on the "
                          "source") from None
-    return P, idx[sl].copy(), F, errs
+    return P, idx[sl].copy(), F, errs, L
 
 
 def merge(src: str, dst: str, entries: list[str] | None = None, storage_options: dict | None = None,
@@ -183,7 +185,7 @@ def merge(src: str, dst: str, entries: list[str] | None = None, storage_options:
             if de.labels != se.labels:
                 raise StoreError(f"{where}: same keys but different labels than {src}; refusing to merge")
         de = d.create_entry(m, ds, se.keys, se.labels, se.dim, se.frame_dim, se.provenance,
-                            has_frames=se.has_frames, block_size=se.block_size)
+                            has_frames=se.has_frames, block_size=se.block_size, layers=se.layer_ids)
         sidx, didx = se.index(), de.index()
         copied = skipped = 0
         for b, (ss, ds_state) in enumerate(zip(se.block_states(sidx), de.block_states(didx))):

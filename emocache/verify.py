@@ -114,6 +114,11 @@ def verify_entry(entry: Entry) -> EntryCheck:
             P = entry.block_pooled(b, idx)
             if not np.isfinite(P).all():
                 raise ValueError("pooled values not finite")
+            if entry.layer_ids:
+                if not entry.chunk_exists(entry.layers_array, (b, 0, 0)):
+                    raise ValueError("layers chunk missing")
+                if not np.isfinite(entry.block_layers(b, idx)).all():
+                    raise ValueError("layers values not finite")
             if name not in names:
                 raise ValueError("block group missing")
             rows = idx[entry.block_slice(b)]

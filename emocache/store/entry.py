@@ -188,6 +188,16 @@ class Entry(BlockWriter):
         return np.asarray(self._read(self.pooled_array, self.block_slice(b), must_exist=lambda k: k == key),
                           dtype=np.float32)
 
+    def block_layers(self, b: int, index: np.ndarray | None = None) -> np.ndarray | None:
+        """(n_b, L, D) float32: block ``b``'s stored layers (None for a --layers last entry); a missing chunk of a
+        committed block is a StoreError."""
+        if not self.layer_ids:
+            return None
+        idx = self.index(self.block_slice(b)) if index is None else index[self.block_slice(b)]
+        key = self.layers_array.metadata.encode_chunk_key((b, 0, 0)) if (idx[:, 0] >= 0).any() else None
+        return np.asarray(self._read(self.layers_array, self.block_slice(b), must_exist=lambda k: k == key),
+                          dtype=np.float32)
+
     def pooled(self) -> tuple[list[str], np.ndarray]:
         idx = self.index()
         mask = idx[:, 0] >= 0

@@ -228,3 +228,26 @@ def test_layers_round_trip_and_old_reader_view(tmp_path):
     with pytest.raises(StoreError, match="--layers last"):
         r = open_store(tmp_path / "s")
         r.layers("m", "d2")
+
+
+def test_layers_survive_merge_and_verify_names_a_missing_layers_chunk(tmp_path):
+    from emocache.share import merge
+    from emocache.store import open_store
+    from emocache.verify import verify_store
+
+    rng = np.random.default_rng(1)
+    keys, P, Y = [f"k{i}" for i in range(4)], rng.random((4, 3), np.float32), rng.random((4, 2, 3), np.float32)
+    src = open_store(tmp_path / "a", mode="a")
+    e = src.create_entry("m", "d", keys, ["x"] * 4, 3, 3, {"weights": "w", "layer": "last", "layers": [1, 2]},
+                         has_frames=False, block_size=2, layers=(1, 2))
+    for b in range(e.n_blocks):
+        sl = e.block_slice(b)
+        e.write_block(b, P[sl], None, {}, Y[sl])
+    merge(str(tmp_path / "a"), str(tmp_path / "b"))
+    np.testing.assert_array_equal(open_store(tmp_path / "b").layers("m", "d")[1], Y)
+    assert all(not c.problems for c in verify_store(open_store(tmp_path / "b")))
+    chunk = tmp_path / "b" / "m" / "d" / "layers" / "c" / "1" / "0" / "0"
+    assert chunk.exists()
+    chunk.unlink()
+    (check,) = verify_store(open_store(tmp_path / "b"))
+    assert "layers chunk missing" in check.problems[1]
