@@ -21,8 +21,6 @@ from trainer.tables import load_results
 def name(r) -> str:
     if r.method == "b-grpo":
         return "b-grpo (sup-weight 1.0, ours)" if float(r.sup_weight or 0) > 0 else "b-grpo (paper)"
-    if r.method.startswith("reference"):
-        return r.method
     return r.method
 
 
