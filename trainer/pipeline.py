@@ -11,6 +11,9 @@ Spec::
     method = ["baseline", "b-grpo"]
     dataset = ["iemocap", "casia"]
 
+String values may name environment variables (``$VAR`` or ``${VAR}``), so one spec can point at several
+stores a script builds (pipelines/ssl_study.toml); an unset variable is an error naming it.
+
 Cells run in order, or as dask tasks (``--scheduler local:N`` starts a LocalCluster with N one-thread
 worker processes; any other value is a scheduler address). Each task returns its result rows.
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -29,9 +34,21 @@ from trainer.config import TrainConfig
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+def _expand(name: str, value):
+    """``$VAR`` / ``${VAR}`` in a string value from the environment; an unset one is an error."""
+    if not isinstance(value, str) or "$" not in value:
+        return value
+    done = os.path.expandvars(value)
+    left = re.search(r"\$\{?(\w+)", done)
+    if left:
+        raise ValueError(f"{name}={value!r}: environment variable {left.group(1)} is not set; export it or use --set")
+    return done
+
+
 def _coerce(name: str, value):
     if name not in FIELDS:
         raise ValueError(f"unknown config field {name!r}; known: {', '.join(FIELDS)}")
+    value = _expand(name, value)
     if name == "seeds":
         return tuple(int(s) for s in (value if isinstance(value, (list, tuple)) else str(value).split(",")))
     kind = FIELDS[name].type
@@ -68,8 +85,8 @@ def load_spec(path: str | Path, store: str = "", manifests: str = "", out: str =
 def cells(spec: dict) -> list[TrainConfig]:
     """Every distinct configuration of the spec's grids."""
     base = {k: _coerce(k, v) for k, v in spec.get("defaults", {}).items()}
-    base.update(store=spec["store"], manifests=spec["manifests"], out=spec["out"], experiment=spec["name"],
-                progress=False)
+    base.update(store=_expand("store", spec["store"]), manifests=_expand("manifests", spec["manifests"]),
+                out=_expand("out", spec["out"]), experiment=spec["name"], progress=False)
     over = {k: _coerce(k, v) for k, v in spec["overrides"].items()}
     out, seen = [], set()
     for grid in spec["grid"]:
@@ -114,7 +131,7 @@ def run_pipeline(spec: dict, scheduler: str = "", echo=print) -> tuple[str, Path
         for i, c in enumerate(todo, 1):
             rows += run_cell(c)
             echo(f"  {i}/{len(todo)} {c.run_name}")
-    out = Path(spec["out"])
+    out = Path(_expand("out", spec["out"]))
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "results.csv", index=False)
