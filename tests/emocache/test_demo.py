@@ -78,7 +78,7 @@ def test_folds_are_speaker_independent(demo_corpus):
 
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, run_cli):
-    p = run_cli("demo", "--out", tmp_path / "d", "--no-progress")
+    p = run_cli("demo", "--out", tmp_path / "d", "--no-progress", timeout=600)  # ~40 s on 2 quiet cores
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout + p.stderr
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
