@@ -11,10 +11,7 @@ WORK=${2:-study}
 export EMOBOX=${EMOBOX:-/work/shared/emobox}
 export URDU_STORE=$WORK/urdu.zarr DEMO_ROOT=$WORK/demo-corpus STUDY_OUT=$WORK/results
 export DEMO_STORE=$DEMO_ROOT/store.zarr
-for m in fbank-stats egemaps; do
-  emocache info "$URDU_STORE" 2>/dev/null | grep -q "$m" || emocache extract --model "$m" \
-    --manifest "$EMOBOX/urdu/urdu.jsonl" --audio-root "downloads/urdu=$URDU_AUDIO" --store "$URDU_STORE"
-done
+EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$URDU_STORE" "$URDU_AUDIO"
 # the demo corpus and its fbank-stats store exactly as `emocache demo` builds them (trainer/demo.py)
 python - "$DEMO_ROOT" <<'PY'
 import sys

@@ -9,10 +9,7 @@ EMOBOX=${EMOBOX:-/work/shared/emobox}
 URDU_AUDIO=${URDU_AUDIO:-/work/shared/data/urdu}
 THREADS=${THREADS:-1}
 SEEDS=${SEEDS:-0,1,2,3,4,5,6,7,8,9}
-for m in fbank-stats egemaps; do
-  emocache info "$STORE" 2>/dev/null | grep -q "$m" || emocache extract --model "$m" \
-    --manifest "$EMOBOX/urdu/urdu.jsonl" --audio-root "downloads/urdu=$URDU_AUDIO" --store "$STORE"
-done
+EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$STORE" "$URDU_AUDIO"
 for m in fbank-stats egemaps; do
   common=(--store "$STORE" --manifests "$EMOBOX" --dataset urdu --model "$m" --labels six --standardize
           --seeds "$SEEDS" --threads "$THREADS" --no-progress --out "$OUT/$m")

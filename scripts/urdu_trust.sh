@@ -8,10 +8,7 @@ OUT=${2:-/tmp/trust/urdu-results}
 EMOBOX=${EMOBOX:-/work/shared/emobox}
 URDU_AUDIO=${URDU_AUDIO:-/work/shared/data/urdu}
 THREADS=${THREADS:-1}
-for m in fbank-stats egemaps; do
-  emocache info "$STORE" 2>/dev/null | grep -q "$m" || emocache extract --model "$m" \
-    --manifest "$EMOBOX/urdu/urdu.jsonl" --audio-root "downloads/urdu=$URDU_AUDIO" --store "$STORE"
-done
+EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$STORE" "$URDU_AUDIO"
 for m in fbank-stats egemaps; do
   common=(--store "$STORE" --manifests "$EMOBOX" --dataset urdu --model "$m" --labels six --standardize
           --seeds 0,1,2 --threads "$THREADS" --no-progress --out "$OUT/$m")
