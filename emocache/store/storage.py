@@ -48,16 +48,12 @@ def storage_options_for(storage_options: dict | None = None) -> dict:
     """The given options, else those in $EMOCACHE_STORAGE_OPTIONS (JSON), else none."""
     if storage_options:
         return dict(storage_options)
-    raw = os.environ.get(STORAGE_OPTIONS_ENV)
-    if not raw:
-        return {}
+    from emocache.config import parse_storage_options
+
     try:
-        opts = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise StoreError(f"${STORAGE_OPTIONS_ENV} is not JSON ({e}); e.g. '{{\"endpoint_url\": \"http://host:9000\"}}'")
-    if not isinstance(opts, dict):
-        raise StoreError(f"${STORAGE_OPTIONS_ENV} must hold a JSON object, got {type(opts).__name__}")
-    return opts
+        return parse_storage_options(os.environ.get(STORAGE_OPTIONS_ENV), f"${STORAGE_OPTIONS_ENV}")
+    except ValueError as e:
+        raise StoreError(str(e)) from None
 
 
 def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | None = None,
