@@ -394,8 +394,8 @@ def manifest_cmd(
 
 
 def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) -> None:
-    from emocache.folds import speakers_from_pattern, write_lines
-    from emocache.manifest import ManifestError
+    from emocache.folds import speakers_from_pattern
+    from emocache.manifest import ManifestError, write_lines
 
     rel = [Path(u.wav).relative_to(folder).as_posix() for u in utts]
     try:
@@ -408,7 +408,7 @@ def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) ->
 
 def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
                            speaker_column, audio_dir) -> None:
-    from emocache.folds import write_lines
+    from emocache.manifest import write_lines
     from emocache.interop import InteropError, manifest_from_hf, manifest_from_lhotse
 
     if folder is not None or (from_lhotse is not None and from_hf is not None):

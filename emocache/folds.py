@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emocache.manifest import Fold, ManifestError, read_manifest
+from emocache.manifest import Fold, ManifestError, read_manifest, write_lines
+from emocache.speakers import compile_speaker_pattern
 
 LOSO = "loso"
 """``n_folds`` value for leave-one-speaker-out."""
@@ -78,10 +79,7 @@ def read_label_map_file(path: str | Path, labels: list[str]) -> dict[str, str]:
 
 def speakers_from_pattern(paths: list[str], pattern: str) -> list[str]:
     """The named group ``speaker`` of ``pattern`` searched in each path; ManifestError naming a path that misses."""
-    try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise ManifestError(f"--speaker-pattern {pattern!r}: not a regular expression ({e})") from None
+    rx = compile_speaker_pattern(pattern, ManifestError)
     if "speaker" not in rx.groupindex:
         raise ManifestError(f"--speaker-pattern {pattern!r} has no named group (?P<speaker>...)")
     out = []
@@ -157,14 +155,6 @@ def read_lines(path: str | Path) -> list[dict]:
     read_manifest(path)  # the checks and their messages
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def write_lines(lines: list[dict], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for d in lines:
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
 
 
 def write_dataset(lines: list[dict], out: str | Path, dataset: str | None = None, n_folds: int | str = 5,

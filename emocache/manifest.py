@@ -322,9 +322,14 @@ def build_manifest(folder: str | Path, dataset: str, labels_csv: str | Path | No
     return out
 
 
-def write_manifest(utts: list[Utterance], path: str | Path) -> None:
+def write_lines(lines: list[dict], path: str | Path) -> None:
+    """Write JSON lines (one object a line, UTF-8), making the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for u in utts:
-            f.write(json.dumps(u.to_json(), ensure_ascii=False) + "\n")
+        for d in lines:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+
+
+def write_manifest(utts: list[Utterance], path: str | Path) -> None:
+    write_lines([u.to_json() for u in utts], path)

@@ -30,6 +30,14 @@ class SpeakerError(ValueError):
     """Speakers cannot be told for a dataset or a row; the message names the key and the fix."""
 
 
+def compile_speaker_pattern(pattern: str, error: type[Exception]) -> re.Pattern:
+    """``pattern`` compiled, or ``error`` naming --speaker-pattern when it is not a regular expression."""
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise error(f"--speaker-pattern {pattern!r}: not a regular expression ({e})") from None
+
+
 def speaker_from_key(key: str, pattern: str | re.Pattern) -> str | None:
     """The speaker a full match of ``pattern`` on ``key`` gives (group ``speaker``, else the groups joined)."""
     m = re.fullmatch(pattern, key)
@@ -54,10 +62,7 @@ def speaker_ids(rows: list[dict], dataset: str, pattern: str | None = None) -> l
         raise SpeakerError(f"dataset {dataset}: the manifest has no 'speaker' field and emocache has no rule for its "
                            f"keys (rules: {', '.join(sorted(KEY_RULES))}); pass --speaker-pattern REGEX with a "
                            "(?P<speaker>...) group matching the whole key, or add a 'speaker' field")
-    try:
-        compiled = re.compile(rule)
-    except re.error as e:
-        raise SpeakerError(f"--speaker-pattern {rule!r}: not a regular expression ({e})") from None
+    compiled = compile_speaker_pattern(rule, SpeakerError)
     out = []
     for r in rows:
         spk = speaker_from_key(str(r["key"]), compiled)
