@@ -3,13 +3,8 @@
 # Usage: scripts/urdu_methods.sh [STORE] [OUT]   (needs EmoBox manifests + the URDU audio)
 #   EMOBOX=/path/to/emobox  URDU_AUDIO=/path/to/urdu  THREADS=1  SEEDS=0,1,2,3,4,5,6,7,8,9
 set -euo pipefail
-STORE=${1:-/tmp/methods/urdu.zarr}
-OUT=${2:-/tmp/methods/urdu-results}
-EMOBOX=${EMOBOX:-/work/shared/emobox}
-URDU_AUDIO=${URDU_AUDIO:-/work/shared/data/urdu}
-THREADS=${THREADS:-1}
+source "$(dirname "$0")/urdu_env.sh" methods "$@"
 SEEDS=${SEEDS:-0,1,2,3,4,5,6,7,8,9}
-EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$STORE" "$URDU_AUDIO"
 for m in fbank-stats egemaps; do
   common=(--store "$STORE" --manifests "$EMOBOX" --dataset urdu --model "$m" --labels six --standardize
           --seeds "$SEEDS" --threads "$THREADS" --no-progress --out "$OUT/$m")

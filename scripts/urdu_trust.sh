@@ -3,12 +3,7 @@
 # Usage: scripts/urdu_trust.sh [STORE] [OUT]   (needs /work/shared-style data: EmoBox manifests + URDU audio)
 #   EMOBOX=/path/to/emobox  URDU_AUDIO=/path/to/urdu  THREADS=1
 set -euo pipefail
-STORE=${1:-/tmp/trust/urdu.zarr}
-OUT=${2:-/tmp/trust/urdu-results}
-EMOBOX=${EMOBOX:-/work/shared/emobox}
-URDU_AUDIO=${URDU_AUDIO:-/work/shared/data/urdu}
-THREADS=${THREADS:-1}
-EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$STORE" "$URDU_AUDIO"
+source "$(dirname "$0")/urdu_env.sh" trust "$@"
 for m in fbank-stats egemaps; do
   common=(--store "$STORE" --manifests "$EMOBOX" --dataset urdu --model "$m" --labels six --standardize
           --seeds 0,1,2 --threads "$THREADS" --no-progress --out "$OUT/$m")
