@@ -63,8 +63,6 @@ class Entry(BlockWriter):
             if n and arr.chunks[0] != min(bs, n):
                 raise StoreError(f"{where}/{name}: chunks of {arr.chunks[0]} rows, expected one block ({bs}); "
                                  "blocks must map to whole chunks for the commit protocol")
-        self._keys: list[str] | None = None
-        self._labels: list[str] | None = None
         self._pos: dict[str, int] | None = None
 
     # -- metadata --------------------------------------------------------------------------------------------
@@ -79,17 +77,16 @@ class Entry(BlockWriter):
     def block_slice(self, b: int) -> slice:
         return slice(b * self.block_size, min(self.n, (b + 1) * self.block_size))
 
-    @property
-    def keys(self) -> list[str]:
-        if self._keys is None:
-            self._keys = [str(k) for k in self._read(self.keys_array, slice(None))]
-        return self._keys
+    def _strings(self, arr) -> list[str]:
+        return [str(k) for k in self._read(arr, slice(None))]
 
-    @property
+    @functools.cached_property
+    def keys(self) -> list[str]:
+        return self._strings(self.keys_array)
+
+    @functools.cached_property
     def labels(self) -> list[str]:
-        if self._labels is None:
-            self._labels = [str(k) for k in self._read(self.labels_array, slice(None))]
-        return self._labels
+        return self._strings(self.labels_array)
 
     def index(self, rows: slice = slice(None)) -> np.ndarray:
         """(N, 2) int64: (offset, length) per utterance; -1 pending, -2 failed (values range-checked).

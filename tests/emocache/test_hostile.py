@@ -18,6 +18,7 @@ from emocache.manifest import ManifestError, check_name, read_manifests
 from emocache.share import merge, pack
 from emocache.store import StoreError, open_store, write_arrays
 from emocache.verify import verify_entry
+from tests.helpers.store import edit
 
 pytestmark = pytest.mark.timeout(60)
 ENTRY = ("m", "ds")
@@ -30,12 +31,6 @@ def make(path: Path, n: int = N) -> Path:
     write_arrays(path, *ENTRY, [f"k{i}" for i in range(n)], [f"l{i % 2}" for i in range(n)],
                  np.stack([f.mean(0) for f in frames]), frames, block_size=BS)
     return path
-
-
-def edit(path: Path, fn) -> None:
-    meta = json.loads(path.read_text())
-    fn(meta)
-    path.write_text(json.dumps(meta))
 
 
 def node(url: Path, *parts: str) -> Path:

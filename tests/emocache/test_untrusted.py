@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import emocache
 from emocache.store import StoreError, open_store, write_arrays
 from emocache.verify import verify_store
+from tests.helpers.store import edit
 
 ENTRY = ("m", "ds")
 
@@ -24,12 +24,6 @@ def make(tmp_path) -> Path:
     write_arrays(url, *ENTRY, [f"k{i}" for i in range(10)], [f"l{i % 2}" for i in range(10)],
                  np.stack([f.mean(0) for f in frames]), frames, block_size=4)
     return url
-
-
-def edit(path: Path, fn) -> None:
-    meta = json.loads(path.read_text())
-    fn(meta)
-    path.write_text(json.dumps(meta))
 
 
 def entry_json(url: Path, *parts: str) -> Path:
