@@ -1,4 +1,5 @@
-"""Fixtures of the emocache tests: ``moto_endpoint``, a moto S3 server in its own process on 127.0.0.1."""
+"""Fixtures of the emocache tests: ``moto_endpoint``, a moto S3 server in its own process on 127.0.0.1, and
+``fbank_store``, the demo corpus extracted with fbank-stats once per test module."""
 
 from __future__ import annotations
 
@@ -44,3 +45,14 @@ def moto_endpoint():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def fbank_store(tmp_path_factory, demo_corpus) -> Path:
+    """A local store of the demo corpus extracted with fbank-stats (the reference the share tests compare to)."""
+    from emocache.extract import extract
+    from tests.helpers.scale import fbank_config
+
+    store = tmp_path_factory.mktemp("fbank") / "store"
+    extract(fbank_config(demo_corpus, store), progress=False)
+    return store

@@ -32,21 +32,14 @@ def bucket(moto_endpoint):
     return name
 
 
-@pytest.fixture(scope="module")
-def local_ref(tmp_path_factory, demo_corpus):
-    store = tmp_path_factory.mktemp("local") / "store"
-    extract(fbank_config(demo_corpus, store), progress=False)
-    return store
-
-
-def test_extract_info_verify_open_store_on_s3(moto_endpoint, bucket, demo_corpus, local_ref, cli):  # noqa: F811
+def test_extract_info_verify_open_store_on_s3(moto_endpoint, bucket, demo_corpus, fbank_store, cli):  # noqa: F811
     _, opts = moto_endpoint
     url = f"s3://{bucket}/features/store"
     report = extract(fbank_config(demo_corpus, url, storage_options=opts), progress=False)
     assert report.ok and report.datasets["demo"]["done"] == 36
 
     e = entry_of(url, storage_options=opts)
-    ref = entry_of(local_ref)
+    ref = entry_of(fbank_store)
     assert e.keys == ref.keys
     np.testing.assert_array_equal(e.index(), ref.index())
     np.testing.assert_allclose(e.pooled()[1], ref.pooled()[1], rtol=1e-5, atol=1e-5)
@@ -90,16 +83,16 @@ def test_remote_corruption_found_and_redone(moto_endpoint, bucket, demo_corpus):
     assert all(c.ok for c in verify_store(open_store(url, storage_options=opts)))
 
 
-def test_pack_merge_consolidate_with_s3(moto_endpoint, bucket, demo_corpus, local_ref, tmp_path):  # noqa: F811
+def test_pack_merge_consolidate_with_s3(moto_endpoint, bucket, demo_corpus, fbank_store, tmp_path):  # noqa: F811
     _, opts = moto_endpoint
     url = f"s3://{bucket}/shared"
-    (row,) = merge(str(local_ref), url, storage_options=opts)
+    (row,) = merge(str(fbank_store), url, storage_options=opts)
     assert row["copied"] == 9 and row["created"]
     assert consolidate(url, storage_options=opts) > 10
     st = open_store(url, storage_options=opts)
     assert st.root.metadata.consolidated_metadata is not None and st.entries() == [(MODEL, "demo")]
     pack(url, tmp_path / "p.zip", storage_options=opts)
-    assert_entries_equal(entry_of(tmp_path / "p.zip"), entry_of(local_ref))
+    assert_entries_equal(entry_of(tmp_path / "p.zip"), entry_of(fbank_store))
 
 
 def test_missing_remote_store_is_a_clear_error(moto_endpoint, bucket):  # noqa: F811

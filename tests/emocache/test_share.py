@@ -14,23 +14,16 @@ from emocache.share import consolidate, merge
 from emocache.store import StoreError, open_store, write_arrays
 
 
-@pytest.fixture(scope="module")
-def full(tmp_path_factory, demo_corpus):
-    store = tmp_path_factory.mktemp("full") / "store"
-    extract(fbank_config(demo_corpus, store), progress=False)
-    return store
-
-
-def test_pack_is_one_consolidated_read_only_file(full, tmp_path, cli):
+def test_pack_is_one_consolidated_read_only_file(fbank_store, tmp_path, cli):
     out = tmp_path / "feats.zip"
-    code, text = cli("pack", full, out)
+    code, text = cli("pack", fbank_store, out)
     assert code == 0, text
     with zipfile.ZipFile(out) as z:
         names = z.namelist()
         root = json.loads(z.read("zarr.json"))
     assert names[0] == "zarr.json" and not any(n.endswith(".partial") for n in names)
     assert f"{MODEL}/demo/index" in root["consolidated_metadata"]["metadata"]
-    assert_entries_equal(entry_of(out), entry_of(full))
+    assert_entries_equal(entry_of(out), entry_of(fbank_store))
     with pytest.raises(StoreError, match="read-only"):
         open_store(out, mode="a")
     code, text = cli("info", out, "--json")
@@ -38,11 +31,11 @@ def test_pack_is_one_consolidated_read_only_file(full, tmp_path, cli):
     assert row["bytes"] > 0 and row["provenance"]["weights"] == "none (weight-free)"
     code, text = cli("verify", out)
     assert code == 0, text
-    code, text = cli("pack", full, out)
+    code, text = cli("pack", fbank_store, out)
     assert code == 2 and "exists" in text
 
 
-def test_merge_parts_equals_full_run(full, tmp_path, demo_corpus, cli):
+def test_merge_parts_equals_full_run(fbank_store, tmp_path, demo_corpus, cli):
     a, b, dst = tmp_path / "a", tmp_path / "b", tmp_path / "dst"
     extract(fbank_config(demo_corpus, a, part="0/2"), progress=False)
     extract(fbank_config(demo_corpus, b, part="1/2"), progress=False)
@@ -50,34 +43,34 @@ def test_merge_parts_equals_full_run(full, tmp_path, demo_corpus, cli):
     assert code == 0 and "5 block(s) copied" in text and "new entry" in text
     code, text = cli("merge", b, dst)
     assert code == 0 and "4 block(s) copied" in text
-    assert_entries_equal(entry_of(dst), entry_of(full))
-    code, text = cli("merge", full, dst)
+    assert_entries_equal(entry_of(dst), entry_of(fbank_store))
+    code, text = cli("merge", fbank_store, dst)
     assert code == 0 and "0 block(s) copied, 9 already" in text
 
 
-def test_merge_refuses_provenance_conflicts(full, tmp_path, cli):
-    e = entry_of(full)
+def test_merge_refuses_provenance_conflicts(fbank_store, tmp_path, cli):
+    e = entry_of(fbank_store)
     other = tmp_path / "other"
     keys, P = e.pooled()
     write_arrays(other, MODEL, "demo", keys, e.labels_done(), P, provenance={**e.provenance, "layer": 7},
                  block_size=e.block_size)
     with pytest.raises(StoreError, match="provenance conflict.*layer"):
-        merge(str(other), str(full))
-    code, text = cli("merge", other, full)
+        merge(str(other), str(fbank_store))
+    code, text = cli("merge", other, fbank_store)
     assert code == 2 and "refusing to merge" in " ".join(text.split())
     with pytest.raises(KeyError, match="no entry x/y"):
         merge(str(other), str(tmp_path / "dst"), entries=["x/y"])
 
 
-def test_consolidated_metadata_is_dropped_by_writers(full, tmp_path, demo_corpus):
+def test_consolidated_metadata_is_dropped_by_writers(fbank_store, tmp_path, demo_corpus):
     import shutil
 
     store = tmp_path / "s"
-    shutil.copytree(full, store)
+    shutil.copytree(fbank_store, store)
     assert consolidate(str(store)) > 10
     st = open_store(store)
     assert st.root.metadata.consolidated_metadata is not None
-    assert_entries_equal(st.entry(MODEL, "demo"), entry_of(full))
+    assert_entries_equal(st.entry(MODEL, "demo"), entry_of(fbank_store))
     write_arrays(store, "other", "ds", ["k"], ["x"], np.zeros((1, 3), np.float32))  # a writer opens the store
     assert "consolidated_metadata" not in json.loads((store / "zarr.json").read_text())
     assert open_store(store).entries() == [(MODEL, "demo"), ("other", "ds")]  # no stale listing

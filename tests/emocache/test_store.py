@@ -199,6 +199,17 @@ def test_xarray_opens_an_entry_directly(tmp_path):
                                   open_store(url).frames("m", "ds", keys[5]))
 
 
+def _write_layers_entry(st, keys, P, Y, layers, label="x", failed_in_block_1=False):
+    """Entry m/d of pooled P [N, D] and layers Y [N, L, D] in blocks of 2; row 0 of block 1 failed if asked."""
+    n, dim = P.shape
+    e = st.create_entry("m", "d", keys, [label] * n, dim, dim,
+                        {"weights": "w", "layer": "last", "layers": list(layers)},
+                        has_frames=False, block_size=2, layers=layers)
+    for b in range(e.n_blocks):
+        sl = e.block_slice(b)
+        e.write_block(b, P[sl], None, {0: "bad"} if failed_in_block_1 and b == 1 else {}, Y[sl])
+
+
 def test_layers_round_trip_and_old_reader_view(tmp_path):
     """An entry with --layers keeps pooled [N, D] (the final output) and adds layers [N, L, D]."""
     from emocache.store import StoreError, open_store
@@ -206,11 +217,7 @@ def test_layers_round_trip_and_old_reader_view(tmp_path):
     rng = np.random.default_rng(0)
     keys, P, Y = [f"k{i}" for i in range(5)], rng.random((5, 4), np.float32), rng.random((5, 2, 4), np.float32)
     st = open_store(tmp_path / "s", mode="a")
-    e = st.create_entry("m", "d", keys, ["a"] * 5, 4, 4, {"weights": "w", "layer": "last", "layers": [3, 7]},
-                        has_frames=False, block_size=2, layers=(3, 7))
-    for b in range(e.n_blocks):
-        sl = e.block_slice(b)
-        e.write_block(b, P[sl], None, {0: "bad"} if b == 1 else {}, Y[sl])
+    _write_layers_entry(st, keys, P, Y, (3, 7), label="a", failed_in_block_1=True)
     ok = [0, 1, 3, 4]
     r = open_store(tmp_path / "s")
     np.testing.assert_array_equal(r.pooled("m", "d")[1], P[ok])
@@ -237,12 +244,7 @@ def test_layers_survive_merge_and_verify_names_a_missing_layers_chunk(tmp_path):
 
     rng = np.random.default_rng(1)
     keys, P, Y = [f"k{i}" for i in range(4)], rng.random((4, 3), np.float32), rng.random((4, 2, 3), np.float32)
-    src = open_store(tmp_path / "a", mode="a")
-    e = src.create_entry("m", "d", keys, ["x"] * 4, 3, 3, {"weights": "w", "layer": "last", "layers": [1, 2]},
-                         has_frames=False, block_size=2, layers=(1, 2))
-    for b in range(e.n_blocks):
-        sl = e.block_slice(b)
-        e.write_block(b, P[sl], None, {}, Y[sl])
+    _write_layers_entry(open_store(tmp_path / "a", mode="a"), keys, P, Y, (1, 2))
     merge(str(tmp_path / "a"), str(tmp_path / "b"))
     np.testing.assert_array_equal(open_store(tmp_path / "b").layers("m", "d")[1], Y)
     assert all(not c.problems for c in verify_store(open_store(tmp_path / "b")))

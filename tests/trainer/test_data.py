@@ -72,10 +72,14 @@ def _entry(tmp_path, X, keys, labels, model="m", dataset="ds"):
     return store
 
 
+def _two_class(n):
+    """n keys k0..k{n-1}, alternating neu/ang labels, [n, 4] float32 normal features (seed 0)."""
+    keys = [f"k{i}" for i in range(n)]
+    return keys, ["neu", "ang"] * (n // 2), np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+
+
 def test_nan_features_error_or_drop_with_count(tmp_path):
-    keys = [f"k{i}" for i in range(40)]
-    labels = ["neu", "ang"] * 20
-    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    keys, labels, X = _two_class(40)
     X[3, 1] = np.nan
     X[7, 0] = np.inf
     store = _entry(tmp_path, X, keys, labels)
@@ -139,9 +143,7 @@ def test_fold_missing_a_class_is_recorded(tmp_path):
 
 
 def test_manifest_key_absent_from_store_is_counted(tmp_path):
-    keys = [f"k{i}" for i in range(30)]
-    labels = ["neu", "ang"] * 15
-    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    keys, labels, X = _two_class(30)
     store = _entry(tmp_path, X[:27], keys[:27], labels[:27])
     man = tmp_path / "man"
     write_folds(man, "ds", keys, labels, 2, {"neu": "Neutral", "ang": "Angry"})
