@@ -55,12 +55,16 @@ def one_line(e: BaseException) -> str:
 
 
 # -- the table: (name, damage(url, tmp_path), action(url), expected error) -----------------------------------------
+def _swap(path: Path, make) -> None:
+    """Remove the file at ``path`` and let ``make(path)`` put something else there."""
+    path.unlink()
+    make(path)
+
+
 def _symlink_chunk(url, tmp):
     secret = tmp / "secret.txt"
     secret.write_text("root:x:0:0")
-    c = node(url, "pooled", "c", "0", "0")
-    c.unlink()
-    c.symlink_to(secret)
+    _swap(node(url, "pooled", "c", "0", "0"), lambda c: c.symlink_to(secret))
 
 
 def _symlink_root_json(url, tmp):
@@ -69,15 +73,11 @@ def _symlink_root_json(url, tmp):
 
 
 def _fifo_chunk(url, tmp):
-    c = node(url, "pooled", "c", "1", "0")
-    c.unlink()
-    os.mkfifo(c)
+    _swap(node(url, "pooled", "c", "1", "0"), os.mkfifo)
 
 
 def _fifo_frames(url, tmp):
-    c = node(url, "blocks", "b000001", "frames", "c", "0", "0")
-    c.unlink()
-    os.mkfifo(c)
+    _swap(node(url, "blocks", "b000001", "frames", "c", "0", "0"), os.mkfifo)
 
 
 def _delete_pooled(url, tmp):

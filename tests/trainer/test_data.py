@@ -72,6 +72,14 @@ def _entry(tmp_path, X, keys, labels, model="m", dataset="ds"):
     return store
 
 
+def _run_baseline(store, man, warns):
+    """One-epoch baseline run of entry m/ds over the folds in ``man``, expecting a UserWarning matching ``warns``."""
+    cfg = TrainConfig(method="baseline", store=store, manifests=str(man), model="m", dataset="ds",
+                      epochs_baseline=1, epochs_stage2=1, plots=False, threads=1)
+    with pytest.warns(UserWarning, match=warns):
+        return experiment.run(cfg)
+
+
 def _two_class(n):
     """n keys k0..k{n-1}, alternating neu/ang labels, [n, 4] float32 normal features (seed 0)."""
     keys = [f"k{i}" for i in range(n)]
@@ -133,10 +141,7 @@ def test_fold_missing_a_class_is_recorded(tmp_path):
     # remove every 'sad' line from fold 1's test split
     p = Path(man) / "ds" / "fold_1" / "ds_test_fold_1.jsonl"
     p.write_text("".join(line for line in p.read_text().splitlines(True) if json.loads(line)["emo"] != "sad"))
-    cfg = TrainConfig(method="baseline", store=store, manifests=str(man), model="m", dataset="ds",
-                      epochs_baseline=1, epochs_stage2=1, plots=False, threads=1)
-    with pytest.warns(UserWarning, match="classes missing"):
-        res = experiment.run(cfg)
+    res = _run_baseline(store, man, warns="classes missing")
     row = next(r for r in res.rows if r["fold"] == 1)
     assert row["missing_test_classes"] == "Sad"
     assert row["n_missing"] == 0 and 0 <= row["macro_f1"] <= 1
@@ -147,8 +152,5 @@ def test_manifest_key_absent_from_store_is_counted(tmp_path):
     store = _entry(tmp_path, X[:27], keys[:27], labels[:27])
     man = tmp_path / "man"
     write_folds(man, "ds", keys, labels, 2, {"neu": "Neutral", "ang": "Angry"})
-    cfg = TrainConfig(method="baseline", store=store, manifests=str(man), model="m", dataset="ds",
-                      epochs_baseline=1, epochs_stage2=1, plots=False, threads=1)
-    with pytest.warns(UserWarning, match="no features in the store"):
-        res = experiment.run(cfg)
+    res = _run_baseline(store, man, warns="no features in the store")
     assert sum(r["n_missing"] for r in res.rows) == 6  # 3 keys, each in one train and one test split
