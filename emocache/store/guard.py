@@ -331,15 +331,20 @@ def guarded_classes():
             for k in self._walk(self.root):
                 yield k
 
-        async def list_prefix(self, prefix):
+        def _folder(self, prefix):
+            """The resolved path of ``prefix`` when it is a folder in the store, else None."""
             path, st = self.resolve(prefix.rstrip("/"))
-            if st is not None and stat.S_ISDIR(st.st_mode):
+            return path if st is not None and stat.S_ISDIR(st.st_mode) else None
+
+        async def list_prefix(self, prefix):
+            path = self._folder(prefix)
+            if path is not None:
                 for k in self._walk(path):
                     yield k
 
         async def list_dir(self, prefix):
-            path, st = self.resolve(prefix.rstrip("/"))
-            if st is None or not stat.S_ISDIR(st.st_mode):
+            path = self._folder(prefix)
+            if path is None:
                 return
             for e in os.scandir(path):
                 if e.is_symlink():
