@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +38,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
+HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite")
+"""TrainConfig fields left out of the config hash and of result rows: they change where and how a run is shown
+or how fast it goes, not its numbers. Every other field (store, manifests and experiment included) is hashed."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -46,8 +52,9 @@ class TrainConfig:
     fixmatch."""
     store: str = ""
     """Feature store URL (local path or fsspec URL)."""
-    model: str = "sensevoice-small"
-    """Encoder whose pooled features feed the policy."""
+    model: str = ""
+    """Encoder whose pooled features feed the policy; '' = the store's only entry for --dataset (with several, an
+    error lists them)."""
     dataset: str = ""
     """Dataset (EmoBox name) the policy is trained and tested on."""
     manifests: str = ""
@@ -191,6 +198,10 @@ class TrainConfig:
     progress: bool = True
     """Rich progress bar (shown only on a terminal)."""
 
+    overwrite: bool = False
+    """Rewrite the run's folder when it already holds results of this exact configuration (otherwise such a
+    rerun is refused before training)."""
+
     def __post_init__(self):
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
@@ -285,9 +296,24 @@ class TrainConfig:
         """The dataset feeding the unsupervised stage."""
         return self.unlabeled_from or self.dataset
 
+    def settings(self) -> dict:
+        """Every field that can change a number or a row of the results (all but HASH_EXCLUDED), as JSON values."""
+        return {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED}
+
+    @property
+    def config_hash(self) -> str:
+        """8 hex digits of the SHA-256 of ``settings()`` (sorted JSON): equal exactly for equal settings."""
+        text = json.dumps(self.settings(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
     @property
     def run_name(self) -> str:
-        """Sub-folder name of this run under `out`."""
+        """Sub-folder name of this run under `out`: the readable name and the config hash."""
+        return f"{self.readable_name}_{self.config_hash}"
+
+    @property
+    def readable_name(self) -> str:
+        """Method, model, dataset, labels and the settings that tell runs apart at a glance."""
         parts = [self.method, self.model, self.dataset, self.labels]
         if self.method == "b-grpo":
             parts += [self.reward, self.advantage] + ([self.teacher] if self.needs_teacher else [])
@@ -338,5 +364,5 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["TrainConfig", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "BALANCES", "UNLABELED_METHODS", "CHOICES",
+__all__ = ["TrainConfig", "HASH_EXCLUDED", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "BALANCES", "UNLABELED_METHODS", "CHOICES",
            "field_docs"]

@@ -17,7 +17,7 @@ def run_demo(out: str | Path, progress: bool = True, per_class: int = 16, seeds:
     """Corpus -> fbank-stats store -> the paper's Table 1 methods on 3 folds x seeds -> a results table.
 
     Writes under ``out``: ``demo/`` (audio, manifests), ``store.zarr``, ``results/`` (rows, curves, plots) and
-    ``table.md``; returns the table. Rerunning reuses the corpus and the committed store blocks.
+    ``table.md``; returns the table. Rerunning reuses the corpus and the committed store blocks and overwrites the results.
     """
     from emocache.demo import make_corpus
     from emocache.extract import ExtractConfig, extract
@@ -41,7 +41,7 @@ def run_demo(out: str | Path, progress: bool = True, per_class: int = 16, seeds:
     for method in DEMO_METHODS:
         cfg = TrainConfig(method=method, store=store, model="fbank-stats", dataset="demo", manifests=str(out),
                           seeds=tuple(seeds), labels="six", out=str(results), experiment="demo",
-                          standardize=True, progress=progress)
+                          standardize=True, progress=progress, overwrite=True)
         res = experiment.run(cfg)
         experiment.write(res)
         echo(f"{method}: {len(res.rows)} rows in {res.seconds:.1f} s")

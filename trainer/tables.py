@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from trainer.significance import paired
+from trainer.config import TrainConfig
 
 TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher", "advantage", "labels",
         "unlabeled_from", "missing_train_classes", "missing_test_classes", "views", "balance"]
@@ -219,8 +220,10 @@ def table5(df, datasets, style):
 def generic(df, datasets, style):
     keys = ["method", "model", "reward", "teacher", "advantage", "unlabeled_from", "labeled_fraction", "labels"]
     keys += [k for k in ("select", *STABILISERS) if k in df]
+    keys += [k for k in TrainConfig().settings() if k in df and k not in keys and k not in ("fold", "dataset")
+             and df[k].astype(str).nunique() > 1]  # any other setting that differs between the runs shown
     specs = []
-    for combo, g in df.groupby(keys, sort=False):
+    for combo, g in df.groupby(keys, sort=False, dropna=False):
         d = dict(zip(keys, combo))
         name = " ".join([{**METHOD_NAMES, **REFERENCE_NAMES}.get(d["method"], d["method"]), d["model"]]
                         + [f"{k}={d[k]}" for k in keys[2:]

@@ -72,6 +72,6 @@ def test_bad_threshold_is_a_clear_error():
 
 
 def test_non_default_settings_get_their_own_run_folder():
-    assert TrainConfig(method="pseudo-label").run_name == "pseudo-label_sensevoice-small__six"
-    assert TrainConfig(method="pseudo-label", pseudo_threshold=0.8).run_name.endswith("_tau0.8")
-    assert TrainConfig(method="fixmatch", fixmatch_views="noise").run_name.endswith("_views-noise")
+    assert TrainConfig(method="pseudo-label", model="m").readable_name == "pseudo-label_m__six"
+    assert TrainConfig(method="pseudo-label", pseudo_threshold=0.8).readable_name.endswith("_tau0.8")
+    assert TrainConfig(method="fixmatch", fixmatch_views="noise").readable_name.endswith("_views-noise")

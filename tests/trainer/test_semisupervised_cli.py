@@ -6,6 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
+from tests.trainer.test_trainer_cli import run_dir
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,extra,folder", [
@@ -21,9 +23,9 @@ def test_cli_smoke(synth, tmp_path, method, extra, folder):
                         "--no-plots", "--out", str(tmp_path), *extra], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr + p.stdout
     assert "final mean over 2 fold(s) x 2 seed(s)" in p.stdout
-    rows = pd.read_csv(tmp_path / folder / "results.csv")
+    rows = pd.read_csv(run_dir(tmp_path, folder) / "results.csv")
     assert set(rows.stage) == {"stage1", "final"} and (rows.n_unlabeled > 0).all()
-    curves = pd.read_csv(tmp_path / folder / "curves.csv")
+    curves = pd.read_csv(run_dir(tmp_path, folder) / "curves.csv")
     want = {"approx_kl", "clip_frac", "sup_loss"} if method == "b-grpo" else {"mask_rate"}
     assert want <= set(curves.columns)
 

@@ -1,6 +1,7 @@
 """`trainer` console script end to end, as subprocesses, on the synthetic store."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,13 @@ import pandas as pd
 import pytest
 
 TRAINER = [sys.executable, "-m", "trainer.cli"]
+
+
+def run_dir(out: Path, readable: str) -> Path:
+    """The one run folder under ``out`` named ``readable`` plus a config hash."""
+    found = [d for d in Path(out).iterdir() if re.fullmatch(re.escape(readable) + r"_[0-9a-f]{8}", d.name)]
+    assert len(found) == 1, (readable, sorted(d.name for d in Path(out).iterdir()))
+    return found[0]
 
 
 def sh(*args, ok=True):
@@ -33,11 +41,11 @@ def runs(synth, tmp_path_factory):
 
 def test_run_writes_results_for_every_method(runs):
     dirs = sorted(d.name for d in runs.iterdir())
-    assert len(dirs) == 5 and "b-grpo_m_ds_six_r1_positive" in dirs
-    df = pd.read_csv(runs / "b-grpo_m_ds_six_r1_positive" / "results.csv")
+    assert len(dirs) == 5 and all(re.fullmatch(r".+_[0-9a-f]{8}", d) for d in dirs)
+    df = pd.read_csv(run_dir(runs, "b-grpo_m_ds_six_r1_positive") / "results.csv")
     assert len(df[df.stage == "final"]) == 4 and df.macro_f1.between(0, 1).all()
-    assert (runs / "dino_m_ds_six" / "curves.png").exists()
-    assert json.loads((runs / "baseline_m_ds_six" / "results.json").read_text())["config"]["seeds"] == [0, 1]
+    assert (run_dir(runs, "dino_m_ds_six") / "curves.png").exists()
+    assert json.loads((run_dir(runs, "baseline_m_ds_six") / "results.json").read_text())["config"]["seeds"] == [0, 1]
 
 
 def test_table_renders_table1(runs, tmp_path):
