@@ -35,6 +35,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "select": ("last", "val"),
     "balance": BALANCES,
     "fixmatch_views": ("auto", "frames", "noise"),
+    "normalize": ("none", "global", "speaker"),
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
@@ -201,6 +202,17 @@ class TrainConfig:
     overwrite: bool = False
     """Rewrite the run's folder when it already holds results of this exact configuration (otherwise such a
     rerun is refused before training)."""
+    layer: str = "last"
+    """Ours: input of the policy. 'last' (the entry's pooled vector, the paper), K (hidden_states layer K of an
+    entry extracted with `emocache extract --layers`), or 'weighted' (SUPERB: softmax-normalised learnable weights
+    over the stored layers, one vector per run, trained with the policy, which reads the weighted sum)."""
+    normalize: str = "none"
+    """Ours: feature normalisation. 'none' (the paper), 'global' (= --standardize: z-score with the run's training
+    rows), 'speaker' (z-score each row with its speaker's statistics: training speakers from their rows of the
+    run's training split, test speakers from their own unlabelled test rows, features only: transductive)."""
+    speaker_pattern: str = ""
+    """Regex with a (?P<speaker>...) group matching the whole key, for --normalize speaker on a dataset that has
+    no emocache rule and no 'speaker' manifest field ('' = the field or the emocache.speakers rule)."""
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -253,6 +265,15 @@ class TrainConfig:
                              "positive or signed")
         if self.method == "b-grpo" and self.needs_teacher and not self.teacher:
             raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
+        if self.layer not in ("last", "weighted") and not str(self.layer).isdigit():
+            raise ValueError(f"--layer {self.layer!r}: use last, weighted or a layer number K")
+        if self.standardize and self.normalize == "speaker":
+            raise ValueError("--standardize is --normalize global; give one of --standardize or --normalize speaker")
+
+    @property
+    def normalization(self) -> str:
+        """The normalisation in effect: --normalize, with --standardize meaning 'global'."""
+        return "global" if self.standardize else self.normalize
 
     @property
     def needs_teacher(self) -> bool:
@@ -341,6 +362,10 @@ class TrainConfig:
             parts.append("val-emobox" if self.val == "emobox" else f"val{self.val_fraction:g}")
         if self.select != "last":
             parts.append(f"select-{self.select}")
+        if self.layer != "last":
+            parts.append(f"layer-{self.layer}")
+        if self.normalize != "none":
+            parts.append(f"norm-{self.normalize}")
         return "_".join(parts)
 
     def to_dict(self) -> dict:

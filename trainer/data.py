@@ -27,7 +27,7 @@ class Features:
     model: str
     dataset: str
     keys: list[str]
-    X: torch.Tensor  # (N, D) float32
+    X: torch.Tensor  # (N, D) float32, or (N, L, D) with layer='weighted'
     raw_labels: list[str]
     dropped_keys: tuple[str, ...] = ()
     """Keys dropped for NaN/inf values (only with nonfinite='drop')."""
@@ -46,10 +46,24 @@ def open_store(url: str):
         raise DataError(f"--store {url}: cannot open it as an emocache store ({e})") from None
 
 
-def load_features(store, model: str, dataset: str, nonfinite: str = "error") -> Features:
-    """Pooled vectors and raw labels of (model, dataset); NaN/inf rows raise or are dropped and counted."""
+def load_features(store, model: str, dataset: str, nonfinite: str = "error", layer: str = "last") -> Features:
+    """Pooled vectors and raw labels of (model, dataset); NaN/inf rows raise or are dropped and counted.
+
+    ``layer``: 'last' (the pooled vectors), K (hidden_states layer K, ``store.pooled(layer=K)``) or 'weighted'
+    (every stored layer, X (N, L, D)); the last two need an entry extracted with ``emocache extract --layers``.
+    """
+    import emocache
+
     try:
-        keys, X = store.pooled(model, dataset)
+        if layer == "last":
+            keys, X = store.pooled(model, dataset)
+        else:
+            try:
+                keys, X = store.layers(model, dataset) if layer == "weighted" else \
+                    store.pooled(model, dataset, layer=int(layer))
+            except (emocache.StoreError, ValueError, IndexError) as e:
+                raise DataError(f"--layer {layer}: {model}/{dataset} has no such stored layer ({e}); re-extract "
+                                f"it with `emocache extract --model {model} --layers all` or use --layer last") from None
         raw = store.labels(model, dataset)
         has_frames = store.has_frames(model, dataset)
     except KeyError as e:
@@ -59,7 +73,7 @@ def load_features(store, model: str, dataset: str, nonfinite: str = "error") -> 
     if len(keys) == 0:
         raise DataError(f"--store {store.url}: entry {model}/{dataset} holds no extracted utterances yet")
     X = np.asarray(X, dtype=np.float32)
-    bad = ~np.isfinite(X).all(1)
+    bad = ~np.isfinite(X.reshape(len(X), -1)).all(1)
     n_bad = int(bad.sum())
     dropped: tuple[str, ...] = ()
     if n_bad:
@@ -312,3 +326,52 @@ def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         idx[r, :len(p)] = torch.as_tensor(p)
         valid[r, :len(p)] = True
     return idx, valid
+
+
+def row_speakers(manifests: str, dataset: str, keys: list[str], pattern: str = "") -> np.ndarray:
+    """Speaker id of each key (emocache.speakers: the manifests' 'speaker' field, else --speaker-pattern, else
+    the dataset's key rule); (N,) str. Only keys and speaker fields are read, never labels."""
+    import json
+
+    from emocache.speakers import SpeakerError, speaker_ids
+
+    field_of: dict[str, str] = {}
+    for p in sorted(dataset_folder(manifests, dataset).glob("fold_*/*.jsonl")):
+        for line in p.read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                if "speaker" in d:
+                    field_of[str(d["key"])] = d["speaker"]
+    rows = [{"key": k, **({"speaker": field_of[k]} if k in field_of else {})} for k in keys]
+    try:
+        return np.asarray(speaker_ids(rows, dataset, pattern or None), dtype=object)
+    except SpeakerError as e:
+        raise DataError(f"--normalize speaker: {e}") from None
+
+
+def speaker_stat_rows(speakers: np.ndarray, train: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows whose features give each speaker's statistics in one fold (ours, transductive for test speakers).
+
+    A speaker with rows in ``train`` (the fold's training split): those rows. A speaker without (a test speaker):
+    its rows in ``other`` (the fold's test and validation rows; their features only, never labels).
+    """
+    out: dict[str, np.ndarray] = {}
+    for s in np.unique(speakers[train]):
+        out[s] = train[speakers[train] == s]
+    for s in np.unique(speakers[other]):
+        if s not in out:
+            out[s] = other[speakers[other] == s]
+    return out
+
+
+def speaker_normalize(X: torch.Tensor, speakers: np.ndarray, train: np.ndarray, other: np.ndarray) -> torch.Tensor:
+    """X (N, [L,] D) with each row of a speaker in :func:`speaker_stat_rows` z-scored by that speaker's mean and
+    std (a constant feature, or a speaker with one row, is only centred); other rows are left as they are."""
+    out = X.clone()
+    for s, rows in speaker_stat_rows(speakers, train, other).items():
+        x = X[torch.as_tensor(rows)]  # (n_s, [L,] D)
+        sd = x.std(0) if len(x) > 1 else torch.zeros_like(x[0])
+        inv = torch.where(sd > 1e-6, 1.0 / sd, torch.ones_like(sd))
+        mine = torch.as_tensor(np.flatnonzero(speakers == s))
+        out[mine] = (X[mine] - x.mean(0)) * inv
+    return out

@@ -26,7 +26,8 @@ from trainer.algorithms.pseudolabel import train_pseudo_label
 from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
 from trainer.data import (DataError, crop_views, fold_rows, join_by_key, load_features, map_labels,
-                          missing_keys_error, open_store, pad_rows, read_label_map, split_labeled)
+                          missing_keys_error, open_store, pad_rows, read_label_map, row_speakers, speaker_normalize,
+                          split_labeled)
 from trainer.diagnostics import collapse_onset, under_trained
 from trainer.loop import EpochLog, EvalSet
 from trainer.metrics import confusion, macro_f1_batched, scores
@@ -55,7 +56,7 @@ pseudo-label, fixmatch)."""
 class Prepared:
     """Whole-dataset tensors and the row sets of every (fold, seed) run."""
 
-    X: torch.Tensor  # (N, D) policy features
+    X: torch.Tensor  # (N, D) policy features; (N, L, D) with --layer weighted; folds stacked with --normalize speaker
     y: torch.Tensor  # (N,) class index (0 where the label was dropped; such rows are never used)
     classes: tuple[str, ...]
     Xu: torch.Tensor  # (N_u, D) unlabelled-stage features
@@ -72,20 +73,28 @@ class Prepared:
     crops: torch.Tensor | None = None  # (S, N_u, V, D) DINO frame-crop view sets, one per seed
     crop_sets: torch.Tensor | None = None  # (M,) the crop set of each run
     provenance: dict = field(default_factory=dict)
+    layer_ids: list = field(default_factory=list)
+    """The stored hidden_states layers (the L of X) with --layer weighted; empty otherwise."""
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
     """Load features, labels, folds, splits, the unlabelled source and the teacher's features."""
+    if cfg.layer == "weighted" and cfg.method == "reference":
+        raise DataError("--layer weighted: the reference method's logistic regression reads (N, D) features; use "
+                        "--layer last or K with --method reference")
+    if cfg.normalize == "speaker" and cfg.unlabeled_from and cfg.uses_unlabeled:
+        raise DataError("--normalize speaker with --unlabeled-from: the other corpus's speakers are not normalised; "
+                        "use --normalize global, or leave --unlabeled-from empty")
     store = open_store(cfg.store)
-    feats = load_features(store, cfg.model, cfg.dataset, cfg.nonfinite)
+    feats = load_features(store, cfg.model, cfg.dataset, cfg.nonfinite, cfg.layer)
     labels = map_labels(feats.raw_labels, read_label_map(cfg.manifests, cfg.dataset), cfg.labels)
     y = labels.y
     folds = fold_rows(feats.keys, y, cfg.manifests, cfg.dataset, cfg.fold, set(feats.dropped_keys))
     prov = {f"{cfg.model}/{cfg.dataset}": store.provenance(cfg.model, cfg.dataset)}
 
     if cfg.unlabeled_from and cfg.uses_unlabeled:
-        ufeats = load_features(store, cfg.model, cfg.unlabeled_from, cfg.nonfinite)
-        if ufeats.X.shape[1] != feats.X.shape[1]:
+        ufeats = load_features(store, cfg.model, cfg.unlabeled_from, cfg.nonfinite, cfg.layer)
+        if ufeats.X.shape[1:] != feats.X.shape[1:]:
             raise DataError(f"--unlabeled-from {cfg.unlabeled_from}: dim {ufeats.X.shape[1]} != "
                             f"{feats.X.shape[1]} of {cfg.dataset}")
         prov[f"{cfg.model}/{cfg.unlabeled_from}"] = store.provenance(cfg.model, cfg.unlabeled_from)
@@ -137,7 +146,13 @@ def prepare(cfg: TrainConfig) -> Prepared:
                     train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov)
     if cfg.method == "b-grpo" and cfg.needs_teacher:
         _attach_teacher(cfg, store, feats, ufeats, data)
-    if cfg.views in ("auto", "frames"):
+    if cfg.layer == "weighted":
+        data.layer_ids = list(store.provenance(cfg.model, cfg.dataset).get("layers") or range(feats.X.shape[1]))
+    plain = cfg.layer == "last" and cfg.normalize != "speaker"
+    if cfg.views == "frames" and not plain:
+        raise DataError(f"--{cfg.method}-views frames: frame crops are last-layer, unnormalised frames, not the "
+                        f"--layer {cfg.layer} / --normalize {cfg.normalize} inputs; use --{cfg.method}-views noise")
+    if cfg.views in ("auto", "frames") and plain:
         entry = f"{cfg.model}/{cfg.unlabeled_dataset}"
         frame_dim = store.frames(cfg.model, cfg.unlabeled_dataset, ufeats.keys[0]).shape[-1] \
             if ufeats.frames_available else None
@@ -153,7 +168,31 @@ def prepare(cfg: TrainConfig) -> Prepared:
             raise DataError(f"{opt} frames: {entry} {why}; use {opt} noise (or auto)")
     for r in data.runs:
         r["views"] = "" if not cfg.views else ("frames" if data.crops is not None else "noise")
+    if cfg.normalize == "speaker":
+        _normalize_speakers(cfg, feats, folds, data)
     return data
+
+
+def _normalize_speakers(cfg: TrainConfig, feats, folds, data: Prepared):
+    """--normalize speaker: one copy of X per fold, each row z-scored with its speaker's statistics in that fold
+    (data.speaker_normalize; test speakers from their own test rows: transductive, features only). Run r's row
+    indices move to its fold's copy (offset fold position * N); y and the teacher features are stacked alike."""
+    spk = row_speakers(cfg.manifests, cfg.dataset, feats.keys, cfg.speaker_pattern)
+    n = len(feats.keys)
+    pos = {f.k: i for i, f in enumerate(folds)}
+    copies = [speaker_normalize(data.X, spk, f.train, np.concatenate([f.test] + ([f.valid] if f.valid is not None
+                                                                            else []))) for f in folds]
+    if data.Xt is not None:
+        data.Xt = torch.cat([speaker_normalize(data.Xt, spk, f.train, np.concatenate(
+            [f.test] + ([f.valid] if f.valid is not None else []))) for f in folds])
+        data.Xtu = data.Xt
+    data.X = data.Xu = torch.cat(copies)  # (F * N, [L,] D)
+    data.y = data.y.repeat(len(folds))
+    for r, info in enumerate(data.runs):
+        off = pos[info["fold"]] * n
+        for name in ("labeled", "train_all", "unlabeled", "test", "val", "diag_pool"):
+            getattr(data, name)[r] = getattr(data, name)[r] + off
+    data.provenance["speakers"] = {"n": int(len(np.unique(spk))), "source": "emocache.speakers"}
 
 
 def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
@@ -285,7 +324,7 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
         teacher = StackedMLP.from_seeds([s + TEACHER_SEED_OFFSET for s in data.init_seeds], data.Xt.shape[1],
                                         len(data.classes), cfg.hidden)
         teacher_gens = [torch.Generator().manual_seed(s + TEACHER_SEED_OFFSET) for s in data.init_seeds]
-        if cfg.standardize:
+        if cfg.normalization == "global":
             teacher.standardize(data.Xt, data.train_all)
         train_supervised(teacher, ctx.new_opt(teacher), data.Xt, data.y, data.labeled, cfg.epochs_baseline,
                          cfg.batch_size, teacher_gens)
@@ -390,6 +429,8 @@ class Result:
     seconds_load: float
     eval_seconds: dict = field(default_factory=dict)
     """Seconds spent evaluating each per-epoch set (test, pool diagnostics, val), inside ``seconds``."""
+    layer_weights: dict = field(default_factory=dict)
+    """--layer weighted: {'layers': stored layer ids, 'runs': [{fold, seed, weights (L,)}]} of the reported model."""
 
 
 def check_out(cfg: TrainConfig) -> Path:
@@ -467,8 +508,9 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
         data = prepare(cfg)
     warn_scales(cfg, data)
     t_load = time.perf_counter() - t0
-    policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[1], len(data.classes), cfg.hidden)
-    if cfg.standardize:
+    policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[-1], len(data.classes), cfg.hidden,
+                                   data.X.shape[1] if cfg.layer == "weighted" else 0)
+    if cfg.normalization == "global":
         policy.standardize(data.X, data.train_all)
     gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
     log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
@@ -480,6 +522,11 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     final = fn(ctx)
     ctx.snapshot("final", final)
     seconds = time.perf_counter() - t0
+    lw = final.layer_weights()
+    layer_weights = {} if lw is None else {
+        "layers": data.layer_ids,
+        "runs": [{"fold": info["fold"], "seed": info["seed"], "weights": lw[r].tolist()}
+                 for r, info in enumerate(data.runs)]}
 
     collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_epochs)
     for r, info in enumerate(data.runs):
@@ -498,7 +545,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
                      **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
                      "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, **fit, "under_trained": False})
     return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load,
-                  dict(log.eval_seconds))
+                  dict(log.eval_seconds), layer_weights)
 
 
 def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tuple[list[dict], np.ndarray]:
@@ -546,6 +593,7 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "balance": cfg.balance if cfg.method == "b-grpo" else "",
         "sup_weight": cfg.sup_weight if cfg.method == "b-grpo" else 0.0,
         "penalty_value": cfg.penalty_value if cfg.method == "b-grpo" else 0.0,
+        "layer": cfg.layer, "normalize": cfg.normalization,
         "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.uses_unlabeled else "",
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,
         "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"],
@@ -576,6 +624,7 @@ def write(result: Result, out: str | Path | None = None) -> Path:
         "confusion": {k: v.tolist() for k, v in result.confusions.items()},
         "seconds": result.seconds, "seconds_load": result.seconds_load, "eval_seconds": result.eval_seconds,
         "provenance": result.provenance,
+        **({"layer_weights": result.layer_weights} if result.layer_weights else {}),
         "environment": {"trainer": __version__, "torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "machine": platform.machine()},
     }
@@ -585,4 +634,8 @@ def write(result: Result, out: str | Path | None = None) -> Path:
 
         plot_curves(result.curves, d / "curves.png", title=cfg.run_name)
         plot_confusion(result.confusions["final"], result.classes, d / "confusion.png", title=cfg.run_name)
+        if result.layer_weights:
+            from trainer.plots import plot_layer_weights
+
+            plot_layer_weights(result.layer_weights, d / "layer_weights.png", title=cfg.run_name)
     return d

@@ -20,35 +20,43 @@ class PolicyMLP(nn.Sequential):
 
 
 class StackedMLP(nn.Module):
-    """M independent PolicyMLPs; forward((M, B, D)) -> (M, B, C)."""
+    """M independent PolicyMLPs; forward((M, B, D)) -> (M, B, C).
 
-    def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor):
+    With ``n_layers`` L > 0 (``--layer weighted``, SUPERB) the input is (M, B, L, D): member r first takes the sum
+    of the L layers weighted by softmax(layer_logits[r]), learnt with the MLP, then runs the MLP on it.
+    """
+
+    def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, n_layers: int = 0):
         super().__init__()
         self.w1 = nn.Parameter(w1)  # (M, D, H)
         self.b1 = nn.Parameter(b1)  # (M, 1, H)
         self.w2 = nn.Parameter(w2)  # (M, H, C)
         self.b2 = nn.Parameter(b2)  # (M, 1, C)
         m, d = w1.shape[:2]
-        self.register_buffer("mu", torch.zeros(m, 1, d))  # (M, 1, D) input mean
-        self.register_buffer("inv_sd", torch.ones(m, 1, d))  # (M, 1, D) 1 / input std
+        feat = (n_layers, d) if n_layers else (d,)
+        self.layer_logits = nn.Parameter(torch.zeros(m, n_layers)) if n_layers else None  # (M, L), uniform at start
+        self.register_buffer("mu", torch.zeros(m, 1, *feat))  # (M, 1, [L,] D) input mean
+        self.register_buffer("inv_sd", torch.ones(m, 1, *feat))  # (M, 1, [L,] D) 1 / input std
         self.standardized = False
 
     @classmethod
-    def from_seeds(cls, seeds: list[int], dim: int, n_classes: int, hidden: int = 128) -> "StackedMLP":
-        """Member r is initialised exactly as ``PolicyMLP`` under ``torch.manual_seed(seeds[r])``."""
+    def from_seeds(cls, seeds: list[int], dim: int, n_classes: int, hidden: int = 128,
+                   n_layers: int = 0) -> "StackedMLP":
+        """Member r is initialised exactly as ``PolicyMLP`` under ``torch.manual_seed(seeds[r])``; ``n_layers`` > 0
+        adds uniform layer weights (inputs (M, B, L, D))."""
         members = []
         for s in seeds:
             torch.manual_seed(s)
             members.append(PolicyMLP(dim, n_classes, hidden))
-        return cls.from_modules(members)
+        return cls.from_modules(members, n_layers)
 
     @classmethod
-    def from_modules(cls, members: list[PolicyMLP]) -> "StackedMLP":
+    def from_modules(cls, members: list[PolicyMLP], n_layers: int = 0) -> "StackedMLP":
         w1 = torch.stack([m[0].weight.detach().T for m in members]).contiguous()
         b1 = torch.stack([m[0].bias.detach()[None] for m in members])
         w2 = torch.stack([m[2].weight.detach().T for m in members]).contiguous()
         b2 = torch.stack([m[2].bias.detach()[None] for m in members])
-        return cls(w1, b1, w2, b2)
+        return cls(w1, b1, w2, b2, n_layers)
 
     @property
     def n_members(self) -> int:
@@ -56,17 +64,23 @@ class StackedMLP(nn.Module):
 
     @torch.no_grad()
     def standardize(self, X: torch.Tensor, pools: list[torch.Tensor]) -> None:
-        """Z-score member r's inputs with the mean and std of rows ``pools[r]`` of X (N, D); no labels used."""
+        """Z-score member r's inputs with the mean and std of rows ``pools[r]`` of X (N, [L,] D); no labels used."""
         for r, rows in enumerate(pools):
-            x = X[rows]  # (n_r, D)
-            sd = x.std(0) if len(x) > 1 else torch.zeros_like(x[0])  # (D,)
+            x = X[rows]  # (n_r, [L,] D)
+            sd = x.std(0) if len(x) > 1 else torch.zeros_like(x[0])  # ([L,] D)
             self.mu[r, 0] = x.mean(0)
             self.inv_sd[r, 0] = torch.where(sd > 1e-6, 1.0 / sd, torch.ones_like(sd))  # constant features pass
         self.standardized = True
 
+    def layer_weights(self) -> torch.Tensor | None:
+        """softmax(layer_logits) per member, (M, L); None without learnt layer weights."""
+        return None if self.layer_logits is None else self.layer_logits.softmax(-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardized:
-            x = (x - self.mu) * self.inv_sd  # (M, B, D)
+            x = (x - self.mu) * self.inv_sd  # (M, B, [L,] D)
+        if self.layer_logits is not None:
+            x = torch.einsum("mbld,ml->mbd", x, self.layer_weights())  # (M, B, D)
         h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
         return torch.baddbmm(self.b2, h, self.w2)  # (M, B, C)
 
@@ -79,7 +93,8 @@ class StackedMLP(nn.Module):
     @torch.no_grad()
     def predict_all(self, X: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """Logits of every member on every row; X (N, D) -> (M, N, C)."""
-        outs = [self(X[s:s + chunk].expand(self.n_members, -1, -1)) for s in range(0, X.shape[0], chunk)]
+        outs = [self(X[s:s + chunk].expand(self.n_members, *X[s:s + chunk].shape))
+                for s in range(0, X.shape[0], chunk)]
         return torch.cat(outs, 1)
 
     def frozen_copy(self) -> "StackedMLP":

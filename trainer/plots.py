@@ -96,3 +96,24 @@ def plot_confusion(cm: np.ndarray, classes, path: str | Path, title: str = "") -
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def plot_layer_weights(layer_weights: dict, path: str | Path, title: str = "") -> Path:
+    """--layer weighted: the learnt softmax weight of each stored layer, one line per run, the mean as bars."""
+    ids = layer_weights["layers"]
+    W = np.array([r["weights"] for r in layer_weights["runs"]])  # (M, L)
+    fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(ids) + 2), 3))
+    x = np.arange(len(ids))
+    ax.bar(x, W.mean(0), color="lightsteelblue", label="mean over runs")
+    for w in W:
+        ax.plot(x, w, ".-", color="gray", alpha=0.5, lw=0.8)
+    ax.axhline(1 / len(ids), color="k", ls=":", lw=0.8, label="uniform")
+    ax.set_xticks(x, [str(i) for i in ids])
+    ax.set_xlabel("hidden_states layer")
+    ax.set_ylabel("softmax weight")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
