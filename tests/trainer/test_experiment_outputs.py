@@ -69,7 +69,7 @@ def test_model_defaults_to_the_only_entry(synth, tmp_path):
 
 def test_model_required_when_the_dataset_has_several(synth, tmp_path):
     p = trainer(*common(synth, tmp_path, "--dataset", "ds"))
-    assert p.returncode == 2 and "--model" in p.stderr and "m, mf, t" in p.stderr
+    assert p.returncode == 2 and "--model" in p.stderr and "(m, mf, mx, t)" in p.stderr, p.stderr
 
 
 @pytest.fixture(scope="module")
