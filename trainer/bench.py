@@ -111,7 +111,7 @@ def dataloader_bgrpo(cfg: TrainConfig, data: experiment.Prepared, npy: tuple[str
 def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int = 100, epochs_stage2: int = 100,
           seeds: tuple[int, ...] = (0,), threads: int = 0, store: str = "", model: str = "", dataset: str = "",
           manifests: str = "", slow: bool = True, npy: bool = True, separation: float = 0.06,
-          val_fraction: float = 0.0) -> dict:
+          val_fraction: float = 0.0, group_size: int = 8) -> dict:
     """Time both loops on the same prepared data; synthetic IEMOCAP-shaped data unless a store entry is given."""
     experiment.set_threads(threads)
     tmp = None
@@ -139,6 +139,12 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
         "fast": {"seconds": t_fast, "macro_f1_mean": float(np.mean(f1_fast))},
         "eval_seconds": res.eval_seconds, "val_fraction": val_fraction,
     }
+    if group_size:
+        gcfg = cfg.replace(method="grpo", group_size=group_size)
+        t0 = time.perf_counter()
+        res_g = experiment.run(gcfg, data)
+        report["grpo"] = {"seconds": time.perf_counter() - t0, "group_size": group_size,
+                          "macro_f1_mean": float(np.mean([r["macro_f1"] for r in res_g.rows if r["stage"] == "final"]))}
     if slow:
         t0 = time.perf_counter()
         f1_slow = dataloader_bgrpo(cfg, data)
@@ -167,6 +173,11 @@ def markdown(report: dict) -> str:
              "| loop | seconds | macro-F1 (mean over runs) | time / stacked time |", "|---|---:|---:|---:|"]
     lines.append(f"| stacked whole-tensor (trainer run) | {report['fast']['seconds']:.1f} | "
                  f"{100 * report['fast']['macro_f1_mean']:.1f} | 1.0x |")
+    if "grpo" in report:
+        g = report["grpo"]
+        lines.append(f"| stacked per-input GRPO (trainer run grpo, G = {g['group_size']}, same baseline) | "
+                     f"{g['seconds']:.1f} | {100 * g['macro_f1_mean']:.1f} | "
+                     f"{g['seconds'] / report['fast']['seconds']:.1f}x |")
     ev = report.get("eval_seconds", {})
     cost = ", ".join(f"{k} {v:.1f} s" for k, v in ev.items())
     trailer = ["", f"Inside the stacked time, per-epoch evaluation took: {cost} (test = curves, pool = collapse "

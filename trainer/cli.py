@@ -141,6 +141,7 @@ def bench(
     separation: float = typer.Option(0.06, help="Synthetic data: class-mean scale (0.06 gives ~72 macro-F1 at "
                                                  "IEMOCAP size)"),
     val_fraction: float = typer.Option(0.0, help="Hold out this share of the labelled rows as validation (timed)"),
+    group_size: int = typer.Option(8, help="Also time per-input GRPO (trainer run grpo) with this G; 0 = skip"),
 ):
     """Time the stacked whole-tensor b-grpo run against a per-sample DataLoader loop on the same data."""
     from trainer.bench import bench as run_bench
@@ -151,7 +152,7 @@ def bench(
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
                         seeds=_seeds(seeds), threads=threads, store=store, model=model, dataset=dataset,
                         manifests=manifests, slow=slow, npy=npy, separation=separation,
-                        val_fraction=val_fraction)
+                        val_fraction=val_fraction, group_size=group_size)
     except (DataError, ValueError) as e:
         _fail(e)
     md = markdown(rep)

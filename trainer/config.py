@@ -20,8 +20,11 @@ ADVANTAGES = ("positive", "signed", "none")
 BALANCES = ("none", "class-norm", "inverse-freq")
 """Class-balanced B-GRPO advantages (ours): none (eq. 6), class-norm (eq. 6 within each predicted class of the
 batch), inverse-freq (eq. 6 weighted by the inverse frequency of each sample's predicted class in the batch)."""
-UNLABELED_METHODS = ("dino", "b-grpo", "pseudo-label", "fixmatch")
+UNLABELED_METHODS = ("dino", "b-grpo", "grpo", "pseudo-label", "fixmatch")
 """Methods with a stage 2 on the unlabelled pool."""
+GRPO_METHODS = ("b-grpo", "grpo")
+"""Methods rewarded with r1..r5 and trained with eq. 7-8: B-GRPO (the batch is the group) and per-input GRPO
+(ours: the G labels drawn for each input are its group)."""
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "labels": ("six", "emobox"),
@@ -49,8 +52,8 @@ class TrainConfig:
     """Everything a `trainer run` needs; written in full beside every result."""
 
     method: str = "b-grpo"
-    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, reference, pseudo-label,
-    fixmatch."""
+    """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, grpo, reference,
+    pseudo-label, fixmatch."""
     store: str = ""
     """Feature store URL (local path or fsspec URL)."""
     model: str = ""
@@ -116,8 +119,11 @@ class TrainConfig:
     """Ours: class-balanced advantage. 'none' (eq. 6), 'class-norm' (normalise rewards within each predicted
     class of the batch), 'inverse-freq' (weight A_i by the inverse frequency of its predicted class in the batch)."""
     sup_weight: float = 0.0
-    """Ours: weight W of a cross-entropy term on the run's labelled rows in stage 2 (b-grpo), a labelled batch
-    drawn beside each unlabelled batch; 0 = the paper's unsupervised stage 2."""
+    """Ours: weight W of a cross-entropy term on the run's labelled rows in stage 2 (b-grpo, grpo), a labelled
+    batch drawn beside each unlabelled batch; 0 = the paper's unsupervised stage 2."""
+    group_size: int = 8
+    """grpo (ours): G, the labels drawn from pi_old per input; eq. 6 normalises each input's G rewards (b-grpo
+    ignores it: its group is the batch)."""
 
     dino_views: str = "auto"
     """DINO views: 'frames' (random frame crops), 'noise' (noise + feature dropout on pooled), 'auto'."""
@@ -223,6 +229,7 @@ class TrainConfig:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
         for name, low in (("epochs_baseline", 1), ("epochs_stage2", 0), ("batch_size", 1), ("hidden", 1), ("mu", 1),
+                          ("group_size", 2),
                           ("eval_every", 1), ("dino_crops", 2), ("threads", 0), ("diag_pool_rows", 0),
                           ("reference_max_epochs", 1), ("reference_patience", 1)):
             if getattr(self, name) < low:
@@ -263,7 +270,12 @@ class TrainConfig:
         if self.balance == "class-norm" and self.advantage == "none":
             raise ValueError("--balance class-norm normalises rewards within classes; use it with --advantage "
                              "positive or signed")
-        if self.method == "b-grpo" and self.needs_teacher and not self.teacher:
+        if self.method == "grpo" and self.balance != "none":
+            raise ValueError(f"--balance {self.balance}: the class balances regroup a batch by predicted class; grpo's "
+                             "groups are each input's G sampled labels (use --method b-grpo)")
+        if self.method == "grpo" and self.action != "greedy":
+            raise ValueError("--action applies to b-grpo; grpo always draws its --group-size labels from pi_old")
+        if self.is_grpo and self.needs_teacher and not self.teacher:
             raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
         if self.layer not in ("last", "weighted") and not str(self.layer).isdigit():
             raise ValueError(f"--layer {self.layer!r}: use last, weighted or a layer number K")
@@ -274,6 +286,16 @@ class TrainConfig:
     def normalization(self) -> str:
         """The normalisation in effect: --normalize, with --standardize meaning 'global'."""
         return "global" if self.standardize else self.normalize
+
+    @property
+    def is_grpo(self) -> bool:
+        """Whether the method is rewarded with r1..r5 and trained with eq. 7-8 (b-grpo, grpo)."""
+        return self.method in GRPO_METHODS
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the run trains a teacher MLP (a GRPO method with a teacher reward)."""
+        return self.is_grpo and self.needs_teacher
 
     @property
     def needs_teacher(self) -> bool:
@@ -336,8 +358,10 @@ class TrainConfig:
     def readable_name(self) -> str:
         """Method, model, dataset, labels and the settings that tell runs apart at a glance."""
         parts = [self.method, self.model, self.dataset, self.labels]
-        if self.method == "b-grpo":
+        if self.is_grpo:
             parts += [self.reward, self.advantage] + ([self.teacher] if self.needs_teacher else [])
+            if self.method == "grpo":
+                parts.append(f"G{self.group_size}")
             if self.reward_value != 1 or self.penalty_value != 0:
                 parts.append(f"C{self.reward_value:g}P{self.penalty_value:g}")
             if self.balance != "none":
@@ -389,5 +413,6 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-__all__ = ["TrainConfig", "HASH_EXCLUDED", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "BALANCES", "UNLABELED_METHODS", "CHOICES",
+__all__ = ["TrainConfig", "HASH_EXCLUDED", "SIX_CLASSES", "REWARDS", "ADVANTAGES", "BALANCES", "UNLABELED_METHODS",
+           "GRPO_METHODS", "CHOICES",
            "field_docs"]

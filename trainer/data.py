@@ -312,9 +312,12 @@ def run_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], hig
     return torch.stack([fn(shape, generator=g) for g in gens])
 
 
-def run_multinomial(p: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
-    """One class drawn per row of each run's probabilities; p (M, B, C) -> (M, B), run r from ``gens[r]``."""
-    return torch.stack([torch.multinomial(p[r], 1, generator=g).squeeze(-1) for r, g in enumerate(gens)])
+def run_multinomial(p: torch.Tensor, gens: list[torch.Generator], n: int | None = None) -> torch.Tensor:
+    """One class drawn per row of each run's probabilities, p (M, B, C) -> (M, B), run r from ``gens[r]``; with
+    ``n``, n classes drawn per row with replacement -> (M, B, n)."""
+    k = 1 if n is None else n
+    out = torch.stack([torch.multinomial(p[r], k, replacement=n is not None, generator=g) for r, g in enumerate(gens)])
+    return out.squeeze(-1) if n is None else out
 
 
 def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

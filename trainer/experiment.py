@@ -22,6 +22,7 @@ from trainer.algorithms.bgrpo import train_bgrpo
 from trainer.algorithms.common import LabelledStream
 from trainer.algorithms.dino import train_dino
 from trainer.algorithms.fixmatch import train_fixmatch
+from trainer.algorithms.grpo import train_grpo
 from trainer.algorithms.pseudolabel import train_pseudo_label
 from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
@@ -144,7 +145,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
 
     data = Prepared(feats.X, torch.as_tensor(np.maximum(y, 0)), labels.classes, ufeats.X, runs, labeled,
                     train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov)
-    if cfg.method == "b-grpo" and cfg.needs_teacher:
+    if cfg.uses_teacher:
         _attach_teacher(cfg, store, feats, ufeats, data)
     if cfg.layer == "weighted":
         data.layer_ids = list(store.provenance(cfg.model, cfg.dataset).get("layers") or range(feats.X.shape[1]))
@@ -314,8 +315,9 @@ def m_dino(ctx: Context) -> StackedMLP:
     return teacher
 
 
-def m_bgrpo(ctx: Context) -> StackedMLP:
-    """Baseline, then B-GRPO on the unlabelled pool with pi_ref = the baseline policy."""
+def _grpo_stage1(ctx: Context):
+    """Baseline, then what both GRPO methods start from: log pi_ref on the pool (the baseline policy) and, for a
+    teacher reward, the teacher MLP's probabilities on the pool."""
     cfg, data = ctx.cfg, ctx.data
     ctx.stage1()
     logp_ref_all = ctx.policy.predict_all(data.Xu).log_softmax(-1)  # (M, N_u, C)
@@ -329,23 +331,50 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
         train_supervised(teacher, ctx.new_opt(teacher), data.Xt, data.y, data.labeled, cfg.epochs_baseline,
                          cfg.batch_size, teacher_gens)
         p_teacher_all = teacher.predict_all(data.Xtu).softmax(-1)  # (M, N_u, C)
+    return logp_ref_all, p_teacher_all
 
-    def reward_fn(p, p_t):
-        return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta,
-                      penalty=cfg.penalty_value)
 
-    ctx.log.begin("b-grpo", ctx.policy, cfg.epochs_stage2)
-    train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
-                ctx.gens, logp_ref_all, reward_fn, cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
-                p_teacher_all, ctx.view_gens, ctx.log, balance=cfg.balance,
-                sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
-    stage2 = [r for r in ctx.log.rows if r["stage"] == "b-grpo"]
+def _warn_unrewarded(ctx: Context):
+    cfg = ctx.cfg
+    stage2 = [r for r in ctx.log.rows if r["stage"] == cfg.method]
     unrewarded = sorted({(r["fold"], r["seed"]) for r in stage2}
                         - {(r["fold"], r["seed"]) for r in stage2 if r["reward"] > cfg.penalty_value})
     if unrewarded:
-        warnings.warn(f"b-grpo: {len(unrewarded)} run(s) (fold, seed) {unrewarded[:4]} got no reward in any batch "
-                      f"({cfg.reward} never paid out, e.g. no max probability above --delta {cfg.delta}), so "
-                      "the B-GRPO term left their policy unchanged; train the baseline longer or lower --delta")
+        warnings.warn(f"{cfg.method}: {len(unrewarded)} run(s) (fold, seed) {unrewarded[:4]} got no reward in any "
+                      f"batch ({cfg.reward} never paid out, e.g. no max probability above --delta {cfg.delta}), so "
+                      f"the {cfg.method} term left their policy unchanged; train the baseline longer or lower --delta")
+
+
+def _reward_fn(cfg: TrainConfig):
+    def reward_fn(p, p_t, o=None):
+        return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta,
+                      penalty=cfg.penalty_value, o=o)
+    return reward_fn
+
+
+def m_bgrpo(ctx: Context) -> StackedMLP:
+    """Baseline, then B-GRPO on the unlabelled pool with pi_ref = the baseline policy."""
+    cfg, data = ctx.cfg, ctx.data
+    logp_ref_all, p_teacher_all = _grpo_stage1(ctx)
+    ctx.log.begin("b-grpo", ctx.policy, cfg.epochs_stage2)
+    train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
+                ctx.gens, logp_ref_all, _reward_fn(cfg), cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
+                p_teacher_all, ctx.view_gens, ctx.log, balance=cfg.balance,
+                sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
+    _warn_unrewarded(ctx)
+    return ctx.policy
+
+
+def m_grpo(ctx: Context) -> StackedMLP:
+    """Baseline, then per-input GRPO (ours): G labels drawn per input, eq. 6 within each input's group."""
+    cfg, data = ctx.cfg, ctx.data
+    logp_ref_all, p_teacher_all = _grpo_stage1(ctx)
+    ctx.log.begin("grpo", ctx.policy, cfg.epochs_stage2)
+    train_grpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
+               ctx.gens, logp_ref_all, _reward_fn(cfg), cfg.group_size, cfg.advantage, cfg.epsilon, cfg.beta,
+               cfg.mu, p_teacher_all, ctx.view_gens, ctx.log,
+               sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
+    _warn_unrewarded(ctx)
     return ctx.policy
 
 
@@ -397,6 +426,7 @@ METHODS = {
     "full-labeled": m_full_labeled,
     "dino": m_dino,
     "b-grpo": m_bgrpo,
+    "grpo": m_grpo,
     "reference": m_reference,
     "pseudo-label": m_pseudo_label,
     "fixmatch": m_fixmatch,
@@ -583,16 +613,16 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
 def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: int, seconds: float) -> dict:
     """One result row: the run's identity, scores and counts, then every hashed setting (TrainConfig.settings, so
     fields added later are carried too) not already a column (seeds joined by commas), and config_hash."""
-    uses_teacher = cfg.method == "b-grpo" and cfg.needs_teacher
+    uses_teacher, grpo = cfg.uses_teacher, cfg.is_grpo
     row = {
         "experiment": cfg.experiment, "method": cfg.method, "stage": stage, "model": cfg.model,
         "dataset": cfg.dataset, "fold": info["fold"], "seed": info["seed"],
-        "reward": cfg.reward if cfg.method == "b-grpo" else "",
+        "reward": cfg.reward if grpo else "",
         "teacher": cfg.teacher if uses_teacher else "",
-        "advantage": cfg.advantage if cfg.method == "b-grpo" else "",
-        "balance": cfg.balance if cfg.method == "b-grpo" else "",
-        "sup_weight": cfg.sup_weight if cfg.method == "b-grpo" else 0.0,
-        "penalty_value": cfg.penalty_value if cfg.method == "b-grpo" else 0.0,
+        "advantage": cfg.advantage if grpo else "",
+        "balance": cfg.balance if grpo else "",
+        "sup_weight": cfg.sup_weight if grpo else 0.0,
+        "penalty_value": cfg.penalty_value if grpo else 0.0,
         "layer": cfg.layer, "normalize": cfg.normalization,
         "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.uses_unlabeled else "",
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,

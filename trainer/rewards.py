@@ -6,6 +6,11 @@ condition holds and ``penalty`` P otherwise: P = 0 is eq. 1-5; the paper also tr
 4.2, "the difference is not significant"). Note that eq. 6 normalises rewards within the group, and
 (r - mean) / std does not change when every r becomes a * r + b with a > 0: with the positive or signed
 advantage only the advantage 'none' (raw rewards) sees C and P at all.
+
+The judged answer is the policy's prediction argmax_N p_p(n|q_i), with confidence max_N p_p(n|q_i), as eq. 1-5
+are written (B-GRPO). Per-input GRPO (``trainer.algorithms.grpo``, ours) judges each of G labels o drawn from
+p_p instead: ``o`` (...,) gives the answer, whose confidence is then p_p(o|q_i). r5 compares distributions and
+does not depend on the answer.
 """
 
 from __future__ import annotations
@@ -18,24 +23,36 @@ def _pay(cond: torch.Tensor, C: float, penalty: float, dtype: torch.dtype) -> to
     return torch.where(cond, torch.tensor(C, dtype=dtype), torch.tensor(penalty, dtype=dtype))
 
 
-def r1(p: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
-    """Eq. 1: C if max_N p_p(n|q_i) > delta, else 0 (self-reward; else ``penalty``)."""
-    return _pay(p.amax(-1) > delta, C, penalty, p.dtype)
+def answer(p: torch.Tensor, o: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The judged answer and the policy's probability of it: (argmax_N p, max_N p) as in eq. 1-5, or, given
+    answers ``o`` (...,), (o, p_p(o|q_i)). p (..., N) -> two (...,) tensors."""
+    if o is None:
+        return p.argmax(-1), p.amax(-1)
+    return o, p.gather(-1, o.unsqueeze(-1)).squeeze(-1)
 
 
-def r2(p: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: max_N p_p(n|q_i) (self-reward)."""
-    return p.amax(-1)
+def r1(p: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0,
+       o: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 1: C if max_N p_p(n|q_i) > delta, else 0 (self-reward; else ``penalty``); with ``o``: p_p(o|q_i)."""
+    return _pay(answer(p, o)[1] > delta, C, penalty, p.dtype)
 
 
-def r3(p: torch.Tensor, p_t: torch.Tensor, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
-    """Eq. 3: C if argmax_N p_p == argmax_N p_t, else 0 (teacher-reward; else ``penalty``)."""
-    return _pay(p.argmax(-1) == p_t.argmax(-1), C, penalty, p.dtype)
+def r2(p: torch.Tensor, o: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 2: max_N p_p(n|q_i) (self-reward); with ``o``: p_p(o|q_i)."""
+    return answer(p, o)[1]
 
 
-def r4(p: torch.Tensor, p_t: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
+def r3(p: torch.Tensor, p_t: torch.Tensor, C: float = 1.0, penalty: float = 0.0,
+       o: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 3: C if argmax_N p_p == argmax_N p_t, else 0 (teacher-reward; else ``penalty``); with ``o``: o == argmax
+    p_t."""
+    return _pay(answer(p, o)[0] == p_t.argmax(-1), C, penalty, p.dtype)
+
+
+def r4(p: torch.Tensor, p_t: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0,
+       o: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 4: C if the conditions of r1 and r3 both hold, else 0 (teacher-reward; else ``penalty``)."""
-    return _pay((r1(p, delta) > 0) & (r3(p, p_t) > 0), C, penalty, p.dtype)
+    return _pay((r1(p, delta, o=o) > 0) & (r3(p, p_t, o=o) > 0), C, penalty, p.dtype)
 
 
 def kl(p_t: torch.Tensor, p: torch.Tensor, tiny: float = 1e-12) -> torch.Tensor:
@@ -49,21 +66,22 @@ def r5(p: torch.Tensor, p_t: torch.Tensor, theta: float = 0.5, C: float = 1.0, p
 
 
 def reward(name: str, p: torch.Tensor, p_t: torch.Tensor | None = None, *, delta: float = 0.5,
-           C: float = 1.0, theta: float = 0.5, penalty: float = 0.0) -> torch.Tensor:
-    """Dispatch by name (r1..r5) with the run's constants; ``penalty`` applies to the rule rewards r1, r3-r5."""
+           C: float = 1.0, theta: float = 0.5, penalty: float = 0.0, o: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatch by name (r1..r5) with the run's constants; ``penalty`` applies to the rule rewards r1, r3-r5.
+    ``o`` (...,): the judged answers (per-input GRPO's sampled labels); None = the prediction argmax p."""
     if name in ("r3", "r4", "r5") and p_t is None:
         raise ValueError(f"reward {name} needs teacher probabilities (eq. 3-5)")
     if name == "r2" and penalty != 0:
         raise ValueError("reward r2 (eq. 2) is the max probability itself and has no failing condition: a "
                          "penalty value applies to r1, r3, r4, r5")
     if name == "r1":
-        return r1(p, delta, C, penalty)
+        return r1(p, delta, C, penalty, o)
     if name == "r2":
-        return r2(p)
+        return r2(p, o)
     if name == "r3":
-        return r3(p, p_t, C, penalty)
+        return r3(p, p_t, C, penalty, o)
     if name == "r4":
-        return r4(p, p_t, delta, C, penalty)
+        return r4(p, p_t, delta, C, penalty, o)
     if name == "r5":
         return r5(p, p_t, theta, C, penalty)
     raise ValueError(f"unknown reward {name!r}; known: r1, r2, r3, r4, r5")

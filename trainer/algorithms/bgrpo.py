@@ -119,6 +119,38 @@ def policy_update_stats(logp: torch.Tensor, logp_old: torch.Tensor, eps: float,
     return approx_kl, clip_frac
 
 
+def clipped_updates(policy, opt, x: torch.Tensor, logp_all: torch.Tensor, o: torch.Tensor, logp_old: torch.Tensor,
+                    logp_ref: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, active: torch.Tensor,
+                    eps: float, beta: float, mu: int, sup: LabelledStream | None = None,
+                    sup_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ``mu`` updates of one batch against the same pi_old, each minimising -J of eq. 7 (+ W * CE with ``sup``).
+
+    x (M, B, D); ``logp_all`` (M, B, C) the policy's log-probabilities at pi_old (the first update reuses them);
+    o (M, B, K) the actions, K per input (1 in B-GRPO, G in per-input GRPO); logp_old, logp_ref, adv, mask
+    (M, B * K) per action. Returns the last update's loss (M,) and the curve extras: approx_kl and clip_frac
+    (``policy_update_stats``) and sup_loss, each averaged over the mu updates.
+    """
+    m = o.shape[0]
+    kl_sum, clip_sum, sup_sum = (torch.zeros(m) for _ in range(3))
+    for it in range(mu):
+        if it:
+            logp_all = policy(x).log_softmax(-1)  # (M, B, C)
+        logp = logp_all.gather(-1, o).flatten(1)  # (M, B * K)
+        loss = bgrpo_loss(logp, logp_old, logp_ref, adv, eps, beta, mask)  # (M,)
+        if sup is not None and sup_weight > 0:
+            x_l, y_l, valid_l = sup.batch(active)  # (M, B, D), (M, B), (M, B)
+            ce = ce_loss(policy(x_l), y_l, valid_l)  # (M,)
+            loss = loss + sup_weight * ce
+            sup_sum += ce.detach()
+        approx_kl, clip_frac = policy_update_stats(logp, logp_old, eps, mask)
+        kl_sum, clip_sum = kl_sum + approx_kl, clip_sum + clip_frac
+        update(opt, loss, active)
+    extra = {"approx_kl": kl_sum / mu, "clip_frac": clip_sum / mu}
+    if sup is not None and sup_weight > 0:
+        extra["sup_loss"] = sup_sum / mu
+    return loss, extra
+
+
 def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int, batch_size: int,
                 gens: list[torch.Generator], logp_ref_all: torch.Tensor, reward_fn, adv_mode: str = "positive",
                 eps: float = 0.2, beta: float = 0.04, mu: int = 1, action: str = "greedy",
@@ -151,24 +183,9 @@ def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs
                 adv = advantage(r, adv_mode, valid, o, balance, p_old.shape[-1])  # (M, B)
                 logp_ref = logp_ref_all[run, idx].gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
                 logp_old = logp_all.gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
-            kl_sum, clip_sum, sup_sum = (torch.zeros(m) for _ in range(3))
-            for it in range(mu):
-                if it:
-                    logp_all = policy(x).log_softmax(-1)
-                logp = logp_all.gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
-                loss = bgrpo_loss(logp, logp_old, logp_ref, adv, eps, beta, valid)  # (M,)
-                if sup is not None and sup_weight > 0:
-                    x_l, y_l, valid_l = sup.batch(active)  # (M, B, D), (M, B), (M, B)
-                    ce = ce_loss(policy(x_l), y_l, valid_l)  # (M,)
-                    loss = loss + sup_weight * ce
-                    sup_sum += ce.detach()
-                approx_kl, clip_frac = policy_update_stats(logp, logp_old, eps, valid)
-                kl_sum, clip_sum = kl_sum + approx_kl, clip_sum + clip_frac
-                update(opt, loss, active)
+            loss, extra = clipped_updates(policy, opt, x, logp_all, o.unsqueeze(-1), logp_old, logp_ref, adv, valid,
+                                          active, eps, beta, mu, sup, sup_weight)
             if log is not None:
-                extra = {"approx_kl": kl_sum / mu, "clip_frac": clip_sum / mu}
-                if sup is not None and sup_weight > 0:
-                    extra["sup_loss"] = sup_sum / mu
                 log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r, valid), **extra)
         if log is not None:
             log.end_epoch()

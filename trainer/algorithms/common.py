@@ -76,13 +76,14 @@ def active_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], 
     return out
 
 
-def active_multinomial(p: torch.Tensor, gens: list[torch.Generator],
-                       active: torch.Tensor | None = None) -> torch.Tensor:
-    """``trainer.data.run_multinomial`` for the active runs only (others get class 0); p (M, B, C) -> (M, B)."""
+def active_multinomial(p: torch.Tensor, gens: list[torch.Generator], active: torch.Tensor | None = None,
+                       n: int | None = None) -> torch.Tensor:
+    """``trainer.data.run_multinomial`` for the active runs only (others get class 0); p (M, B, C) -> (M, B), or
+    (M, B, n) with ``n`` draws per row."""
     rows = _rows(active, len(gens))
-    out = torch.zeros(p.shape[:2], dtype=torch.long)
+    out = torch.zeros(p.shape[:2] + (() if n is None else (n,)), dtype=torch.long)
     if rows:
-        out[rows] = run_multinomial(p[rows], [gens[r] for r in rows])
+        out[rows] = run_multinomial(p[rows], [gens[r] for r in rows], n)
     return out
 
 
