@@ -151,6 +151,20 @@ def clipped_updates(policy, opt, x: torch.Tensor, logp_all: torch.Tensor, o: tor
     return loss, extra
 
 
+def policy_batches(policy, Xu: torch.Tensor, pools: list[torch.Tensor], batch_size: int,
+                   gens: list[torch.Generator], epochs: int, log=None):
+    """``epochs`` passes of unlabelled batches (``epoch_batches``; ``log.end_epoch()`` after each) with the policy
+    at pi_old: yields idx, valid, active, x (M, B, D), log pi (M, B, C) (with gradient: the first update reuses
+    it) and p_old (M, B, C) (no gradient)."""
+    for _ in range(epochs):
+        for idx, valid, active in epoch_batches(pools, batch_size, gens):
+            x = Xu[idx]  # (M, B, D)
+            logp_all = policy(x).log_softmax(-1)  # (M, B, C)
+            yield idx, valid, active, x, logp_all, logp_all.detach().exp()
+        if log is not None:
+            log.end_epoch()
+
+
 def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int, batch_size: int,
                 gens: list[torch.Generator], logp_ref_all: torch.Tensor, reward_fn, adv_mode: str = "positive",
                 eps: float = 0.2, beta: float = 0.04, mu: int = 1, action: str = "greedy",
@@ -166,26 +180,19 @@ def train_bgrpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs
     each update minimises -J + W * CE on a labelled batch drawn beside the unlabelled one.
     The curves get approx_kl and clip_frac (``policy_update_stats``, averaged over the mu updates).
     """
-    m = logp_ref_all.shape[0]
-    run = torch.arange(m).unsqueeze(1)  # (M, 1)
-    for _ in range(epochs):
-        for idx, valid, active in epoch_batches(pools, batch_size, gens):
-            x = Xu[idx]  # (M, B, D)
-            logp_all = policy(x).log_softmax(-1)  # (M, B, C)
-            with torch.no_grad():
-                p_old = logp_all.exp()  # (M, B, C)
-                if action == "sample":
-                    o = active_multinomial(p_old, gens_action, active)  # (M, B)
-                else:
-                    o = p_old.argmax(-1)  # (M, B)
-                p_t = p_teacher_all[run, idx] if p_teacher_all is not None else None  # (M, B, C)
-                r = reward_fn(p_old, p_t)  # (M, B)
-                adv = advantage(r, adv_mode, valid, o, balance, p_old.shape[-1])  # (M, B)
-                logp_ref = logp_ref_all[run, idx].gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
-                logp_old = logp_all.gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
-            loss, extra = clipped_updates(policy, opt, x, logp_all, o.unsqueeze(-1), logp_old, logp_ref, adv, valid,
-                                          active, eps, beta, mu, sup, sup_weight)
-            if log is not None:
-                log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r, valid), **extra)
+    run = torch.arange(logp_ref_all.shape[0]).unsqueeze(1)  # (M, 1)
+    for idx, valid, active, x, logp_all, p_old in policy_batches(policy, Xu, pools, batch_size, gens, epochs, log):
+        with torch.no_grad():
+            if action == "sample":
+                o = active_multinomial(p_old, gens_action, active)  # (M, B)
+            else:
+                o = p_old.argmax(-1)  # (M, B)
+            p_t = p_teacher_all[run, idx] if p_teacher_all is not None else None  # (M, B, C)
+            r = reward_fn(p_old, p_t)  # (M, B)
+            adv = advantage(r, adv_mode, valid, o, balance, p_old.shape[-1])  # (M, B)
+            logp_ref = logp_ref_all[run, idx].gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
+            logp_old = logp_all.gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
+        loss, extra = clipped_updates(policy, opt, x, logp_all, o.unsqueeze(-1), logp_old, logp_ref, adv, valid,
+                                      active, eps, beta, mu, sup, sup_weight)
         if log is not None:
-            log.end_epoch()
+            log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r, valid), **extra)

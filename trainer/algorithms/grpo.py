@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from trainer.algorithms.bgrpo import advantage, clipped_updates
+from trainer.algorithms.bgrpo import advantage, clipped_updates, policy_batches
 from trainer.algorithms.common import LabelledStream, active_multinomial, masked_mean
-from trainer.data import epoch_batches
 
 
 def group_advantage(r: torch.Tensor, mode: str = "positive", mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,26 +45,19 @@ def train_grpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs:
     All B x G samples of the M runs are one tensor: one forward pass per update, no loop over samples.
     Curves: approx_kl, clip_frac (as B-GRPO) and flat_groups (``flat_share``).
     """
-    m = logp_ref_all.shape[0]
-    run = torch.arange(m).unsqueeze(1)  # (M, 1)
-    for _ in range(epochs):
-        for idx, valid, active in epoch_batches(pools, batch_size, gens):
-            x = Xu[idx]  # (M, B, D)
-            logp_all = policy(x).log_softmax(-1)  # (M, B, C)
-            with torch.no_grad():
-                p_old = logp_all.exp()  # (M, B, C)
-                o = active_multinomial(p_old, gens_action, active, group_size)  # (M, B, G)
-                shape = (*o.shape, p_old.shape[-1])  # (M, B, G, C)
-                p_t = p_teacher_all[run, idx].unsqueeze(2).expand(shape) if p_teacher_all is not None else None
-                r = reward_fn(p_old.unsqueeze(2).expand(shape), p_t, o)  # (M, B, G)
-                adv = group_advantage(r, adv_mode, valid).flatten(1)  # (M, B * G)
-                mask = valid.unsqueeze(-1).expand(o.shape).flatten(1)  # (M, B * G)
-                logp_ref = logp_ref_all[run, idx].gather(-1, o).flatten(1)  # (M, B * G)
-                logp_old = logp_all.gather(-1, o).flatten(1)  # (M, B * G)
-            loss, extra = clipped_updates(policy, opt, x, logp_all, o, logp_old, logp_ref, adv, mask, active,
-                                          eps, beta, mu, sup, sup_weight)
-            if log is not None:
-                log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r.mean(-1), valid),
-                         flat_groups=flat_share(r, valid), **extra)
+    run = torch.arange(logp_ref_all.shape[0]).unsqueeze(1)  # (M, 1)
+    for idx, valid, active, x, logp_all, p_old in policy_batches(policy, Xu, pools, batch_size, gens, epochs, log):
+        with torch.no_grad():
+            o = active_multinomial(p_old, gens_action, active, group_size)  # (M, B, G)
+            shape = (*o.shape, p_old.shape[-1])  # (M, B, G, C)
+            p_t = p_teacher_all[run, idx].unsqueeze(2).expand(shape) if p_teacher_all is not None else None
+            r = reward_fn(p_old.unsqueeze(2).expand(shape), p_t, o)  # (M, B, G)
+            adv = group_advantage(r, adv_mode, valid).flatten(1)  # (M, B * G)
+            mask = valid.unsqueeze(-1).expand(o.shape).flatten(1)  # (M, B * G)
+            logp_ref = logp_ref_all[run, idx].gather(-1, o).flatten(1)  # (M, B * G)
+            logp_old = logp_all.gather(-1, o).flatten(1)  # (M, B * G)
+        loss, extra = clipped_updates(policy, opt, x, logp_all, o, logp_old, logp_ref, adv, mask, active,
+                                      eps, beta, mu, sup, sup_weight)
         if log is not None:
-            log.end_epoch()
+            log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r.mean(-1), valid),
+                     flat_groups=flat_share(r, valid), **extra)
