@@ -21,7 +21,7 @@ from trainer.config import TrainConfig
 TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher", "advantage", "labels",
         "unlabeled_from", "missing_train_classes", "missing_test_classes", "views", "balance"]
 METHOD_NAMES = {"baseline": "Baseline", "dino": "DINO", "same-epochs": "Same epochs",
-                "full-labeled": "Full labeled", "b-grpo": "B-GRPO", "grpo": "GRPO (per input)"}
+                "full-labeled": "Full labeled", "b-grpo": "B-GRPO"}
 REFERENCE_NAMES = {"reference": "Reference MLP (converged, early-stopped on validation; ours)",
                    "reference-logreg": "Reference logistic regression (standardised; ours)"}
 STABILISERS = {"balance": "none", "sup_weight": 0.0, "penalty_value": 0.0}
