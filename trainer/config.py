@@ -42,7 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
-HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite")
+HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite", "save_model")
 """TrainConfig fields left out of the config hash and of result rows: they change where and how a run is shown
 or how fast it goes, not its numbers. Every other field (store, manifests and experiment included) is hashed."""
 
@@ -204,6 +204,9 @@ class TrainConfig:
     """Write PNG curves and confusion matrices beside the results."""
     progress: bool = True
     """Rich progress bar (shown only on a terminal)."""
+    save_model: bool = False
+    """Write each run's reported policy (one safetensors file per fold and seed, with its input standardisation
+    and --layer weighted weights) and model/config.json beside the results; trainer.models.load_saved reads them."""
 
     overwrite: bool = False
     """Rewrite the run's folder when it already holds results of this exact configuration (otherwise such a
@@ -340,8 +343,12 @@ class TrainConfig:
         return self.unlabeled_from or self.dataset
 
     def settings(self) -> dict:
-        """Every field that can change a number or a row of the results (all but HASH_EXCLUDED), as JSON values."""
-        return {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED}
+        """Every field that can change a number or a row of the results (all but HASH_EXCLUDED), as JSON values.
+        --normalize global is spelt as --standardize (the same run), so the two hash alike."""
+        d = {k: v for k, v in self.to_dict().items() if k not in HASH_EXCLUDED}
+        if self.normalization == "global":
+            d.update(standardize=True, normalize="none")
+        return d
 
     @property
     def config_hash(self) -> str:
@@ -388,8 +395,8 @@ class TrainConfig:
             parts.append(f"select-{self.select}")
         if self.layer != "last":
             parts.append(f"layer-{self.layer}")
-        if self.normalize != "none":
-            parts.append(f"norm-{self.normalize}")
+        if self.normalization != "none":
+            parts.append(f"norm-{self.normalization}")
         return "_".join(parts)
 
     def to_dict(self) -> dict:

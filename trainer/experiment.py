@@ -503,7 +503,7 @@ def scale_ratio(X: torch.Tensor, rows: torch.Tensor) -> float:
 
 def warn_scales(cfg: TrainConfig, data: Prepared):
     """One warning naming --standardize when feature scales differ by more than SCALE_RATIO_WARN."""
-    if cfg.standardize:
+    if cfg.normalization != "none":
         return
     ratio = scale_ratio(data.X, torch.unique(torch.cat(data.train_all)))
     if ratio > SCALE_RATIO_WARN:

@@ -61,6 +61,14 @@ def test_hash_covers_settings_not_output_options():
         assert cfg.replace(**kw).run_name != cfg.run_name
 
 
+def test_standardize_and_normalize_global_are_one_configuration():
+    a, b = TrainConfig(model="m", dataset="ds", standardize=True), TrainConfig(model="m", dataset="ds",
+                                                                                normalize="global")
+    assert a.settings() == b.settings() and a.run_name == b.run_name and "norm-global" in a.run_name
+    assert a.config_hash != TrainConfig(model="m", dataset="ds").config_hash
+    assert TrainConfig(save_model=True).config_hash == TrainConfig().config_hash
+
+
 def test_model_defaults_to_the_only_entry(synth, tmp_path):
     p = trainer(*common(synth, tmp_path, "--dataset", "ext"))
     assert p.returncode == 0, p.stderr
