@@ -89,17 +89,20 @@ app.command()(run)
 def table(
     results: list[Path] = typer.Argument(..., help="results.csv files or folders holding them"),
     layout: str = typer.Option("auto", help="auto | table1..table5 | generic"),
-    out: Optional[Path] = typer.Option(None, help="Write the markdown here too"),
+    out: Optional[Path] = typer.Option(None, help="Write the table (in --format) here too"),
     stage: str = typer.Option("final", help="Rows of this stage (final | stage1)"),
     oracle: bool = typer.Option(False, "--oracle", help="Show each run's best TEST epoch (optimistic; labelled so)"),
     compare: str = typer.Option("", help="Add the paired difference to this method (95% bootstrap CI, Wilcoxon p)"),
+    fmt: str = typer.Option("md", "--format", help="md (markdown, as shown here) | csv | latex (booktabs)"),
+    metric: str = typer.Option("macro_f1", help="Metric column shown, in %: macro_f1, ua, wa or any other metric "
+                                                "column of the results (an error lists them)"),
 ):
-    """Paper-style tables: macro-F1 % as mean +- std (over seeds of the fold-mean; over folds with one seed)."""
+    """Paper-style tables: a metric in % as mean +- std (over seeds of the fold-mean; over folds with one seed)."""
     from trainer.tables import load_results, render
 
     try:
         df = load_results(results)
-        text = render(df, layout, stage, oracle=oracle, compare=compare)
+        text = render(df, layout, stage, oracle=oracle, compare=compare, metric=metric, fmt=fmt)
     except ValueError as e:
         _fail(e)
     typer.echo(text)

@@ -82,6 +82,19 @@ def load_results(paths) -> pd.DataFrame:
     return df.drop_duplicates(subset=[c for c in df.columns if c != "seconds"])
 
 
+METRIC_NAMES = {"macro_f1": "macro-F1", "ua": "UA", "wa": "WA"}
+"""Display names of the metric columns. results.csv holds each metric as a fraction in [0, 1]; tables and the
+console show it in %, and say so (titles '(macro-F1 %)', csv headers '<column>_macro_f1_pct')."""
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns the rows carry: macro_f1, ua, wa, and any other score of trainer.metrics.scores (each is
+    written twice, as NAME and last_NAME, so a metric added there is found here without a list to update)."""
+    names = [c for c in ("macro_f1", "ua", "wa") if c in df]
+    names += [c.removeprefix("last_") for c in df.columns if c.startswith("last_") and c != "last_"]
+    return [c for c in dict.fromkeys(names) if c in df and pd.api.types.is_numeric_dtype(df[c])]
+
+
 @dataclass
 class Style:
     """How cells are rendered: the metric column and the method to compare with (paired)."""
@@ -91,6 +104,35 @@ class Style:
     base: pd.DataFrame | None = None
     """The --compare method's rows."""
 
+    @property
+    def name(self) -> str:
+        """The metric's display name (the oracle column shows as its metric)."""
+        m = self.metric.removeprefix("oracle_")
+        return METRIC_NAMES.get(m, m)
+
+    @property
+    def unit(self) -> str:
+        return f"{self.name} %"
+
+
+ONE_CONFIG_FREE = ("fold", "seeds")
+"""Settings in which the runs pooled into one cell may differ (a cell averages over folds and seeds); rows of
+configurations differing in any other setting (config_hash) are never averaged together."""
+
+
+def check_one_configuration(g: pd.DataFrame):
+    """Raise when the rows of a cell come from several configurations, naming the settings that differ."""
+    cols = [k for k in TrainConfig().settings() if k in g and k not in ONE_CONFIG_FREE]
+    if not cols or len(g) < 2:
+        return
+    keys = g[cols].astype(str).drop_duplicates()
+    if len(keys) > 1:
+        differ = [f"{c}: {', '.join(sorted(keys[c].unique()))}" for c in cols if keys[c].nunique() > 1]
+        where = f"{', '.join(sorted(g.method.astype(str).unique()))} on {', '.join(sorted(g.dataset.unique()))}"
+        raise ValueError(f"a table cell ({where}) would average {len(keys)} configurations differing in "
+                         f"{'; '.join(differ)}; a paper table shows one configuration per cell: pass the results "
+                         "of one of them, or use --layout generic (one row per configuration)")
+
 
 def cell(g: pd.DataFrame, style: Style = Style()) -> str:
     """'mean ± std' in %: fold-mean per seed, then over seeds (over folds when there is one seed); then the
@@ -98,6 +140,7 @@ def cell(g: pd.DataFrame, style: Style = Style()) -> str:
     metric = style.metric
     if g.empty:
         return "-"
+    check_one_configuration(g)
     per_seed = g.groupby("seed")[metric].mean() * 100
     vals = per_seed if len(per_seed) > 1 else g[metric] * 100
     std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
@@ -161,8 +204,8 @@ def table1(df, datasets, style):
             if sel == "last" or mask.any():
                 specs.append((name + (" (best-validation epoch)" if sel == "val" else ""), mask))
     specs += _reference_specs(df)
-    return ("Table 1. B-GRPO against the baselines (macro-F1 %)",
-            _md(["method"] + datasets, _grid(df, specs, datasets, style)))
+    return (f"Table 1. B-GRPO against the baselines ({style.unit})",
+            (["method"] + datasets, _grid(df, specs, datasets, style)))
 
 
 def _reference_specs(df) -> list:
@@ -184,14 +227,14 @@ def table2(df, datasets, style):
             m = b & (df.teacher == t) & (df.reward == r)
             if m.any():
                 rows += _grid(df, [(r, m)], datasets, style)
-    return "Table 2. Reward functions (macro-F1 %)", _md(["reward"] + datasets, rows)
+    return f"Table 2. Reward functions ({style.unit})", (["reward"] + datasets, rows)
 
 
 def table3(df, datasets, style):
     b = (df.method == "b-grpo") & (df.reward == "r1") & (df.teacher == "") & (df.unlabeled_from == "")
     specs = [(name, b & (df.advantage == a)) for a, name in ADVANTAGE_NAMES.items()]
-    return ("Table 3. Advantage function (macro-F1 %)",
-            _md(["advantage"] + datasets, _grid(df, specs, datasets, style)))
+    return (f"Table 3. Advantage function ({style.unit})",
+            (["advantage"] + datasets, _grid(df, specs, datasets, style)))
 
 
 def table4(df, datasets, style):
@@ -200,8 +243,8 @@ def table4(df, datasets, style):
     for model in df[full].model.unique():
         specs.append((model, full & (df.model == model) & (df.method == "baseline")))
         specs.append(("w B-GRPO", full & (df.model == model) & _default_bgrpo(df)))
-    return ("Table 4. Policy models on different encoders, baseline on all labels (macro-F1 %)",
-            _md(["policy features"] + datasets, _grid(df, specs, datasets, style)))
+    return (f"Table 4. Policy models on different encoders, baseline on all labels ({style.unit})",
+            (["policy features"] + datasets, _grid(df, specs, datasets, style)))
 
 
 def table5(df, datasets, style):
@@ -213,8 +256,8 @@ def table5(df, datasets, style):
         base = (df.method == "baseline") & (df.dataset == ds) & (df.labeled_fraction.astype(float) == frac)
         rows.append([f"{ext} → {ds}", cell(df[base], style), cell(df[same_b], style),
                      cell(df[b & (df.dataset == ds) & (df.unlabeled_from == ext)], style)])
-    return ("Table 5. B-GRPO data: external corpus → evaluated corpus (macro-F1 %)",
-            _md(["data", "Baseline", "Same corpus", "External corpus"], rows))
+    return (f"Table 5. B-GRPO data: external corpus → evaluated corpus ({style.unit})",
+            (["data", "Baseline", "Same corpus", "External corpus"], rows))
 
 
 def generic(df, datasets, style):
@@ -229,7 +272,7 @@ def generic(df, datasets, style):
                         + [f"{k}={d[k]}" for k in keys[2:]
                            if str(d[k]) not in ("", "nan") and d[k] != STABILISERS.get(k)])
         specs.append((name, df.index.isin(g.index)))
-    return "Results (macro-F1 %)", _md(["run"] + datasets, _grid(df, specs, datasets, style))
+    return f"Results ({style.unit})", (["run"] + datasets, _grid(df, specs, datasets, style))
 
 
 SELECTION = {"last": "last epoch (the paper's protocol)",
@@ -243,19 +286,27 @@ RENDER = {"table1": table1, "table2": table2, "table3": table3, "table4": table4
 
 
 def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle: bool = False,
-           compare: str = "") -> str:
-    """Markdown for ``layout``; ``auto`` uses each experiment's own layout (table1..5) or generic.
+           compare: str = "", metric: str = "macro_f1", fmt: str = "md") -> str:
+    """``layout`` as ``fmt`` (FORMATS: md, csv, latex); ``auto`` uses each experiment's own layout (table1..5)
+    or generic.
 
     ``oracle``: cells show the best test epoch per run (optimistic, labelled so). ``compare``: each cell also
-    gets the paired difference to that method's matching (fold, seed) runs (significance.paired).
+    gets the paired difference to that method's matching (fold, seed) runs (significance.paired). ``metric``:
+    the metric column shown (metric_columns lists those the rows carry), in %.
     """
     if layout not in RENDER and layout != "auto":
         raise ValueError(f"unknown layout {layout!r}; known: auto, {', '.join(RENDER)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if metric not in metric_columns(df):
+        raise ValueError(f"--metric {metric!r}: not a metric column of these results; available: "
+                         f"{', '.join(metric_columns(df))}")
     df = df[df.stage == stage].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"no rows of stage {stage!r}")
-    if oracle and "oracle_macro_f1" not in df:
-        raise ValueError("--oracle: these results have no oracle_macro_f1 column (written by an older trainer)")
+    if oracle and f"oracle_{metric}" not in df:
+        raise ValueError(f"--oracle: these results have no oracle_{metric} column (the oracle is kept for macro-F1 "
+                         "only; results written by an older trainer have none)")
     base = None
     if compare:
         base = df[df.method == compare]
@@ -269,7 +320,7 @@ def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle:
     parts = []
     groups = [(layout, df)] if layout != "auto" else [
         (e if e in RENDER else "generic", g.reset_index(drop=True)) for e, g in df.groupby("experiment", sort=False)]
-    style = Style("oracle_macro_f1" if oracle else "macro_f1", compare, base)
+    style = Style(f"oracle_{metric}" if oracle else metric, compare, base)
     for lay, g in groups:
         datasets = paper_order(g.dataset)
         title, body = RENDER[lay](g, datasets, style)
@@ -288,8 +339,53 @@ def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle:
         if compare:
             notes.append(f"Δ: mean paired difference to {compare} over matching (fold, seed) runs, in points, "
                          "[95% bootstrap interval], Wilcoxon signed-rank p; * = interval excludes 0.")
-        parts.append(f"**{title}**\n\n{body}\n\n_" + " ".join(n for n in notes if n) + "_")
+        parts.append(FORMATS[fmt](title, *body, " ".join(n for n in notes if n), style))
     return "\n\n".join(parts)
+
+
+def as_md(title: str, header: list[str], rows: list[list[str]], notes: str, style: Style) -> str:
+    return f"**{title}**\n\n{_md(header, rows)}\n\n_{notes}_"
+
+
+def as_csv(title: str, header: list[str], rows: list[list[str]], notes: str, style: Style) -> str:
+    """The table as CSV: '# title' line, the header (value columns named <column>_<metric>_pct: percent), the
+    rows, a '# notes' line (pandas.read_csv(..., comment='#') reads it back)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    unit = style.metric.removeprefix("oracle_") + "_pct"
+    w.writerow([header[0]] + [f"{h.replace(' ', '_')}_{unit}" for h in header[1:]])
+    w.writerows([[c.strip("*") for c in r] for r in rows])
+    return f"# {title}\n{buf.getvalue()}# {notes.replace('**', '')}"
+
+
+TEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+       "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "±": r"$\pm$",
+       "⚠": r"$\triangle$", "†": r"$\dagger$", "→": r"$\rightarrow$", "Δ": r"$\Delta$", "×": r"$\times$"}
+"""LaTeX escapes of the characters the tables use."""
+
+
+def _tex(text: str) -> str:
+    """``text`` escaped for LaTeX; a markdown '**bold**' cell becomes \\textbf."""
+    bold = len(text) > 4 and text.startswith("**") and text.endswith("**")
+    out = "".join(TEX.get(ch, ch) for ch in (text[2:-2] if bold else text.replace("**", "")))
+    return f"\\textbf{{{out}}}" if bold else out
+
+
+def as_latex(title: str, header: list[str], rows: list[list[str]], notes: str, style: Style) -> str:
+    """A booktabs ``table`` float: the title and the notes as its caption (needs \\usepackage{booktabs})."""
+    lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex(title)}. {_tex(notes)}}}",
+             "\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\toprule",
+             " & ".join(map(_tex, header)) + " \\\\", "\\midrule"]
+    lines += [" & ".join(map(_tex, r)) + " \\\\" for r in rows]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines)
+
+
+FORMATS = {"md": as_md, "csv": as_csv, "latex": as_latex}
+"""`trainer table --format`: markdown (the default, what the console shows), CSV, LaTeX (booktabs)."""
 
 
 def summary(rows: list[dict]) -> str:
@@ -302,7 +398,7 @@ def summary(rows: list[dict]) -> str:
         name = f"{method} {stage}" if several else stage
         per_fold = g.groupby("fold")[["macro_f1", "ua", "wa"]].mean() * 100
         for fold, r in per_fold.iterrows():
-            lines.append(f"{name} fold {fold}: macro-F1 {r.macro_f1:.1f}  UA {r.ua:.1f}  WA {r.wa:.1f}")
+            lines.append(f"{name} fold {fold}: macro-F1 {r.macro_f1:.1f}%  UA {r.ua:.1f}%  WA {r.wa:.1f}%")
         m = per_fold.mean()
         flags = ""
         if "collapsed" in g and g.collapsed.any():
@@ -310,5 +406,5 @@ def summary(rows: list[dict]) -> str:
         if "under_trained" in g and g.under_trained.any():
             flags += f"  under-trained {int(g.under_trained.sum())}/{len(g)}"
         lines.append(f"{name} mean over {len(per_fold)} fold(s) x {g.seed.nunique()} seed(s): "
-                     f"macro-F1 {m.macro_f1:.1f}  UA {m.ua:.1f}  WA {m.wa:.1f}{flags}")
+                     f"macro-F1 {m.macro_f1:.1f}%  UA {m.ua:.1f}%  WA {m.wa:.1f}%{flags}")
     return "\n".join(lines)

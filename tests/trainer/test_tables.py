@@ -105,3 +105,56 @@ def test_compare_pairs_val_selected_rows_with_val_selected_rows():
     t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
     dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
     assert "Δ +10.0 [+10.0, +10.0] n=5" in dino  # against same-epochs select=val (60), not last (50)
+
+
+def _two_methods(**kw):
+    rows = (_rows("baseline", "iemocap", {(1, 0): 0.6, (2, 0): 0.8}, ua=0.5, wa=0.7, last_macro_f1=0.6, last_ua=0.5,
+                  last_wa=0.7, last_wheel=0.2, wheel=0.25, **kw)
+            + _rows("b-grpo", "iemocap", {(1, 0): 0.7, (2, 0): 0.7}, reward="r1", advantage="positive", ua=0.4,
+                    wa=0.9, last_macro_f1=0.7, last_ua=0.4, last_wa=0.9, last_wheel=0.3, wheel=0.35, **kw))
+    return pd.DataFrame(rows)
+
+
+def test_metric_picks_any_metric_column_and_errors_list_them():
+    from trainer.tables import metric_columns
+
+    df = _two_methods()
+    assert metric_columns(df) == ["macro_f1", "ua", "wa", "wheel"]
+    assert "| Baseline | 50.0 ± 0.0 |" in render(df, "table1", metric="ua") and "(UA %)" in render(df, "table1",
+                                                                                                    metric="ua")
+    t = render(df, "table1", metric="wheel")
+    assert "(wheel %)" in t and "| B-GRPO | 35.0 ± 0.0 |" in t
+    with pytest.raises(ValueError, match="--metric 'f1': not a metric column.*available: macro_f1, ua, wa, wheel"):
+        render(df, "table1", metric="f1")
+    with pytest.raises(ValueError, match="--oracle: .*oracle_ua"):
+        render(df, "table1", metric="ua", oracle=True)
+
+
+def test_formats_csv_and_latex_carry_the_same_cells():
+    import io
+
+    df = _two_methods()
+    csv = render(df, "table1", fmt="csv")
+    back = pd.read_csv(io.StringIO(csv), comment="#")
+    assert list(back.columns) == ["method", "iemocap_macro_f1_pct"]
+    assert back.set_index("method").loc["Baseline", "iemocap_macro_f1_pct"] == "70.0 ± 14.1"
+    assert csv.startswith("# Table 1.") and "std over folds" in csv.splitlines()[-1]
+    tex = render(df, "table1", fmt="latex", metric="ua")
+    assert r"\begin{tabular}{lr}" in tex and r"Baseline & 50.0 $\pm$ 0.0 \\" in tex and r"(UA \%)" in tex
+    assert "±" not in tex and "**" not in tex
+    assert render(df, "table1") == render(df, "table1", fmt="md")
+    with pytest.raises(ValueError, match="--format 'html'"):
+        render(df, "table1", fmt="html")
+
+
+def test_paper_tables_never_average_two_configurations():
+    a = _two_methods(lr=1e-4, seeds="0")
+    b = _two_methods(lr=1e-3, seeds="0")
+    with pytest.raises(ValueError, match=r"\(baseline on iemocap\) would average 2 configurations differing in "
+                                         r"lr: 0\.0001, 0\.001"):
+        render(pd.concat([a, b]), "table1")
+    # runs of one configuration written seed by seed (seeds 0 and 1) are one cell; generic splits configurations
+    one = pd.concat([a, _two_methods(lr=1e-4, seeds="1").assign(seed=1)])
+    assert "| Baseline | 70.0 ± 0.0 |" in render(one, "table1")
+    t = render(pd.concat([a, b]), "generic")
+    assert "lr=0.0001 |" in t and "lr=0.001 |" in t

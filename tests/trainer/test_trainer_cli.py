@@ -56,6 +56,25 @@ def test_table_renders_table1(runs, tmp_path):
     assert (tmp_path / "t.md").read_text().startswith("**Table 1")
 
 
+def test_table_formats_and_metrics(runs, tmp_path):
+    import io
+
+    p = sh("table", runs, "--format", "csv", "--metric", "ua", "--out", tmp_path / "t.csv")
+    df = pd.read_csv(io.StringIO(p.stdout), comment="#").set_index("method")
+    assert list(df.columns) == ["ds_ua_pct"] and df.index[0] == "Baseline"
+    assert p.stdout.splitlines()[0] == "# Table 1. B-GRPO against the baselines (UA %)"
+    assert (tmp_path / "t.csv").read_text() == p.stdout
+    rows = pd.read_csv(run_dir(runs, "baseline_m_ds_six") / "results.csv")
+    mean = rows[rows.stage == "final"].groupby("seed").ua.mean().mean() * 100
+    assert df.loc["Baseline", "ds_ua_pct"].startswith(f"{mean:.1f} ± ")
+    tex = sh("table", runs, "--format", "latex").stdout
+    assert tex.startswith(r"\begin{table}") and r"\end{tabular}" in tex and "B-GRPO &" in tex
+    p = sh("table", runs, "--metric", "accuracy", ok=False)
+    assert p.returncode == 2 and "available: macro_f1, ua, wa" in p.stderr
+    p = sh("table", runs, "--format", "html", ok=False)
+    assert p.returncode == 2 and "md, csv, latex" in p.stderr
+
+
 def test_run_errors_are_clear(synth, tmp_path):
     p = sh("run", "b-grpo", "--store", synth["store"], "--manifests", synth["manifests"], "--model", "zz",
            "--dataset", "ds", "--out", tmp_path, ok=False)
