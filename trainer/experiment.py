@@ -648,7 +648,8 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     d = Path(out) / cfg.run_name if out else check_out(cfg)
     d.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result.rows).to_csv(d / "results.csv", index=False)
-    pd.DataFrame(result.curves).to_csv(d / "curves.csv", index=False)
+    curves = [{"method": cfg.method, "model": cfg.model, **c} for c in result.curves]
+    pd.DataFrame(curves).to_csv(d / "curves.csv", index=False)
     meta = {
         "config": cfg.to_dict(), "classes": list(result.classes), "rows": result.rows,
         "confusion": {k: v.tolist() for k, v in result.confusions.items()},
@@ -662,8 +663,9 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     if cfg.plots:
         from trainer.plots import plot_confusion, plot_curves
 
-        plot_curves(result.curves, d / "curves.png", title=cfg.run_name)
-        plot_confusion(result.confusions["final"], result.classes, d / "confusion.png", title=cfg.run_name)
+        plot_curves(curves, d / "curves.png", title=cfg.run_name)
+        plot_confusion(result.confusions["final"], result.classes, d / "confusion.png", title=cfg.run_name,
+                       n_runs=sum(r["stage"] == "final" and r["method"] == cfg.method for r in result.rows))
         if result.layer_weights:
             from trainer.plots import plot_layer_weights
 

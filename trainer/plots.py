@@ -1,4 +1,5 @@
-"""PNG figures beside the results: training curves by epoch and the confusion matrix (matplotlib Agg)."""
+"""Figures beside the results, each as PNG and PDF: training curves by epoch, the confusion matrix, the layer
+weights (matplotlib Agg)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-PANELS = (("loss", "loss"), ("reward", "mean reward"), ("confidence", "mean max probability (training)"),
-          ("test_macro_f1", "test macro-F1"))
+BAND = "min-max"
+"""What the shaded band around each mean curve spans: the min..max over the runs (folds x seeds) at that epoch."""
 
 
 def _band(ax, df: pd.DataFrame, col: str, colors: dict, style: str = "-", label_suffix: str = ""):
-    """Mean over runs by epoch per stage, band = min..max."""
+    """Mean over runs by epoch per stage, band = min..max over runs (BAND)."""
     for stage, g in df.groupby("stage", sort=False):
         if col not in g:
             continue
@@ -34,55 +35,98 @@ EXTRA_PANELS = [("approx_kl", "approx KL to pi_old (0 at mu = 1)"),
 """Named per-run curves of the stage-2 algorithms, drawn in a third row when a run logs them."""
 
 
-def plot_curves(curves: list[dict], path: str | Path, title: str = "") -> Path:
-    """Top: loss, reward, training confidence, test (and validation, dashed) macro-F1 by epoch. Bottom, the
-    collapse diagnostics: predicted-class shares on the unlabelled pool, entropy of the predicted classes,
-    the largest class's share and the mean max probability on pool (solid) and test (dashed). A third row, when
-    the run logs them: ``EXTRA_PANELS``. Mean over runs; bands = min..max."""
+def _has(df: pd.DataFrame, col: str) -> bool:
+    return col in df and pd.to_numeric(df[col], errors="coerce").notna().any()
+
+
+def curve_panels(df: pd.DataFrame) -> list[list[tuple[str, str, list[tuple[str, str, str]], pd.DataFrame]]]:
+    """The panels of curves.png by row, only those with data: (title, y label, [(column, line style, legend
+    suffix)], rows drawn). Row 1: one loss panel per stage (the supervised cross-entropy and a stage-2 objective
+    have different scales, so each has its own axes), the reward (only when the method has one), the training
+    confidence, macro-F1 by split (test solid, val dashed). Row 2: the collapse diagnostics on the pool (solid)
+    and test (dashed), led by the predicted-class shares on the pool (no lines listed: one per class). Row 3:
+    EXTRA_PANELS a run logs."""
+    top = []
+    for stage, g in df.groupby("stage", sort=False):
+        if _has(g, "loss"):
+            what = "cross-entropy" if stage == "supervised" else "stage-2 objective"
+            top.append((f"loss: {stage} ({what})", what, [("loss", "-", "")], g))
+    if _has(df, "reward"):
+        top.append(("mean reward (training batches)", "reward", [("reward", "-", "")], df))
+    if _has(df, "confidence"):
+        top.append(("mean max probability (training batches)", "probability", [("confidence", "-", "")], df))
+    splits = [(f"{s}_macro_f1", st, f" ({s})") for s, st in (("test", "-"), ("val", "--")) if _has(df, f"{s}_macro_f1")]
+    if splits:
+        which = " solid, ".join(x[2].strip(" ()") for x in splits) + (" dashed" if len(splits) > 1 else "")
+        top.append((f"macro-F1 on {which}", "macro-F1 (fraction)", splits, df))
+    diag = [("predicted-class shares on the pool", "share", [], df)] if any(
+        c.startswith("pool_share_") and _has(df, c) for c in df.columns) else []
+    for col, label, unit in (("entropy", "predicted-class entropy", "nats"), ("max_share", "largest class's share",
+                                                                           "share"),
+                             ("confidence", "mean max probability", "probability")):
+        lines = [(f"{s}_{col}", st, f" ({s})") for s, st in (("pool", "-"), ("test", "--")) if _has(df, f"{s}_{col}")]
+        if lines:
+            diag.append((f"{label}: pool solid, test dashed", unit, lines, df))
+    extra = [(label, c, [(c, "-", "")], df) for c, label in EXTRA_PANELS if _has(df, c)]
+    return [row for row in (top, diag, extra) if row]
+
+
+def curves_figure(curves: list[dict], title: str = ""):
+    """The curves.png figure (see ``curve_panels``; predicted-class shares on the pool lead the diagnostics row).
+    Lines: mean over the runs; bands: min..max over them (said in the caption)."""
     df = pd.DataFrame(curves)
-    extras = [(c, label) for c, label in EXTRA_PANELS if c in df and df[c].notna().any()]
-    fig, axes = plt.subplots(3 if extras else 2, 4, figsize=(16, 10.2 if extras else 6.8))
-    colors = {st: f"C{i}" for i, st in enumerate(df.stage.unique())}
-    for ax, (col, label) in zip(axes[0], PANELS):
-        _band(ax, df, col, colors)
-        ax.set_title(label)
-    _band(axes[0, 3], df, "val_macro_f1", colors, "--", " (val)")
-    shares = [c for c in df.columns if c.startswith("pool_share_")]
-    ax = axes[1, 0]
-    for i, c in enumerate(shares):
-        s = df.groupby("epoch")[c].mean().dropna()
-        ax.plot(s.index, s.values, label=c.removeprefix("pool_share_"), color=f"C{i}")
-    ax.set_title("predicted-class shares on the pool")
-    if shares:
-        ax.legend(fontsize=7)
-    for ax, col, label in ((axes[1, 1], "entropy", "predicted-class entropy (nats)"),
-                           (axes[1, 2], "max_share", "largest class's share"),
-                           (axes[1, 3], "confidence", "mean max probability")):
-        _band(ax, df, f"pool_{col}", colors)
-        _band(ax, df, f"test_{col}", colors, "--", " (test)")
-        ax.set_title(label + ": pool, test dashed")
-    for ax, (col, label) in zip(axes[2] if extras else [], extras):  # the stage-2 algorithms' own curves
-        _band(ax, df, col, colors)
-        ax.set_title(label)
-    for ax in axes[2][len(extras):] if extras else []:
-        ax.axis("off")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    rows = curve_panels(df)
+    shares = [c for c in df.columns if c.startswith("pool_share_") and _has(df, c)]
+    ncols = max(4, *(len(r) for r in rows)) if rows else 1
+    fig, axes = plt.subplots(max(len(rows), 1), ncols, figsize=(4 * ncols, 3.4 * max(len(rows), 1) + 0.4),
+                             squeeze=False)
+    colors = {st: f"C{i}" for i, st in enumerate(df.stage.unique())} if "stage" in df else {}
+    for i, row in enumerate(rows):
+        for j, (label, ylabel, lines, g) in enumerate(row):
+            ax = axes[i, j]
+            if not lines:  # the pool shares: one line per class, mean over runs
+                for k, c in enumerate(shares):
+                    s = df.groupby("epoch")[c].mean().dropna()
+                    ax.plot(s.index, s.values, label=c.removeprefix("pool_share_"), color=f"C{k}")
+            for col, style, suffix in lines:
+                _band(ax, g, col, colors, style, suffix)
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in axes[i, len(row):]:
+            ax.remove()  # no empty panels
+    n = df.groupby(["fold", "seed"]).ngroups if {"fold", "seed"} <= set(df) else 0
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.text(0.5, 0.005, f"Lines: mean over {n} runs (folds x seeds); shaded bands: {BAND} over the runs.",
+             ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    """The figure as PNG at ``path`` and as PDF beside it."""
+    path = Path(path)
     fig.savefig(path, dpi=90)
+    fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
-    return Path(path)
+    return path
 
 
-def plot_confusion(cm: np.ndarray, classes, path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (true x predicted) with the counts in each cell."""
+def plot_curves(curves: list[dict], path: str | Path, title: str = "") -> Path:
+    """curves.png (and curves.pdf): ``curves_figure``."""
+    return _save(curves_figure(curves, title), path)
+
+
+def confusion_figure(cm: np.ndarray, classes, title: str = "", n_runs: int | None = None):
+    """Row-normalised confusion matrix (true x predicted; each row sums to 1) with the counts in each cell, a
+    colorbar, and a caption saying how many runs' test predictions it sums."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.1 * len(classes) + 1.5))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 3, 1.1 * len(classes) + 2))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's test utterances")
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=7,
@@ -92,10 +136,17 @@ def plot_confusion(cm: np.ndarray, classes, path: str | Path, title: str = "") -
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    runs = f"summed over {n_runs} runs" if n_runs else "summed over the runs"
+    fig.text(0.5, 0.01, f"Rows normalised (share, count in brackets); test predictions {runs}.", ha="center",
+             va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def plot_confusion(cm: np.ndarray, classes, path: str | Path, title: str = "",
+                   n_runs: int | None = None) -> Path:
+    """confusion.png (and confusion.pdf): ``confusion_figure``."""
+    return _save(confusion_figure(cm, classes, title, n_runs), path)
 
 
 def plot_layer_weights(layer_weights: dict, path: str | Path, title: str = "") -> Path:
@@ -114,6 +165,4 @@ def plot_layer_weights(layer_weights: dict, path: str | Path, title: str = "") -
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

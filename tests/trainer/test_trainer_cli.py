@@ -45,6 +45,11 @@ def test_run_writes_results_for_every_method(runs):
     df = pd.read_csv(run_dir(runs, "b-grpo_m_ds_six_r1_positive") / "results.csv")
     assert len(df[df.stage == "final"]) == 4 and df.macro_f1.between(0, 1).all()
     assert (run_dir(runs, "dino_m_ds_six") / "curves.png").exists()
+    for name in ("curves.png", "curves.pdf", "confusion.png", "confusion.pdf"):
+        assert (run_dir(runs, "b-grpo_m_ds_six_r1_positive") / name).stat().st_size > 1000, name
+    curves = pd.read_csv(run_dir(runs, "b-grpo_m_ds_six_r1_positive") / "curves.csv")
+    assert list(curves.columns[:2]) == ["method", "model"] and set(curves.method) == {"b-grpo"}
+    assert set(curves.model) == {"m"}
     assert json.loads((run_dir(runs, "baseline_m_ds_six") / "results.json").read_text())["config"]["seeds"] == [0, 1]
 
 
