@@ -76,6 +76,9 @@ class Prepared:
     provenance: dict = field(default_factory=dict)
     layer_ids: list = field(default_factory=list)
     """The stored hidden_states layers (the L of X) with --layer weighted; empty otherwise."""
+    keys: list = field(default_factory=list)
+    """Utterance key of each row of the loaded entry; row i of X is keys[i % len(keys)] (--normalize speaker
+    stacks one copy of the rows per fold)."""
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -144,7 +147,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
             diag_pool.append(pool)
 
     data = Prepared(feats.X, torch.as_tensor(np.maximum(y, 0)), labels.classes, ufeats.X, runs, labeled,
-                    train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov)
+                    train_all, unlabeled, test, init_seeds, val, diag_pool, provenance=prov, keys=list(feats.keys))
     if cfg.uses_teacher:
         _attach_teacher(cfg, store, feats, ufeats, data)
     if cfg.layer == "weighted":
@@ -236,6 +239,7 @@ class Snapshot:
     """A reported model's test predictions and where in training it was taken."""
 
     test_pred: torch.Tensor  # (M, T)
+    test_prob: torch.Tensor  # (M, T, C) class probabilities (predictions.csv)
     log_stage: str
     """The EpochLog stage it ends (its best-validation / best-test epochs are that stage's)."""
     epoch: int
@@ -272,8 +276,9 @@ class Context:
         train_idx, train_valid = pad_rows(pools)
         train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
                                     train_valid, len(self.data.classes))
-        test_pred = model.predict(self.data.X, pad_rows(self.data.test)[0]).argmax(-1)
-        self.snapshots[stage] = Snapshot(test_pred, self.log.stage, self.log.epoch, train_f1)
+        logits = model.predict(self.data.X, pad_rows(self.data.test)[0])  # (M, T, C)
+        self.snapshots[stage] = Snapshot(logits.argmax(-1), logits.softmax(-1), self.log.stage, self.log.epoch,
+                                         train_f1)
 
     def stage1(self):
         """The supervised baseline a two-stage method starts from, reported as the `stage1` rows."""
@@ -461,6 +466,12 @@ class Result:
     """Seconds spent evaluating each per-epoch set (test, pool diagnostics, val), inside ``seconds``."""
     layer_weights: dict = field(default_factory=dict)
     """--layer weighted: {'layers': stored layer ids, 'runs': [{fold, seed, weights (L,)}]} of the reported model."""
+    predictions: object = None
+    """predictions.csv: a DataFrame, per stage, run and test utterance (see ``test_predictions``)."""
+    policy: StackedMLP | None = None
+    """The final model the 'final' rows come from (its member r is run ``members[r]``), for --save-model."""
+    members: list = field(default_factory=list)
+    """[{fold, seed}] of each member of ``policy``, in order."""
 
 
 def check_out(cfg: TrainConfig) -> Path:
@@ -545,7 +556,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
     log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
                    [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], labelled_prior(data, cfg),
-                   1 if cfg.method == "reference" else cfg.eval_every, bar)
+                   1 if cfg.method == "reference" else cfg.eval_every, bar, keep_weights=cfg.save_model)
     ctx = Context(cfg, data, policy, None, log, gens,
                   [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
     ctx.opt = ctx.new_opt(policy)
@@ -574,8 +585,47 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
                      "select": "", "selected_epoch": -1, "val_macro_f1": float("nan"),
                      **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
                      "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, **fit, "under_trained": False})
+    import pandas as pd
+
+    predictions = pd.concat([test_predictions(ctx, stage, snap) for stage, snap in ctx.snapshots.items()],
+                            ignore_index=True)
     return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load,
-                  dict(log.eval_seconds), layer_weights)
+                  dict(log.eval_seconds), layer_weights, predictions, _reported_model(ctx, final),
+                  [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs])
+
+
+def _reported_model(ctx: Context, final: StackedMLP) -> StackedMLP:
+    """The model the 'final' rows report: ``final``, or with --select val (and --save-model, which keeps them)
+    its weights at each run's best-validation epoch."""
+    sel = ctx.log.selected.get(ctx.snapshots["final"].log_stage)
+    if not ctx.cfg.selects_val or sel is None or sel.weights is None:
+        return final
+    model = final.frozen_copy()
+    model.load_state_dict(sel.weights)
+    return model
+
+
+def test_predictions(ctx: Context, stage: str, snap: Snapshot):
+    """predictions.csv rows of one reported stage: per run (fold, seed) and test utterance, its key, true and
+    predicted class names and the class probabilities p_<class> of the model the stage's rows report (the
+    best-validation epoch's with --select val). Keys come from the row index modulo the entry's size, so they
+    stay aligned under --normalize speaker (one copy of the rows per fold)."""
+    import pandas as pd
+
+    cfg, data = ctx.cfg, ctx.data
+    sel = ctx.log.selected.get(snap.log_stage)
+    pred, prob = (sel.test_pred, sel.test_prob) if cfg.selects_val and sel is not None else (snap.test_pred,
+                                                                                           snap.test_prob)
+    names, keys = np.asarray(data.classes), np.asarray(data.keys)
+    frames = []
+    for r, info in enumerate(data.runs):
+        rows = np.asarray(data.test[r])
+        n = len(rows)
+        frames.append(pd.DataFrame({
+            "stage": stage, "fold": info["fold"], "seed": info["seed"], "key": keys[rows % len(keys)],
+            "true": names[data.y[rows].numpy()], "pred": names[pred[r, :n].numpy()],
+            **{f"p_{c}": prob[r, :n, i].numpy() for i, c in enumerate(data.classes)}}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tuple[list[dict], np.ndarray]:
@@ -641,7 +691,8 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
 
 
 def write(result: Result, out: str | Path | None = None) -> Path:
-    """results.csv (tidy rows), results.json (full config, environment, provenance, rows), curves.csv, PNGs."""
+    """results.csv (tidy rows), results.json (full config, environment, provenance, rows), curves.csv,
+    predictions.csv, figures (PNG + PDF), and with --save-model the policy weights under model/."""
     import pandas as pd
 
     cfg = result.cfg
@@ -660,6 +711,15 @@ def write(result: Result, out: str | Path | None = None) -> Path:
                         "threads": torch.get_num_threads(), "machine": platform.machine()},
     }
     (d / "results.json").write_text(json.dumps(meta, indent=2, default=str))
+    if result.predictions is not None:
+        result.predictions.to_csv(d / "predictions.csv", index=False)
+    if cfg.save_model and result.policy is not None:
+        from trainer.models import save_members
+
+        save_members(result.policy, result.members, d / "model", {
+            "config": cfg.to_dict(), "classes": list(result.classes), "layers": result.layer_weights.get("layers", []),
+            "weights_of": "the model the final rows of results.csv and predictions.csv report (with --select val "
+                          "each run's best-validation epoch)"})
     if cfg.plots:
         from trainer.plots import plot_confusion, plot_curves
 

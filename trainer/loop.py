@@ -30,6 +30,9 @@ class StageBest:
     epoch: torch.Tensor  # (M,) long, -1 = none yet
     test_pred: torch.Tensor  # (M, T)
     improved: torch.Tensor  # (M,) long, the epoch of the last strict improvement (early stopping counts from it)
+    test_prob: torch.Tensor | None = None  # (M, T, C) test class probabilities at that epoch (predictions.csv)
+    weights: dict | None = None
+    """The evaluated model's state dict (each tensor (M, ...)) at each run's best epoch, with keep_weights."""
 
 
 class EpochLog:
@@ -44,8 +47,10 @@ class EpochLog:
     """
 
     def __init__(self, y: torch.Tensor, sets: dict[str, EvalSet], classes: tuple[str, ...], runs: list[dict],
-                 prior: torch.Tensor | None = None, eval_every: int = 1, bar=None):
+                 prior: torch.Tensor | None = None, eval_every: int = 1, bar=None, keep_weights: bool = False):
         self.y, self.sets, self.classes = y, sets, classes  # (N,)
+        self.keep_weights = keep_weights
+        """Also keep the model's weights at each run's best-validation epoch (--save-model with --select val)."""
         self.n_classes, self.runs, self.eval_every = len(classes), runs, max(1, eval_every)
         self.prior = prior  # (M, C)
         self.bar, self.task = bar, None
@@ -132,7 +137,7 @@ class EpochLog:
             else:
                 preds[name] = shares
             if name == "test":
-                preds["test_pred"] = pred
+                preds["test_pred"], preds["test_prob"] = pred, p
             self.eval_seconds[name] += time.perf_counter() - t0
         if "pool" in preds and self.prior is not None:
             flag = collapsed(preds["pool"], self.prior)  # (M,)
@@ -142,17 +147,28 @@ class EpochLog:
         if "test" in f1s:
             self._keep_best(self.oracle, f1s["test"], preds["test_pred"])
         if "val" in f1s and "test" in f1s:
-            self._keep_best(self.selected, f1s["val"], preds["test_pred"])
+            self._keep_best(self.selected, f1s["val"], preds["test_pred"], preds["test_prob"])
         return out
 
-    def _keep_best(self, store: dict[str, StageBest], score: torch.Tensor, test_pred: torch.Tensor):
-        """Per run, remember this epoch if ``score`` is at least the stage's best so far (ties: later)."""
+    def _keep_best(self, store: dict[str, StageBest], score: torch.Tensor, test_pred: torch.Tensor,
+                   test_prob: torch.Tensor | None = None):
+        """Per run, remember this epoch if ``score`` is at least the stage's best so far (ties: later); with
+        ``test_prob`` (M, T, C) its test probabilities too."""
         b = store.get(self.stage)
         if b is None:
             b = store[self.stage] = StageBest(torch.full_like(score, -1.0), torch.full(score.shape, -1),
-                                              test_pred.clone(), torch.full(score.shape, -1))
+                                              test_pred.clone(), torch.full(score.shape, -1),
+                                              None if test_prob is None else test_prob.clone())
         b.improved = torch.where(score > b.score, torch.tensor(self.epoch), b.improved)
         better = score >= b.score  # (M,)
         b.score = torch.where(better, score, b.score)
         b.epoch = torch.where(better, torch.tensor(self.epoch), b.epoch)
         b.test_pred[better] = test_pred[better]
+        if test_prob is not None:
+            b.test_prob[better] = test_prob[better]
+        if self.keep_weights and store is self.selected:
+            state = self.model.state_dict()
+            if b.weights is None:
+                b.weights = {k: v.detach().clone() for k, v in state.items()}
+            for k, v in state.items():
+                b.weights[k][better] = v.detach()[better]

@@ -7,6 +7,9 @@ per-run matmuls into one batched matmul, which is where the speed comes from on 
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -112,6 +115,88 @@ class StackedMLP(nn.Module):
             m[2].weight.copy_(self.w2[r].T)
             m[2].bias.copy_(self.b2[r, 0])
         return m
+
+
+MLP_KEYS = ("0.weight", "0.bias", "2.weight", "2.bias")
+"""PolicyMLP's state-dict names: Linear(D, H) weight (H, D) and bias (H,), Linear(H, C) weight (C, H), bias (C,)."""
+
+
+def save_members(model: StackedMLP, members: list[dict], folder: str | Path, meta: dict) -> list[Path]:
+    """--save-model: member r of ``model`` as ``folder``/fold<k>_seed<s>.safetensors (members[r] gives its fold
+    and seed), and ``folder``/config.json (``meta``, e.g. the run's config and classes, plus the file list).
+
+    Each file holds the PolicyMLP state dict (MLP_KEYS), 'mu' and 'inv_sd' ([L,] D) when the inputs are
+    standardised inside the model, and with --layer weighted 'layer_logits' (L,) with 'layer_weights' (L,)
+    = softmax(layer_logits), the weights the model applies. ``load_saved`` reads the folder back."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for r, info in enumerate(members):
+        t = {k: v.detach().contiguous() for k, v in model.member(r).state_dict().items()}
+        if model.standardized:
+            t["mu"], t["inv_sd"] = model.mu[r, 0].contiguous(), model.inv_sd[r, 0].contiguous()  # ([L,] D)
+        if model.layer_logits is not None:
+            t["layer_logits"] = model.layer_logits[r].detach().contiguous()  # (L,)
+            t["layer_weights"] = model.layer_weights()[r].detach().contiguous()  # (L,)
+        name = f"fold{info['fold']}_seed{info['seed']}.safetensors"
+        save_file(t, str(folder / name), metadata={"fold": str(info["fold"]), "seed": str(info["seed"])})
+        files.append({"fold": info["fold"], "seed": info["seed"], "file": name})
+    (folder / "config.json").write_text(json.dumps({**meta, "runs": files}, indent=2, default=str))
+    return [folder / f["file"] for f in files]
+
+
+@dataclass
+class SavedRun:
+    """A --save-model folder read back: ``model`` stacks the runs in ``runs`` order ({fold, seed, file})."""
+
+    model: StackedMLP
+    runs: list[dict]
+    classes: list[str]
+    config: dict = field(default_factory=dict)
+    layers: list = field(default_factory=list)
+
+    def index(self, fold: int, seed: int) -> int:
+        """Member index of run (fold, seed)."""
+        for r, info in enumerate(self.runs):
+            if (int(info["fold"]), int(info["seed"])) == (int(fold), int(seed)):
+                return r
+        saved = ", ".join(f"fold {i['fold']} seed {i['seed']}" for i in self.runs)
+        raise KeyError(f"no saved run fold {fold} seed {seed}; saved: {saved}")
+
+    @torch.no_grad()
+    def probabilities(self, X: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of every saved run on rows X (N, [L,] D) of the run's inputs -> (M, N, C)."""
+        return self.model.predict_all(X).softmax(-1)
+
+
+def load_saved(folder: str | Path) -> SavedRun:
+    """Read a --save-model folder (a run folder or its model/ sub-folder) into a frozen StackedMLP whose member r
+    computes exactly what the run's member r did (same weights, input standardisation and layer weights)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists() and (folder / "model" / "config.json").exists():
+        folder = folder / "model"
+    meta = json.loads((folder / "config.json").read_text())
+    tensors = [load_file(str(folder / info["file"])) for info in meta["runs"]]
+    members = []
+    for t in tensors:
+        m = PolicyMLP(t["0.weight"].shape[1], t["2.weight"].shape[0], t["0.weight"].shape[0])
+        m.load_state_dict({k: t[k] for k in MLP_KEYS})
+        members.append(m)
+    first = tensors[0]
+    model = StackedMLP.from_modules(members, first["layer_logits"].shape[0] if "layer_logits" in first else 0)
+    with torch.no_grad():
+        if model.layer_logits is not None:
+            model.layer_logits.copy_(torch.stack([t["layer_logits"] for t in tensors]))  # (M, L)
+        if "mu" in first:
+            model.mu.copy_(torch.stack([t["mu"] for t in tensors])[:, None])  # (M, 1, [L,] D)
+            model.inv_sd.copy_(torch.stack([t["inv_sd"] for t in tensors])[:, None])
+            model.standardized = True
+    model.requires_grad_(False)
+    return SavedRun(model, meta["runs"], meta.get("classes", []), meta.get("config", {}), meta.get("layers", []))
 
 
 class StackedAdam:

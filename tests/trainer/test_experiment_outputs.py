@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.trainer.test_layers import kw, layered  # noqa: F401 (fixture)
 from tests.trainer.test_trainer_cli import run_dir
 from trainer import experiment
-from trainer.config import HASH_EXCLUDED, TrainConfig
+from trainer.config import HASH_EXCLUDED, SIX_CLASSES, TrainConfig
 
 
 def trainer(*args):
@@ -111,3 +112,79 @@ def test_scale_warning_fires_on_mixed_scales_only(synth, base_kw, mixed):
     assert _scale_warnings(TrainConfig(method="baseline", **kw)) == []
     assert experiment.scale_ratio(experiment.torch.tensor([[1.0, 0.0], [3.0, 0.0]]),
                                   experiment.torch.tensor([0, 1])) == 1.0
+
+
+def _manifest_test_keys(manifests, dataset, fold):
+    import json
+    from pathlib import Path
+
+    (p,) = Path(manifests, dataset, f"fold_{fold}").glob("*test*.jsonl")
+    return {json.loads(x)["key"] for x in p.read_text().splitlines()}
+
+
+def test_predictions_csv_and_saved_model_reproduce_the_rows(synth, tmp_path):
+    """CLI: --save-model with standardised inputs and --select val; predictions.csv scores to the rows' numbers;
+    the saved weights, loaded back, give the same predictions."""
+    from sklearn.metrics import f1_score
+
+    from tests.trainer.conftest import LABELS
+    from trainer.data import load_features, open_store
+    from trainer.models import load_saved
+
+    p = trainer(*common(synth, tmp_path, "--model", "m", "--dataset", "hard", "--seeds", "0,1", "--standardize",
+                        "--val-fraction", "0.2", "--select", "val", "--save-model", "--epochs-baseline", 12,
+                        "--lr", "1e-2"))
+    assert p.returncode == 0, p.stderr
+    d = run_dir(tmp_path, "baseline_m_hard_six_val0.2_select-val_norm-global")
+    rows = pd.read_csv(d / "results.csv")
+    assert (rows.selected_epoch < 12).any()  # some run reports (and saves) an epoch before the last
+    pred = pd.read_csv(d / "predictions.csv")
+    classes = sorted({c.removeprefix("p_") for c in pred.columns if c.startswith("p_")})
+    assert list(pred.columns[:6]) == ["stage", "fold", "seed", "key", "true", "pred"] and len(classes) == 4
+    feats = load_features(open_store(synth["store"]), "m", "hard")
+    truth = {k: LABELS[raw] for k, raw in zip(feats.keys, feats.raw_labels)}
+    assert (pred.key.map(truth) == pred.true).all()
+    probs = pred[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert (np.asarray(classes)[probs.argmax(1)] == pred.pred).all()
+    for (fold, seed), g in pred[pred.stage == "final"].groupby(["fold", "seed"]):
+        row = rows[(rows.stage == "final") & (rows.fold == fold) & (rows.seed == seed)].iloc[0]
+        six = {k for k in _manifest_test_keys(synth["manifests"], "hard", fold) if truth[k] in SIX_CLASSES}
+        assert set(g.key) == six and len(g) == row.n_test  # Disgust is dropped with --labels six
+        assert f1_score(g.true, g.pred, average="macro") == pytest.approx(row.macro_f1, abs=1e-12)
+    saved = load_saved(d)
+    assert sorted(f.name for f in (d / "model").iterdir()) == ["config.json", "fold1_seed0.safetensors",
+                                                              "fold1_seed1.safetensors", "fold2_seed0.safetensors",
+                                                              "fold2_seed1.safetensors"]
+    assert saved.config["select"] == "val" and saved.model.standardized
+    row_of = {k: i for i, k in enumerate(feats.keys)}
+    P = saved.probabilities(feats.X)  # (M, N, C)
+    names = np.asarray(saved.classes)
+    for (fold, seed), g in pred[pred.stage == "final"].groupby(["fold", "seed"]):
+        q = P[saved.index(fold, seed), [row_of[k] for k in g.key]].numpy()
+        assert (names[q.argmax(1)] == g.pred).all()
+        np.testing.assert_allclose(q, g[[f"p_{c}" for c in saved.classes]].to_numpy(), atol=1e-6)
+
+
+def test_saved_weighted_speaker_model_is_exact(layered):
+    """--layer weighted --normalize speaker: predictions keep their keys and the saved model (layer weights
+    included) reproduces the in-memory predictions bit for bit."""
+    from trainer.data import pad_rows
+    from trainer.models import load_saved
+
+    cfg = TrainConfig(method="baseline", layer="weighted", normalize="speaker", save_model=True, **kw(layered))
+    res = experiment.run(cfg)
+    d = experiment.write(res)
+    saved = load_saved(d / "model")
+    data = experiment.prepare(cfg)
+    assert saved.model.layer_logits is not None and saved.layers == [0, 1, 2]
+    pr = res.predictions[res.predictions.stage == "final"]
+    idx = pad_rows(data.test)[0]
+    P = saved.model.predict(data.X, idx).softmax(-1)  # (M, T, C)
+    for r, info in enumerate(res.members):
+        g = pr[(pr.fold == info["fold"]) & (pr.seed == info["seed"])]
+        assert set(g.key) == _manifest_test_keys(layered["manifests"], "lay", info["fold"])
+        assert np.array_equal(P[saved.index(info["fold"], info["seed"]), :len(g)].numpy(),
+                              g[[f"p_{c}" for c in saved.classes]].to_numpy())
+    on_disk = pd.read_csv(d / "predictions.csv")
+    assert len(on_disk) == len(res.predictions) and set(on_disk.stage) == {"final"}
