@@ -170,7 +170,7 @@ def markdown(report: dict) -> str:
              f"{len(report['seeds'])} seed(s), {report['epochs_total']} epochs (b-grpo: baseline + B-GRPO), "
              f"torch {report['torch']}, {report['threads']} threads; features loaded in "
              f"{report['load_seconds']:.1f} s (not in the times below)", "",
-             "| loop | seconds | macro-F1 (mean over runs) | time / stacked time |", "|---|---:|---:|---:|"]
+             "| loop | seconds | macro-F1 % (mean over runs) | time / stacked time |", "|---|---:|---:|---:|"]
     lines.append(f"| stacked whole-tensor (trainer run) | {report['fast']['seconds']:.1f} | "
                  f"{100 * report['fast']['macro_f1_mean']:.1f} | 1.0x |")
     if "grpo" in report:
