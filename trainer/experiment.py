@@ -467,9 +467,9 @@ class Result:
     layer_weights: dict = field(default_factory=dict)
     """--layer weighted: {'layers': stored layer ids, 'runs': [{fold, seed, weights (L,)}]} of the reported model."""
     predictions: object = None
-    """predictions.csv: a DataFrame, per stage, run and test utterance (see ``test_predictions``)."""
+    """predictions.csv: a DataFrame, per stage, run and test utterance (see ``stage_predictions``)."""
     policy: StackedMLP | None = None
-    """The final model the 'final' rows come from (its member r is run ``members[r]``), for --save-model."""
+    """The model the final rows report (its member r is run ``members[r]``), for --save-model."""
     members: list = field(default_factory=list)
     """[{fold, seed}] of each member of ``policy``, in order."""
 
@@ -587,7 +587,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
                      "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, **fit, "under_trained": False})
     import pandas as pd
 
-    predictions = pd.concat([test_predictions(ctx, stage, snap) for stage, snap in ctx.snapshots.items()],
+    predictions = pd.concat([stage_predictions(ctx, stage, snap) for stage, snap in ctx.snapshots.items()],
                             ignore_index=True)
     return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, t_load,
                   dict(log.eval_seconds), layer_weights, predictions, _reported_model(ctx, final),
@@ -605,7 +605,7 @@ def _reported_model(ctx: Context, final: StackedMLP) -> StackedMLP:
     return model
 
 
-def test_predictions(ctx: Context, stage: str, snap: Snapshot):
+def stage_predictions(ctx: Context, stage: str, snap: Snapshot):
     """predictions.csv rows of one reported stage: per run (fold, seed) and test utterance, its key, true and
     predicted class names and the class probabilities p_<class> of the model the stage's rows report (the
     best-validation epoch's with --select val). Keys come from the row index modulo the entry's size, so they
