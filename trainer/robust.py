@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.algorithms.common import confidence, masked_mean, update
-from trainer.data import DataError, epoch_batches
+from trainer.algorithms.common import masked_mean
+from trainer.algorithms.supervised import train_supervised
+from trainer.data import DataError
 
 REGULARIZERS = ("ls", "eam", "adv")
 """--regularize names, in their canonical order: label smoothing (eq. 2), energy-adaptive mixup (Algorithm 1,
@@ -283,27 +284,25 @@ def train_robust(model, opt, X: torch.Tensor, y: torch.Tensor, pools: list[torch
     L_adv being eq. 3 on h' + delta (eq. 4, delta detached). EAM draws come from ``mix_gens`` (one per run)."""
     if reg.eam and (bank is None or mix_gens is None):
         raise ValueError("EAM needs the frame bank and one mixing generator per run")
-    for _ in range(epochs):
-        for idx, valid, active in epoch_batches(pools, batch_size, gens):
-            y_i = y[idx]  # (M, B)
-            if reg.eam:
-                x, y_j, lam = mix_batch(bank, X, y, idx, valid, active, mix_gens, reg)
-            else:
-                x, y_j, lam = X[idx], y_i, torch.zeros(idx.shape)  # (M, B, D), (M, B), (M, B)
-            if reg.adv:
-                x = x.detach().requires_grad_(True)
-            logits = model(x)  # (M, B, C)
-            loss = eam_loss(logits, y_i, y_j, lam, n_classes, reg.ls_epsilon, valid)  # (M,)
-            if reg.adv:
-                (g,) = torch.autograd.grad(loss.sum(), x, retain_graph=True)  # (M, B, D)
-                delta = adv_delta(model, g, reg.adv_epsilon).detach()
-                l_adv = eam_loss(model(x.detach() + delta), y_i, y_j, lam, n_classes, reg.ls_epsilon, valid)
-                loss = ser_loss(loss, l_adv, reg.adv_alpha)
-            update(opt, loss, active)
-            if log is not None:
-                log.step(active, loss, confidence(logits, valid))
-        if log is not None:
-            log.end_epoch()
+
+    def batch_loss(idx, valid, active):
+        y_i = y[idx]  # (M, B)
+        if reg.eam:
+            x, y_j, lam = mix_batch(bank, X, y, idx, valid, active, mix_gens, reg)
+        else:
+            x, y_j, lam = X[idx], y_i, torch.zeros(idx.shape)  # (M, B, D), (M, B), (M, B)
+        if reg.adv:
+            x = x.detach().requires_grad_(True)
+        logits = model(x)  # (M, B, C)
+        loss = eam_loss(logits, y_i, y_j, lam, n_classes, reg.ls_epsilon, valid)  # (M,)
+        if reg.adv:
+            (g,) = torch.autograd.grad(loss.sum(), x, retain_graph=True)  # (M, B, D)
+            delta = adv_delta(model, g, reg.adv_epsilon).detach()
+            l_adv = eam_loss(model(x.detach() + delta), y_i, y_j, lam, n_classes, reg.ls_epsilon, valid)
+            loss = ser_loss(loss, l_adv, reg.adv_alpha)
+        return loss, logits
+
+    train_supervised(model, opt, X, y, pools, epochs, batch_size, gens, log, batch_loss)
 
 
 __all__ = ["REGULARIZERS", "smooth_labels", "ls_cross_entropy", "eam_loss", "fgm_delta", "ser_loss", "MixDraws",

@@ -126,3 +126,16 @@ def test_config_checks_the_teacher_options():
     assert TrainConfig(method="teacher", teacher="t", regularize="adv, ls").regularizers == ("ls", "adv")
     a = TrainConfig(method="b-grpo", reward="r3", teacher="t", save_teacher="x", teacher_from="y")
     assert a.config_hash == TrainConfig(method="b-grpo", reward="r3", teacher="t").config_hash
+
+
+def test_robust_teachers_spec_parses():
+    from pathlib import Path
+
+    from trainer.pipeline import cells, load_spec
+
+    spec = Path(__file__).resolve().parents[2] / "pipelines" / "robust_teachers.toml"
+    got = cells(load_spec(spec, store="s", manifests="m"))
+    assert len(got) == 14 and {c.dataset for c in got} == {"urdu"} and {c.seeds for c in got} == {(0, 1, 2, 3, 4)}
+    assert sorted(c.regularize for c in got if c.method == "b-grpo" and c.teacher == "fbank-stats") == \
+        ["", "ls", "ls,eam", "ls,eam,adv"]
+    assert all("eam" not in c.regularizers for c in got if c.teacher == "egemaps")
