@@ -101,9 +101,10 @@ def test_teacher_from_refuses_another_teachers_settings_or_rows(tstore, tmp_path
         exp.run(TrainConfig(**{**bgrpo, "seeds": (3,)}))
 
 
-def test_hacking_columns_in_teacher_rewarded_rows_use_the_validation_split(tstore, tmp_path):
+@pytest.mark.parametrize("method", ["b-grpo", "grpo"])
+def test_hacking_columns_in_teacher_rewarded_rows_use_the_validation_split(tstore, tmp_path, method):
     kw = dict(store=tstore["store"], manifests=tstore["manifests"], dataset="ds", epochs_baseline=2, epochs_stage2=1,
-              lr=1e-3, plots=False, progress=False, threads=1, method="b-grpo", model="m", reward="r3",
+              lr=1e-3, plots=False, progress=False, threads=1, method=method, model="m", reward="r3",
               teacher="tf", val_fraction=0.3, out=str(tmp_path))
     rows = pd.DataFrame(exp.run(TrainConfig(**kw)).rows)
     for stage in ("stage1", "final"):
