@@ -42,9 +42,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
-HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite", "save_model")
+HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite", "save_model", "save_teacher", "teacher_from")
 """TrainConfig fields left out of the config hash and of result rows: they change where and how a run is shown
-or how fast it goes, not its numbers. Every other field (store, manifests and experiment included) is hashed."""
+or how fast it goes, not its numbers (a --teacher-from teacher is checked to be the one the run would train).
+Every other field (store, manifests and experiment included) is hashed."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class TrainConfig:
 
     method: str = "b-grpo"
     """One of the registry's methods: baseline, same-epochs, full-labeled, dino, b-grpo, grpo, reference,
-    pseudo-label, fixmatch."""
+    pseudo-label, fixmatch, teacher."""
     store: str = ""
     """Feature store URL (local path or fsspec URL)."""
     model: str = ""
@@ -223,6 +224,27 @@ class TrainConfig:
     """Regex with a (?P<speaker>...) group matching the whole key, for --normalize speaker on a dataset that has
     no emocache rule and no 'speaker' manifest field ('' = the field or the emocache.speakers rule)."""
 
+    regularize: str = ""
+    """Ours (RRPO, Sec. 2.2): the teacher's regularisers, comma-separated from ls (label smoothing, eq. 2), eam
+    (energy-adaptive mixup of the teacher's frames, Algorithm 1 / eq. 3; needs an entry pooled by mean of its
+    frames), adv (FGM on the teacher's input embedding, eq. 4-5); '' = the paper's plain cross-entropy teacher."""
+    ls_epsilon: float = 0.1
+    """eps of label smoothing (RRPO eq. 2; RRPO's value 0.1), with --regularize ls."""
+    eam_snr_min: float = 0.0
+    """Lowest mix ratio r in dB of EAM (RRPO Algorithm 1 line 16; ours: RRPO gives no range), with --regularize eam."""
+    eam_snr_max: float = 10.0
+    """Highest mix ratio r in dB of EAM (ours: RRPO gives no range; 0-10 dB scales the partner's segment by
+    10^(-r/20), i.e. 1 to 0.32), with --regularize eam."""
+    adv_epsilon: float = 0.5
+    """eps_adv, the L2 norm of each sample's FGM perturbation (RRPO eq. 4; RRPO's value 0.5), with --regularize adv."""
+    adv_alpha: float = 0.5
+    """alpha, the weight of the adversarial loss (RRPO eq. 5; RRPO's value 0.5), with --regularize adv."""
+    save_teacher: str = ""
+    """Folder to write each run's trained teacher into (teacher.safetensors + teacher.json), for --teacher-from."""
+    teacher_from: str = ""
+    """Folder of a teacher saved with --save-teacher, used instead of training it (trained once for a grid); its
+    settings, runs and training rows must be this run's (checked), so the results are those of training it."""
+
     def __post_init__(self):
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
@@ -284,6 +306,39 @@ class TrainConfig:
             raise ValueError(f"--layer {self.layer!r}: use last, weighted or a layer number K")
         if self.standardize and self.normalize == "speaker":
             raise ValueError("--standardize is --normalize global; give one of --standardize or --normalize speaker")
+        self._check_teacher_options()
+
+    def _check_teacher_options(self):
+        """The teacher method and the teacher's regularisers, saving and loading."""
+        from trainer.robust import REGULARIZERS
+
+        names = [n.strip() for n in self.regularize.split(",") if n.strip()]
+        bad = [n for n in names if n not in REGULARIZERS]
+        if bad or len(set(names)) != len(names):
+            raise ValueError(f"--regularize {self.regularize!r}: a comma-separated subset of {','.join(REGULARIZERS)}")
+        if self.method == "teacher" and not self.teacher:
+            raise ValueError("--method teacher trains the teacher MLP of r3-r5: give --teacher MODEL")
+        if self.method == "teacher" and (self.layer != "last" or self.teacher_from):
+            raise ValueError("--method teacher trains the teacher on pooled last-layer vectors: drop --layer and "
+                             "--teacher-from")
+        if (names or self.save_teacher or self.teacher_from) and not self.uses_teacher:
+            raise ValueError("--regularize / --save-teacher / --teacher-from concern the teacher of r3-r5: use them "
+                             "with --method teacher, or b-grpo/grpo with --reward r3, r4 or r5")
+        if "eam" in names and self.normalize == "speaker":
+            raise ValueError("--regularize eam mixes unnormalised frames; use --normalize none or global with it")
+        if not (0 <= self.ls_epsilon < 1 and math.isfinite(self.eam_snr_min) and self.eam_snr_min <= self.eam_snr_max
+                < math.inf and 0 <= self.adv_epsilon < math.inf and 0 <= self.adv_alpha < math.inf):
+            raise ValueError(f"--ls-epsilon {self.ls_epsilon} in [0, 1); --eam-snr-min {self.eam_snr_min} <= "
+                             f"--eam-snr-max {self.eam_snr_max} (finite dB); --adv-epsilon {self.adv_epsilon} and "
+                             f"--adv-alpha {self.adv_alpha} finite and >= 0")
+
+    @property
+    def regularizers(self) -> tuple[str, ...]:
+        """--regularize in its canonical order (ls, eam, adv); () for the plain teacher."""
+        from trainer.robust import REGULARIZERS
+
+        names = {n.strip() for n in self.regularize.split(",")}
+        return tuple(n for n in REGULARIZERS if n in names)
 
     @property
     def normalization(self) -> str:
@@ -297,8 +352,8 @@ class TrainConfig:
 
     @property
     def uses_teacher(self) -> bool:
-        """Whether the run trains a teacher MLP (a GRPO method with a teacher reward)."""
-        return self.is_grpo and self.needs_teacher
+        """Whether the run trains a teacher MLP (the teacher method, or a GRPO method with a teacher reward)."""
+        return self.method == "teacher" or (self.is_grpo and self.needs_teacher)
 
     @property
     def needs_teacher(self) -> bool:
@@ -383,6 +438,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value != defaults[name]:  # a non-default setting of the method gets its own folder
                 parts.append(f"{tag}{value:g}" if isinstance(value, float) else f"{tag}{value}")
+        if self.method == "teacher" and self.teacher != self.model:
+            parts.append(self.teacher)
+        if self.regularizers:
+            parts.append("reg-" + "+".join(self.regularizers))
         if self.unlabeled_from:
             parts.append(f"from-{self.unlabeled_from}")
         if self.labeled_fraction != 0.5:

@@ -34,6 +34,8 @@ from trainer.loop import EpochLog, EvalSet
 from trainer.metrics import confusion, macro_f1_batched, scores
 from trainer.models import StackedAdam, StackedMLP
 from trainer.rewards import reward
+from trainer.robust import FrameBank, frame_bank
+from trainer.teachers import fit_teacher, hacking_columns, predictions
 
 RUN_SEED_STRIDE = 1000
 """Run seed = seed * RUN_SEED_STRIDE + fold k: one seed per (seed, fold) for up to 1000 folds. It draws the
@@ -79,6 +81,8 @@ class Prepared:
     keys: list = field(default_factory=list)
     """Utterance key of each row of the loaded entry; row i of X is keys[i % len(keys)] (--normalize speaker
     stacks one copy of the rows per fold)."""
+    teacher_frames: FrameBank | None = None
+    """--regularize eam: the teacher entry's frames of the labelled rows of Xt."""
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -174,6 +178,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
         r["views"] = "" if not cfg.views else ("frames" if data.crops is not None else "noise")
     if cfg.normalize == "speaker":
         _normalize_speakers(cfg, feats, folds, data)
+    if cfg.method == "teacher":  # the teacher alone: its features are the run's inputs, its rows the policy's
+        data.X, data.Xu = data.Xt, data.Xtu
     return data
 
 
@@ -232,6 +238,10 @@ def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
     data.Xtu = torch.zeros(len(ufeats.keys), tfu.X.shape[1])
     data.Xtu[torch.as_tensor(np.flatnonzero(rows_u >= 0))] = tfu.X[torch.as_tensor(rows_u[rows_u >= 0])]
     data.provenance[f"{cfg.teacher}/{cfg.dataset}"] = store.provenance(cfg.teacher, cfg.dataset)
+    if "eam" in cfg.regularizers:
+        data.teacher_frames = frame_bank(store, cfg.teacher, cfg.dataset, feats.keys,
+                                         np.unique(np.concatenate([p.numpy() for p in data.labeled])), data.Xt,
+                                         data.provenance[f"{cfg.teacher}/{cfg.dataset}"])
 
 
 @dataclass
@@ -244,6 +254,8 @@ class Snapshot:
     """The EpochLog stage it ends (its best-validation / best-test epochs are that stage's)."""
     epoch: int
     train_f1: torch.Tensor  # (M,) macro-F1 on each run's labelled training rows
+    split_pred: dict = field(default_factory=dict)
+    """Teacher-rewarded runs: the model's predictions per split (teachers.predictions), for the hacking check."""
 
 
 @dataclass
@@ -261,6 +273,8 @@ class Context:
     """Row stage ('stage1', 'final') -> the model it reports."""
     logreg: list = field(default_factory=list)
     """Per run (test predictions, training fit) of the reference's logistic regression."""
+    teacher: StackedMLP | None = None
+    """The teacher MLP of r3-r5 (or of the teacher method), once trained."""
 
     def new_opt(self, model: StackedMLP) -> StackedAdam:
         return StackedAdam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -277,8 +291,9 @@ class Context:
         train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
                                     train_valid, len(self.data.classes))
         logits = model.predict(self.data.X, pad_rows(self.data.test)[0])  # (M, T, C)
+        split = predictions(model, self.data, teacher=False) if self.cfg.uses_teacher else {}
         self.snapshots[stage] = Snapshot(logits.argmax(-1), logits.softmax(-1), self.log.stage, self.log.epoch,
-                                         train_f1)
+                                         train_f1, split)
 
     def stage1(self):
         """The supervised baseline a two-stage method starts from, reported as the `stage1` rows."""
@@ -328,15 +343,16 @@ def _grpo_stage1(ctx: Context):
     logp_ref_all = ctx.policy.predict_all(data.Xu).log_softmax(-1)  # (M, N_u, C)
     p_teacher_all = None
     if cfg.needs_teacher:
-        teacher = StackedMLP.from_seeds([s + TEACHER_SEED_OFFSET for s in data.init_seeds], data.Xt.shape[1],
-                                        len(data.classes), cfg.hidden)
-        teacher_gens = [torch.Generator().manual_seed(s + TEACHER_SEED_OFFSET) for s in data.init_seeds]
-        if cfg.normalization == "global":
-            teacher.standardize(data.Xt, data.train_all)
-        train_supervised(teacher, ctx.new_opt(teacher), data.Xt, data.y, data.labeled, cfg.epochs_baseline,
-                         cfg.batch_size, teacher_gens)
-        p_teacher_all = teacher.predict_all(data.Xtu).softmax(-1)  # (M, N_u, C)
+        ctx.teacher = fit_teacher(cfg, data, [s + TEACHER_SEED_OFFSET for s in data.init_seeds])
+        p_teacher_all = ctx.teacher.predict_all(data.Xtu).softmax(-1)  # (M, N_u, C)
     return logp_ref_all, p_teacher_all
+
+
+def m_teacher(ctx: Context) -> StackedMLP:
+    """The teacher MLP of r3-r5 alone (ours), trained exactly as b-grpo/grpo train it (seeds, rows, epochs,
+    --regularize) on --teacher's features and tested on them; --save-teacher keeps it for --teacher-from."""
+    ctx.teacher = fit_teacher(ctx.cfg, ctx.data, [s + TEACHER_SEED_OFFSET for s in ctx.data.init_seeds], ctx.log)
+    return ctx.teacher
 
 
 def _warn_unrewarded(ctx: Context):
@@ -435,6 +451,7 @@ METHODS = {
     "reference": m_reference,
     "pseudo-label": m_pseudo_label,
     "fixmatch": m_fixmatch,
+    "teacher": m_teacher,
 }
 
 
@@ -491,6 +508,8 @@ def resolve_model(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with --model filled in when empty: the store's only entry for --dataset; else an error listing them."""
     if cfg.model:
         return cfg
+    if cfg.method == "teacher" and cfg.teacher:
+        return cfg.replace(model=cfg.teacher)
     models = sorted(m for m, ds in open_store(cfg.store).entries() if ds == cfg.dataset)
     if len(models) != 1:
         have = ", ".join(models) if models else "none"
@@ -637,6 +656,11 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     col, onset = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
     losses = log.losses.get("supervised", [])
     rows, cm = [], np.zeros((len(data.classes),) * 2, dtype=np.int64)
+    hacking = snap.split_pred and ctx.teacher is not None
+    if hacking:
+        t_pred = predictions(ctx.teacher, data, teacher=True)
+        y_split = {s: [data.y[torch.as_tensor(p)].numpy() for p in rows_] for s, rows_ in
+                   (("test", data.test), ("val", data.val))}
     for r, info in enumerate(data.runs):
         n = len(data.test[r])
         yt = data.y[data.test[r]].numpy()
@@ -656,6 +680,9 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
             "train_loss": log.losses[snap.log_stage][-1][r],
             "train_macro_f1": float(snap.train_f1[r]),
             "under_trained": cfg.method != "reference" and under_trained([e[r] for e in losses]),
+            **(hacking_columns({s: v[r] for s, v in y_split.items() if s in t_pred},
+                               {s: v[r] for s, v in t_pred.items()},
+                               {s: v[r] for s, v in snap.split_pred.items()}) if hacking else {}),
         })
     return rows, cm
 
@@ -683,7 +710,8 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "n_test": len(data.test[r]), "n_dropped": info["n_dropped"], "n_missing": info["n_missing"],
         "missing_train_classes": info["missing_train_classes"],
         "missing_test_classes": info["missing_test_classes"], "views": info["views"],
-        "epochs": cfg.epochs_baseline if stage == "stage1" or cfg.method == "baseline" else cfg.epochs_total,
+        "epochs": cfg.epochs_baseline if stage == "stage1" or cfg.method in ("baseline", "teacher")
+        else cfg.epochs_total,
         "seconds": seconds,
     }
     settings = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in cfg.settings().items()}

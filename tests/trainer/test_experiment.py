@@ -19,7 +19,8 @@ COLUMNS = {"method", "model", "dataset", "fold", "seed", "reward", "teacher", "a
 
 @pytest.mark.parametrize("method", [m for m in experiment.METHODS if m != "reference"])
 def test_each_method_gives_rows_per_fold_and_seed(base_kw, method):
-    res = experiment.run(TrainConfig(method=method, seeds=(0, 1), **base_kw))
+    extra = {"teacher": "t"} if method == "teacher" else {}
+    res = experiment.run(TrainConfig(method=method, seeds=(0, 1), **base_kw, **extra))
     final = [r for r in res.rows if r["stage"] == "final"]
     assert len(final) == 4 and {(r["fold"], r["seed"]) for r in final} == {(1, 0), (1, 1), (2, 0), (2, 1)}
     assert COLUMNS <= set(final[0])
@@ -32,7 +33,7 @@ def test_each_method_gives_rows_per_fold_and_seed(base_kw, method):
             assert 35 < n_train < 60
         if method in ("dino", "b-grpo"):
             assert abs(r["n_unlabeled"] - n_train) <= 4
-    epochs = base_kw["epochs_baseline"] + (0 if method == "baseline" else base_kw["epochs_stage2"])
+    epochs = base_kw["epochs_baseline"] + (0 if method in ("baseline", "teacher") else base_kw["epochs_stage2"])
     assert max(c["epoch"] for c in res.curves) == epochs
 
 

@@ -17,12 +17,16 @@ def ce_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.
 
 def train_supervised(model: StackedMLP, opt: StackedAdam, X: torch.Tensor, y: torch.Tensor,
                      pools: list[torch.Tensor], epochs: int, batch_size: int, gens: list[torch.Generator],
-                     log=None):
-    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches."""
+                     log=None, batch_loss=None):
+    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches; ``batch_loss(idx, valid,
+    active) -> (loss (M,), logits (M, B, C))`` replaces the cross-entropy (trainer.robust.train_robust)."""
     for _ in range(epochs):
         for idx, valid, active in epoch_batches(pools, batch_size, gens):
-            logits = model(X[idx])  # (M, B, C)
-            loss = ce_loss(logits, y[idx], valid)  # (M,)
+            if batch_loss is None:
+                logits = model(X[idx])  # (M, B, C)
+                loss = ce_loss(logits, y[idx], valid)  # (M,)
+            else:
+                loss, logits = batch_loss(idx, valid, active)
             update(opt, loss, active)
             if log is not None:
                 log.step(active, loss, confidence(logits, valid))

@@ -1,0 +1,195 @@
+"""The teacher MLP of rewards r3-r5: trained (plain, or with RRPO's regularisers: trainer.robust), saved with
+--save-teacher, loaded with --teacher-from, and the reward-hacking columns of a teacher-rewarded run's rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.algorithms.supervised import train_supervised
+from trainer.data import DataError, pad_rows
+from trainer.metrics import scores
+from trainer.models import StackedAdam, StackedMLP
+from trainer.robust import Regularization, train_robust
+
+MIX_SEED_OFFSET = 89
+"""Teacher seed + this seeds each run's EAM draws (their own stream: the batches stay those of the plain teacher)."""
+FORMAT = "trainer-teacher/1"
+"""teacher.json's format tag."""
+TENSORS = ("w1", "b1", "w2", "b2", "mu", "inv_sd")
+"""The stacked tensors of teacher.safetensors (StackedMLP parameters and input standardisation buffers)."""
+
+
+def teacher_settings(cfg) -> dict:
+    """The settings that make a teacher (besides its training rows and seeds, checked by fingerprint): a saved
+    teacher is used by --teacher-from only where these are equal. Regulariser parameters count only when on."""
+    on = cfg.regularizers
+    out = {k: getattr(cfg, k) for k in ("teacher", "dataset", "labels", "hidden", "lr", "batch_size", "weight_decay",
+                                        "epochs_baseline")}
+    out.update(normalization=cfg.normalization, regularize=",".join(on))
+    out.update({k: getattr(cfg, k) for k, reg in (("ls_epsilon", "ls"), ("eam_snr_min", "eam"),
+                                                    ("eam_snr_max", "eam"), ("adv_epsilon", "adv"),
+                                                    ("adv_alpha", "adv")) if reg in on})
+    return out
+
+
+def fingerprint(data, r: int, cfg, bank=None) -> str:
+    """SHA-256 of what run r's teacher learns from: its labelled rows' teacher features and labels in batch
+    order, the training rows' features with --normalize global (standardisation statistics), and with EAM the
+    frames of the labelled rows."""
+    h = hashlib.sha256()
+    lab = data.labeled[r]
+    h.update(data.Xt[lab].contiguous().numpy().tobytes())
+    h.update(data.y[lab].numpy().astype(np.int64).tobytes())
+    if cfg.normalization == "global":
+        h.update(data.Xt[data.train_all[r]].contiguous().numpy().tobytes())
+    if bank is not None:
+        for i in lab.tolist():
+            h.update(bank.frames(i).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fit_teacher(cfg, data, seeds: list[int], log=None, stage: str = "supervised") -> StackedMLP:
+    """Each run's teacher MLP on its labelled rows of data.Xt, initialised and batched from ``seeds`` (one per
+    run): plain cross-entropy (the paper) or train_robust with --regularize; from --teacher-from instead when
+    given; written to --save-teacher when given. With ``log``, its epochs are logged as stage ``stage``."""
+    if cfg.teacher_from:
+        teacher = load_teacher(cfg.teacher_from, cfg, data)
+    else:
+        teacher = StackedMLP.from_seeds(seeds, data.Xt.shape[1], len(data.classes), cfg.hidden)
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        if cfg.normalization == "global":
+            teacher.standardize(data.Xt, data.train_all)
+        opt = StackedAdam(teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if log is not None:
+            log.begin(stage, teacher, cfg.epochs_baseline)
+        reg = Regularization.of(cfg)
+        if not cfg.regularizers:
+            train_supervised(teacher, opt, data.Xt, data.y, data.labeled, cfg.epochs_baseline, cfg.batch_size, gens,
+                             log)
+        else:
+            train_robust(teacher, opt, data.Xt, data.y, data.labeled, cfg.epochs_baseline, cfg.batch_size, gens,
+                         len(data.classes), reg, data.teacher_frames,
+                         [torch.Generator().manual_seed(s + MIX_SEED_OFFSET) for s in seeds], log)
+    if cfg.save_teacher:
+        save_teacher(cfg.save_teacher, teacher, cfg, data)
+    return teacher
+
+
+def _runs(cfg, data) -> list[dict]:
+    bank = data.teacher_frames if "eam" in cfg.regularizers else None
+    return [{"fold": info["fold"], "seed": info["seed"], "fingerprint": fingerprint(data, r, cfg, bank)}
+            for r, info in enumerate(data.runs)]
+
+
+def save_teacher(folder: str | Path, teacher: StackedMLP, cfg, data) -> Path:
+    """``folder``/teacher.safetensors (the stacked tensors, one member per run) and teacher.json (format, the
+    teacher settings, classes, standardisation flag, and per member its fold, seed and training fingerprint)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--save-teacher {folder}: a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in dict(teacher.named_parameters(), mu=teacher.mu,
+                                                         inv_sd=teacher.inv_sd).items() if k in TENSORS}
+    save_file(state, str(folder / "teacher.safetensors"))
+    meta = {"format": FORMAT, "settings": teacher_settings(cfg), "classes": list(data.classes),
+            "standardized": bool(teacher.standardized), "runs": _runs(cfg, data)}
+    (folder / "teacher.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_teacher(folder: str | Path, cfg, data) -> StackedMLP:
+    """The teacher saved in ``folder`` for this run's (fold, seed) runs, checked to be the one it would train:
+    equal teacher settings and classes, and each run's training fingerprint; a DataError says what differs."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    where = f"--teacher-from {folder}"
+    if not (folder / "teacher.json").exists() or not (folder / "teacher.safetensors").exists():
+        raise DataError(f"{where}: no teacher.json + teacher.safetensors here (write them with --save-teacher)")
+    meta = json.loads((folder / "teacher.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    want = json.loads(json.dumps(teacher_settings(cfg)))
+    diff = sorted(k for k in set(want) | set(meta["settings"]) if want.get(k) != meta["settings"].get(k))
+    if diff:
+        raise DataError(f"{where}: saved with other teacher settings: " + ", ".join(
+            f"{k} {meta['settings'].get(k)!r} (this run: {want.get(k)!r})" for k in diff))
+    if meta["classes"] != list(data.classes):
+        raise DataError(f"{where}: classes {meta['classes']} != this run's {list(data.classes)}")
+    saved = {(r["fold"], r["seed"]): (i, r["fingerprint"]) for i, r in enumerate(meta["runs"])}
+    members = []
+    for run in _runs(cfg, data):
+        key = (run["fold"], run["seed"])
+        if key not in saved:
+            raise DataError(f"{where}: no teacher for fold {key[0]} seed {key[1]} (saved: {sorted(saved)})")
+        i, fp = saved[key]
+        if fp != run["fingerprint"]:
+            raise DataError(f"{where}: the teacher of fold {key[0]} seed {key[1]} was trained on other rows or "
+                            "features (fingerprint differs: other store entry, split, fraction or validation rows)")
+        members.append(i)
+    t = load_file(str(folder / "teacher.safetensors"))
+    pick = torch.as_tensor(members)
+    teacher = StackedMLP(t["w1"][pick], t["b1"][pick], t["w2"][pick], t["b2"][pick])
+    teacher.mu.copy_(t["mu"][pick])
+    teacher.inv_sd.copy_(t["inv_sd"][pick])
+    teacher.standardized = bool(meta["standardized"])
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows where two predictions agree; NaN on no rows."""
+    return float((np.asarray(a) == np.asarray(b)).mean()) if len(a) else float("nan")
+
+
+def hacking_columns(y: dict[str, np.ndarray], teacher_pred: dict[str, np.ndarray],
+                    policy_pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """Reward-hacking check of one run (ours): per split s of 'val' and 'test' (labelled, held out of training)
+    teacher_{s}_acc / teacher_{s}_macro_f1 (the teacher against the labels), policy_{s}_acc and
+    policy_teacher_{s}_agreement (the share of rows where the policy predicts the teacher's class); on 'pool'
+    (the unlabelled rows the reward was paid on) the agreement only. A split without rows gives NaN."""
+    out = {}
+    for s in ("val", "test"):
+        yt, tp, pp = y.get(s, ()), teacher_pred.get(s, ()), policy_pred.get(s, ())
+        ok = len(yt) > 0
+        ts = scores(yt, tp) if ok else {}
+        out[f"teacher_{s}_acc"] = ts.get("wa", float("nan"))
+        out[f"teacher_{s}_macro_f1"] = ts.get("macro_f1", float("nan"))
+        out[f"policy_{s}_acc"] = agreement(pp, yt) if ok else float("nan")
+        out[f"policy_teacher_{s}_agreement"] = agreement(pp, tp) if ok else float("nan")
+    out["policy_teacher_pool_agreement"] = agreement(policy_pred.get("pool", ()), teacher_pred.get("pool", ()))
+    return out
+
+
+def split_rows(data) -> dict[str, list[np.ndarray]]:
+    """Per split ('val', 'test' of X; 'pool' of Xu), each run's rows."""
+    pools = {"test": data.test, "pool": [p.numpy() for p in data.unlabeled]}
+    if data.val and any(len(v) for v in data.val):
+        pools["val"] = data.val
+    return pools
+
+
+@torch.no_grad()
+def predictions(model: StackedMLP, data, teacher: bool) -> dict[str, list[np.ndarray]]:
+    """Each run's predicted classes on every split of :func:`split_rows`: the teacher on data.Xt / Xtu, or the
+    policy on data.X / Xu."""
+    out = {}
+    for s, rows in split_rows(data).items():
+        X = (data.Xtu if s == "pool" else data.Xt) if teacher else (data.Xu if s == "pool" else data.X)
+        if not any(len(p) for p in rows):
+            continue
+        idx, _ = pad_rows(rows)
+        pred = model.predict(X, idx).argmax(-1).numpy()  # (M, T)
+        out[s] = [pred[r, :len(p)] for r, p in enumerate(rows)]
+    return out
+
+
+__all__ = ["fit_teacher", "save_teacher", "load_teacher", "teacher_settings", "fingerprint", "hacking_columns",
+           "predictions", "split_rows", "agreement", "MIX_SEED_OFFSET"]
