@@ -291,7 +291,7 @@ class Context:
         train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
                                     train_valid, len(self.data.classes))
         logits = model.predict(self.data.X, pad_rows(self.data.test)[0])  # (M, T, C)
-        split = predictions(model, self.data, teacher=False) if self.cfg.uses_teacher else {}
+        split = predictions(model, self.data, teacher=False) if self.cfg.is_grpo and self.cfg.uses_teacher else {}
         self.snapshots[stage] = Snapshot(logits.argmax(-1), logits.softmax(-1), self.log.stage, self.log.epoch,
                                          train_f1, split)
 
