@@ -14,8 +14,9 @@ from functools import cache
 SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 """The B-GRPO paper's six classes, in its order."""
 
-REWARDS = ("r1", "r2", "r3", "r4", "r5")
-TEACHER_REWARDS = ("r3", "r4", "r5")
+REWARDS = ("r1", "r2", "r3", "r4", "r5", "eswr", "wheel")
+"""B-GRPO's r1..r5 (eq. 1-5) and, ours, the emotion-similarity rewards eswr and wheel (trainer.rewards)."""
+TEACHER_REWARDS = ("r3", "r4", "r5", "eswr", "wheel")
 ADVANTAGES = ("positive", "signed", "none")
 BALANCES = ("none", "class-norm", "inverse-freq")
 """Class-balanced B-GRPO advantages (ours): none (eq. 6), class-norm (eq. 6 within each predicted class of the
@@ -94,7 +95,7 @@ class TrainConfig:
     At 1.0 (paper's Table 4) the unsupervised stage reuses the whole training set without labels."""
 
     reward: str = "r1"
-    """B-GRPO reward, r1..r5 (eq. 1-5)."""
+    """B-GRPO reward, r1..r5 (eq. 1-5), or (ours) eswr / wheel, teacher rewards weighted by emotion similarity."""
     teacher: str = ""
     """Encoder whose features train the teacher MLP (needed by r3, r4, r5)."""
     advantage: str = "positive"
@@ -122,6 +123,14 @@ class TrainConfig:
     sup_weight: float = 0.0
     """Ours: weight W of a cross-entropy term on the run's labelled rows in stage 2 (b-grpo, grpo), a labelled
     batch drawn beside each unlabelled batch; 0 = the paper's unsupervised stage 2."""
+    eswr_alpha: float = 0.5
+    """eswr (ours): weight alpha of a near miss, r = alpha * S[answer, teacher class] when S > gamma."""
+    eswr_gamma: float = 0.5
+    """eswr (ours): similarity threshold gamma; the default pays only the wheel's neighbours (S = 0.854), not
+    classes 90 degrees apart or neutral (S = 0.5)."""
+    similarity: str = ""
+    """JSON file extending the emotion wheel (trainer.emotion_space: angles, aliases, neutral); '' = the built-in
+    Plutchik placement. Used by eswr, wheel and the wheel metric."""
     group_size: int = 8
     """grpo (ours): G, the labels drawn from pi_old per input; eq. 6 normalises each input's G rewards (b-grpo
     ignores it: its group is the batch)."""
@@ -289,9 +298,11 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be in [0, 1]")
         if not 0 <= self.fixmatch_strong_dropout < 1:
             raise ValueError(f"--fixmatch-strong-dropout {self.fixmatch_strong_dropout}: must be in [0, 1)")
-        if self.penalty_value != 0 and self.reward == "r2":
-            raise ValueError("--penalty-value applies to the rule rewards r1, r3, r4, r5; r2 (eq. 2) has no "
+        if self.penalty_value != 0 and self.reward in ("r2", "eswr", "wheel"):
+            raise ValueError(f"--penalty-value applies to the rule rewards r1, r3, r4, r5; {self.reward} has no "
                              "failing condition")
+        if not 0 <= self.eswr_alpha <= 1 or not 0 <= self.eswr_gamma <= 1:
+            raise ValueError(f"--eswr-alpha {self.eswr_alpha} / --eswr-gamma {self.eswr_gamma}: must be in [0, 1]")
         if self.balance == "class-norm" and self.advantage == "none":
             raise ValueError("--balance class-norm normalises rewards within classes; use it with --advantage "
                              "positive or signed")
@@ -426,6 +437,8 @@ class TrainConfig:
                 parts.append(f"G{self.group_size}")
             if self.reward_value != 1 or self.penalty_value != 0:
                 parts.append(f"C{self.reward_value:g}P{self.penalty_value:g}")
+            if self.reward == "eswr" and (self.eswr_alpha, self.eswr_gamma) != (0.5, 0.5):
+                parts.append(f"alpha{self.eswr_alpha:g}gamma{self.eswr_gamma:g}")
             if self.balance != "none":
                 parts.append(self.balance)
             if self.sup_weight:

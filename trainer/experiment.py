@@ -33,7 +33,8 @@ from trainer.diagnostics import collapse_onset, under_trained
 from trainer.loop import EpochLog, EvalSet
 from trainer.metrics import confusion, macro_f1_batched, scores
 from trainer.models import StackedAdam, StackedMLP
-from trainer.rewards import reward
+from trainer.emotion_space import similarity_matrix
+from trainer.rewards import SIMILARITY_REWARDS, reward
 from trainer.robust import FrameBank, frame_bank
 from trainer.teachers import fit_teacher, hacking_columns, predictions
 
@@ -275,6 +276,8 @@ class Context:
     """Per run (test predictions, training fit) of the reference's logistic regression."""
     teacher: StackedMLP | None = None
     """The teacher MLP of r3-r5 (or of the teacher method), once trained."""
+    S: np.ndarray | None = None
+    """(C, C) emotion similarity of the classes (trainer.emotion_space); None when a class has no place."""
 
     def new_opt(self, model: StackedMLP) -> StackedAdam:
         return StackedAdam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -366,11 +369,26 @@ def _warn_unrewarded(ctx: Context):
                       f"the {cfg.method} term left their policy unchanged; train the baseline longer or lower --delta")
 
 
-def _reward_fn(cfg: TrainConfig):
+def _reward_fn(ctx: Context):
+    cfg = ctx.cfg
+    S = None if ctx.S is None else torch.as_tensor(ctx.S)
+
     def reward_fn(p, p_t, o=None):
         return reward(cfg.reward, p, p_t, delta=cfg.delta, C=cfg.reward_value, theta=cfg.theta,
-                      penalty=cfg.penalty_value, o=o)
+                      penalty=cfg.penalty_value, o=o, S=S, alpha=cfg.eswr_alpha, gamma=cfg.eswr_gamma)
     return reward_fn
+
+
+def similarity(cfg: TrainConfig, classes: tuple[str, ...]) -> np.ndarray | None:
+    """The classes' emotion similarity for eswr/wheel and the wheel metric. A class the wheel cannot place is an
+    error for eswr/wheel and one warning otherwise (the wheel column is then NaN)."""
+    try:
+        return similarity_matrix(classes, cfg.similarity)
+    except ValueError as e:
+        if cfg.is_grpo and cfg.reward in SIMILARITY_REWARDS or cfg.similarity:
+            raise DataError(f"--reward {cfg.reward}: {e}") from None
+        warnings.warn(f"{cfg.dataset}: the wheel metric is NaN: {e}")
+        return None
 
 
 def m_bgrpo(ctx: Context) -> StackedMLP:
@@ -379,7 +397,7 @@ def m_bgrpo(ctx: Context) -> StackedMLP:
     logp_ref_all, p_teacher_all = _grpo_stage1(ctx)
     ctx.log.begin("b-grpo", ctx.policy, cfg.epochs_stage2)
     train_bgrpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
-                ctx.gens, logp_ref_all, _reward_fn(cfg), cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
+                ctx.gens, logp_ref_all, _reward_fn(ctx), cfg.advantage, cfg.epsilon, cfg.beta, cfg.mu, cfg.action,
                 p_teacher_all, ctx.view_gens, ctx.log, balance=cfg.balance,
                 sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
     _warn_unrewarded(ctx)
@@ -392,7 +410,7 @@ def m_grpo(ctx: Context) -> StackedMLP:
     logp_ref_all, p_teacher_all = _grpo_stage1(ctx)
     ctx.log.begin("grpo", ctx.policy, cfg.epochs_stage2)
     train_grpo(ctx.policy, ctx.new_opt(ctx.policy), data.Xu, data.unlabeled, cfg.epochs_stage2, cfg.batch_size,
-               ctx.gens, logp_ref_all, _reward_fn(cfg), cfg.group_size, cfg.advantage, cfg.epsilon, cfg.beta,
+               ctx.gens, logp_ref_all, _reward_fn(ctx), cfg.group_size, cfg.advantage, cfg.epsilon, cfg.beta,
                cfg.mu, p_teacher_all, ctx.view_gens, ctx.log,
                sup=ctx.labelled_stream() if cfg.sup_weight > 0 else None, sup_weight=cfg.sup_weight)
     _warn_unrewarded(ctx)
@@ -579,6 +597,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     ctx = Context(cfg, data, policy, None, log, gens,
                   [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
     ctx.opt = ctx.new_opt(policy)
+    ctx.S = similarity(cfg, data.classes)
     final = fn(ctx)
     ctx.snapshot("final", final)
     seconds = time.perf_counter() - t0
@@ -599,7 +618,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
         stage_rows, confusions[stage] = _stage_rows(ctx, stage, snap, seconds)
         rows += stage_rows
     for r, (pred, fit) in enumerate(ctx.logreg):
-        s_ = scores(data.y[data.test[r]].numpy(), pred)
+        s_ = scores(data.y[data.test[r]].numpy(), pred, ctx.S)
         rows.append({**_row(cfg, "final", data.runs[r], s_, data, r, seconds), "method": "reference-logreg",
                      "select": "", "selected_epoch": -1, "val_macro_f1": float("nan"),
                      **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
@@ -664,12 +683,12 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     for r, info in enumerate(data.runs):
         n = len(data.test[r])
         yt = data.y[data.test[r]].numpy()
-        last = scores(yt, snap.test_pred[r, :n].numpy())
+        last = scores(yt, snap.test_pred[r, :n].numpy(), ctx.S)
         use_sel = cfg.selects_val and sel is not None
         pred = (sel.test_pred if use_sel else snap.test_pred)[r, :n].numpy()
         cm += confusion(yt, pred, len(data.classes))
         rows.append({
-            **_row(cfg, stage, info, scores(yt, pred) if use_sel else last, data, r, seconds),
+            **_row(cfg, stage, info, scores(yt, pred, ctx.S) if use_sel else last, data, r, seconds),
             "select": "val" if cfg.selects_val else "last",
             "selected_epoch": int(sel.epoch[r]) if use_sel else snap.epoch,
             "val_macro_f1": float(sel.score[r]) if use_sel else float("nan"),
@@ -703,7 +722,7 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "layer": cfg.layer, "normalize": cfg.normalization,
         "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.uses_unlabeled else "",
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,
-        "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"],
+        "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"], "wheel": s["wheel"],
         "n_train_labeled": len(data.train_all[r] if cfg.method == "full-labeled" else data.labeled[r]),
         "n_val": len(data.val[r]) if data.val else 0,
         "n_unlabeled": len(data.unlabeled[r]) if cfg.uses_unlabeled else 0,

@@ -7,8 +7,10 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """macro_f1 (over the classes present in y_true or y_pred, as EmoBox), ua, wa; all in [0, 1]."""
+def scores(y_true: np.ndarray, y_pred: np.ndarray, S: np.ndarray | None = None) -> dict[str, float]:
+    """macro_f1 (over the classes present in y_true or y_pred, as EmoBox), ua, wa, and wheel (ours: the mean
+    emotion similarity S[true, pred] of ``trainer.emotion_space``, 1 = all right, near misses in between; NaN
+    without S); all in [0, 1]."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.size == 0:
         raise ValueError("no test samples to score")
@@ -16,7 +18,15 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "ua": float(balanced_accuracy_score(y_true, y_pred)),
         "wa": float(accuracy_score(y_true, y_pred)),
+        "wheel": wheel_score(y_true, y_pred, S),
     }
+
+
+def wheel_score(y_true: np.ndarray, y_pred: np.ndarray, S: np.ndarray | None) -> float:
+    """Mean S[y_true, y_pred] over the samples (ours); NaN when S is None (classes not placed on the wheel)."""
+    if S is None:
+        return float("nan")
+    return float(np.asarray(S)[np.asarray(y_true), np.asarray(y_pred)].mean())
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

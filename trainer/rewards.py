@@ -11,6 +11,10 @@ The judged answer is the policy's prediction argmax_N p_p(n|q_i), with confidenc
 are written (B-GRPO). Per-input GRPO (``trainer.algorithms.grpo``, ours) judges each of G labels o drawn from
 p_p instead: ``o`` (...,) gives the answer, whose confidence is then p_p(o|q_i). r5 compares distributions and
 does not depend on the answer.
+
+Ours, from the seeds EMO-RL and AffectGPT-R1 (abstracts only; formulas ours, see docs/TRAINER.md): ``eswr`` and
+``wheel`` pay near misses by the emotion similarity S (C, C) of ``trainer.emotion_space`` between the answer and
+the teacher's class or distribution.
 """
 
 from __future__ import annotations
@@ -65,15 +69,41 @@ def r5(p: torch.Tensor, p_t: torch.Tensor, theta: float = 0.5, C: float = 1.0, p
     return _pay(kl(p_t, p) < theta, C, penalty, p.dtype)
 
 
+def eswr(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, alpha: float = 0.5, gamma: float = 0.5,
+         o: torch.Tensor | None = None) -> torch.Tensor:
+    """Emotion Similarity-Weighted Reward (EMO-RL's ESWR; the formula is ours): with a the answer and c =
+    argmax_N p_t the teacher's class, r = 1 if a == c, alpha * S[a, c] if S[a, c] > gamma, else 0."""
+    a, c = answer(p, o)[0], p_t.argmax(-1)
+    s = S.to(p.dtype)[a, c]  # (...,)
+    one, zero = torch.ones((), dtype=p.dtype), torch.zeros((), dtype=p.dtype)
+    return torch.where(a == c, one, torch.where(s > gamma, alpha * s, zero))
+
+
+def wheel(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, o: torch.Tensor | None = None) -> torch.Tensor:
+    """Emotion-wheel reward (after AffectGPT-R1's wheel metrics; ours): the answer's expected similarity to the
+    teacher's distribution, r = sum_c p_t(c) S[a, c], in [0, 1] (1 only when the teacher is sure of a's class)."""
+    a = answer(p, o)[0]
+    return (S.to(p.dtype)[a] * p_t).sum(-1)
+
+
+SIMILARITY_REWARDS = ("eswr", "wheel")
+"""Rewards that read the emotion similarity S (ours)."""
+
+
 def reward(name: str, p: torch.Tensor, p_t: torch.Tensor | None = None, *, delta: float = 0.5,
-           C: float = 1.0, theta: float = 0.5, penalty: float = 0.0, o: torch.Tensor | None = None) -> torch.Tensor:
-    """Dispatch by name (r1..r5) with the run's constants; ``penalty`` applies to the rule rewards r1, r3-r5.
-    ``o`` (...,): the judged answers (per-input GRPO's sampled labels); None = the prediction argmax p."""
-    if name in ("r3", "r4", "r5") and p_t is None:
-        raise ValueError(f"reward {name} needs teacher probabilities (eq. 3-5)")
-    if name == "r2" and penalty != 0:
-        raise ValueError("reward r2 (eq. 2) is the max probability itself and has no failing condition: a "
-                         "penalty value applies to r1, r3, r4, r5")
+           C: float = 1.0, theta: float = 0.5, penalty: float = 0.0, o: torch.Tensor | None = None,
+           S: torch.Tensor | None = None, alpha: float = 0.5, gamma: float = 0.5) -> torch.Tensor:
+    """Dispatch by name (r1..r5, eswr, wheel) with the run's constants; ``penalty`` applies to the rule rewards
+    r1, r3-r5. ``o`` (...,): the judged answers (per-input GRPO's sampled labels); None = the prediction argmax p.
+    ``S`` (C, C): the emotion similarity of eswr and wheel; ``alpha``, ``gamma``: eswr's constants."""
+    if name in ("r3", "r4", "r5", *SIMILARITY_REWARDS) and p_t is None:
+        raise ValueError(f"reward {name} needs teacher probabilities (eq. 3-5; eswr, wheel)")
+    if name in ("r2", *SIMILARITY_REWARDS) and penalty != 0:
+        raise ValueError(f"reward {name} has no failing condition: a penalty value applies to r1, r3, r4, r5")
+    if name in SIMILARITY_REWARDS:
+        if S is None:
+            raise ValueError(f"reward {name} needs the emotion similarity matrix S (trainer.emotion_space)")
+        return eswr(p, p_t, S, alpha, gamma, o) if name == "eswr" else wheel(p, p_t, S, o)
     if name == "r1":
         return r1(p, delta, C, penalty, o)
     if name == "r2":
@@ -84,4 +114,4 @@ def reward(name: str, p: torch.Tensor, p_t: torch.Tensor | None = None, *, delta
         return r4(p, p_t, delta, C, penalty, o)
     if name == "r5":
         return r5(p, p_t, theta, C, penalty)
-    raise ValueError(f"unknown reward {name!r}; known: r1, r2, r3, r4, r5")
+    raise ValueError(f"unknown reward {name!r}; known: r1, r2, r3, r4, r5, eswr, wheel")

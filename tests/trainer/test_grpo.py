@@ -65,7 +65,10 @@ def test_grpo_rejects_options_of_the_batch_group(base_kw):
 
 
 @pytest.mark.parametrize("extra, name", [(["--reward", "r1"], "r1_positive_G4"),
-                                         (["--reward", "r3", "--teacher", "t"], "r3_positive_t_G4")])
+                                         (["--reward", "r3", "--teacher", "t"], "r3_positive_t_G4"),
+                                         (["--reward", "eswr", "--teacher", "t", "--eswr-alpha", "0.8"],
+                                          "eswr_positive_t_G4_alpha0.8gamma0.5"),
+                                         (["--reward", "wheel", "--teacher", "t"], "wheel_positive_t_G4")])
 def test_cli_grpo(synth, tmp_path, extra, name):
     out = tmp_path / "res"
     sh("run", "grpo", "--store", synth["store"], "--manifests", synth["manifests"], "--model", "m",
@@ -73,3 +76,4 @@ def test_cli_grpo(synth, tmp_path, extra, name):
                     "--threads", "1", "--no-plots", "--no-progress", "--out", out, *extra)
     df = pd.read_csv(run_dir(out, "grpo_m_ds_six_" + name) / "results.csv")
     assert set(df.method) == {"grpo"} and (df.group_size == 4).all() and df.macro_f1.between(0, 1).all()
+    assert df.wheel.between(df.wa, 1).all()  # the wheel metric pays at least the exact hits

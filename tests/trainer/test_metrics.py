@@ -35,3 +35,12 @@ def test_batched_macro_f1_matches_sklearn_with_padding_and_absent_classes():
         v = valid[r].numpy()
         want = f1_score(y[r].numpy()[v], pred[r].numpy()[v], average="macro", zero_division=0)
         assert got[r].item() == pytest.approx(want)
+
+
+def test_wheel_metric_by_hand():
+    S = np.array([[1.0, 0.8, 0.5], [0.8, 1.0, 0.0], [0.5, 0.0, 1.0]])
+    y = np.array([0, 0, 1, 2])
+    p = np.array([0, 1, 2, 0])  # right, near miss 0.8, opposite 0.0, 0.5
+    assert scores(y, p, S)["wheel"] == pytest.approx((1 + 0.8 + 0 + 0.5) / 4)
+    assert scores(y, y, S)["wheel"] == 1.0
+    assert np.isnan(scores(y, p)["wheel"])

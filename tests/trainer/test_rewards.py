@@ -48,3 +48,36 @@ def test_dispatch_and_teacher_required():
         rewards.reward("r3", P)
     with pytest.raises(ValueError, match="known: r1"):
         rewards.reward("r9", P, PT)
+
+
+# Similarity rewards (ours) over three classes: anger, contempt (247.5) and joy; S by hand.
+S3 = torch.tensor([[1.0, (1 + math.cos(math.radians(22.5))) / 2, 0.5],
+                   [(1 + math.cos(math.radians(22.5))) / 2, 1.0, (1 + math.cos(math.radians(112.5))) / 2],
+                   [0.5, (1 + math.cos(math.radians(112.5))) / 2, 1.0]])
+
+
+def test_eswr_pays_the_teacher_class_and_near_misses_above_gamma():
+    # answers argmax P = [0, 0, 0]; teacher classes [1, 0, 2]; S[2, 1] = 0.309 is below gamma 0.35 below
+    r = rewards.eswr(P, PT, S3, alpha=0.5, gamma=0.5)
+    assert r.tolist() == pytest.approx([0.5 * 0.9619397662556434, 1.0, 0.0])  # S[0, 2] = 0.5 is not > 0.5
+    assert rewards.eswr(P, PT, S3, alpha=0.5, gamma=0.99).tolist() == [0.0, 1.0, 0.0]
+    o = torch.tensor([2, 1, 2])  # sampled answers: joy vs contempt, contempt vs anger, joy vs joy
+    assert rewards.eswr(P, PT, S3, 0.5, 0.35, o=o).tolist() == pytest.approx([0.0, 0.5 * 0.9619397662556434, 1.0])
+
+
+def test_wheel_is_expected_similarity_to_the_teacher_distribution():
+    c = (1 + math.cos(math.radians(22.5))) / 2
+    # answer 0 on every row: sum_c p_t(c) S[0, c]
+    expect = [0.1 * 1 + 0.8 * c + 0.1 * 0.5, 0.6 + 0.3 * c + 0.1 * 0.5, 0.2 + 0.3 * c + 0.5 * 0.5]
+    assert rewards.wheel(P, PT, S3).tolist() == pytest.approx(expect)
+    assert rewards.reward("wheel", P, PT, S=S3).tolist() == pytest.approx(expect)
+    assert rewards.wheel(P, torch.eye(3), S3, o=torch.arange(3)).tolist() == pytest.approx([1, 1, 1])
+
+
+def test_similarity_rewards_need_teacher_and_matrix():
+    with pytest.raises(ValueError, match="teacher"):
+        rewards.reward("eswr", P, S=S3)
+    with pytest.raises(ValueError, match="similarity matrix"):
+        rewards.reward("wheel", P, PT)
+    with pytest.raises(ValueError, match="no failing condition"):
+        rewards.reward("eswr", P, PT, S=S3, penalty=-1)

@@ -1,0 +1,44 @@
+"""The emotion wheel's similarity matrix against values computed by hand."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from trainer.emotion_space import place, similarity_matrix
+
+C45 = (1 + math.cos(math.radians(45))) / 2  # 0.8536: neighbours on the wheel
+
+
+def test_six_classes_by_hand():
+    S = similarity_matrix(("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear"))
+    # angles: anger 270, surprise 135, sadness 180, joy 0, fear 90; neutral at the centre
+    assert S.shape == (6, 6) and np.allclose(np.diag(S), 1)
+    assert np.allclose(S, S.T)
+    assert S[0, 1:].tolist() == [0.5] * 5  # neutral vs every emotion
+    assert S[1, 4] == pytest.approx(0.5)  # anger 270 vs joy 0: 90 degrees apart
+    assert S[1, 5] == pytest.approx(0.0, abs=1e-12)  # anger 270 vs fear 90: opposites
+    assert S[2, 3] == pytest.approx(C45)  # surprise 135 vs sadness 180
+    assert S[3, 4] == pytest.approx(0.0, abs=1e-12)  # sadness vs joy: opposites
+    assert S[2, 4] == pytest.approx((1 + math.cos(math.radians(135))) / 2)  # 0.1464
+
+
+def test_aliases_intensities_and_dyads():
+    assert place("HAPPY") == place("joy") == place("Excited") == 0
+    assert place("Boredom") == 225  # Plutchik's mild disgust
+    assert place("contempt") == 247.5  # disgust + anger
+    assert place("optimism") == 337.5  # anticipation + joy wraps around
+    assert place("neutral") is None and place("Calm") is None
+
+
+def test_unplaceable_class_is_named_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"'Frustrated'.*--similarity FILE"):
+        similarity_matrix(("Angry", "Frustrated"))
+    f = tmp_path / "sim.json"
+    f.write_text(json.dumps({"angles": {"Frustrated": 225}, "neutral": ["Other"], "neutral_similarity": 0.25}))
+    S = similarity_matrix(("Angry", "Frustrated", "Other"), f)
+    assert S[0, 1] == pytest.approx(C45) and S[2, 0] == S[2, 1] == 0.25 and S[2, 2] == 1
+    f.write_text(json.dumps({"aliases": {"Frustrated": "rage"}}))
+    with pytest.raises(ValueError, match=r"aliases\['Frustrated'\].*one of joy"):
+        similarity_matrix(("Angry", "Frustrated"), f)

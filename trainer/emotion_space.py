@@ -1,0 +1,147 @@
+"""Emotion similarity between class names, from Plutchik's wheel (for the eswr/wheel rewards and the wheel metric).
+
+Plutchik (1980) places eight primary emotions on a circle at 45-degree steps: joy 0, trust 45, fear 90,
+surprise 135, sadness 180, disgust 225, anger 270, anticipation 315 (opposites 180 degrees apart). Two placed
+emotions at angles a, b get
+
+    S(a, b) = (1 + cos(a - b)) / 2,
+
+1 for the same emotion, 0.854 for neighbours, 0.5 at 90 degrees, 0 for opposites. Our choices, beside the wheel:
+
+- **Neutral** is the wheel's centre, not a point on the circle: S(neutral, neutral) = 1 and S(neutral, e) =
+  ``NEUTRAL_SIMILARITY`` = 0.5 for every placed emotion e (as far from each as two emotions 90 degrees apart).
+- **Names** are matched case-insensitively through ``ALIASES``: EmoBox's and the six-class names (Happy -> joy,
+  Angry -> anger, Sad -> sadness, Fear, Surprise, Disgust), common variants (happiness, excited, angry, fearful,
+  ...), Plutchik's milder/stronger intensities of a primary (boredom and loathing -> disgust, annoyance and
+  rage -> anger, serenity and ecstasy -> joy, ...) and his primary dyads at the midpoint of their two primaries
+  (contempt = disgust + anger at 247.5, love = joy + trust at 22.5, ...). Calm is placed at the centre like
+  neutral.
+- A JSON file (``--similarity FILE``) extends or overrides the placement: ``{"angles": {"Frustrated": 260},
+  "aliases": {"Excitement": "joy"}, "neutral": ["Calm"], "neutral_similarity": 0.5}`` (every key optional).
+
+A class that cannot be placed is an error naming it and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+PLUTCHIK_ANGLES: dict[str, float] = {"joy": 0.0, "trust": 45.0, "fear": 90.0, "surprise": 135.0, "sadness": 180.0,
+                                     "disgust": 225.0, "anger": 270.0, "anticipation": 315.0}
+"""Plutchik's eight primary emotions and their angles on the wheel, in degrees."""
+
+NEUTRAL_SIMILARITY = 0.5
+"""Ours: similarity of a centre class (neutral, calm) to every emotion on the circle."""
+
+NEUTRAL_NAMES = ("neutral", "calm", "neu")
+"""Names placed at the wheel's centre (calm: ours)."""
+
+ALIASES: dict[str, str] = {
+    # EmoBox / six-class names and common spellings
+    "happy": "joy", "happiness": "joy", "hap": "joy", "excited": "joy", "excitement": "joy", "exc": "joy",
+    "angry": "anger", "ang": "anger", "sad": "sadness", "fearful": "fear", "afraid": "fear",
+    "surprised": "surprise", "sur": "surprise", "disgusted": "disgust", "dis": "disgust",
+    # Plutchik's milder and stronger intensities of each primary
+    "serenity": "joy", "ecstasy": "joy", "acceptance": "trust", "admiration": "trust",
+    "apprehension": "fear", "terror": "fear", "distraction": "surprise", "amazement": "surprise",
+    "pensiveness": "sadness", "grief": "sadness", "boredom": "disgust", "loathing": "disgust",
+    "annoyance": "anger", "rage": "anger", "interest": "anticipation", "vigilance": "anticipation",
+}
+"""Lower-case class name -> primary emotion of ``PLUTCHIK_ANGLES``."""
+
+DYADS: dict[str, tuple[str, str]] = {
+    "love": ("joy", "trust"), "submission": ("trust", "fear"), "awe": ("fear", "surprise"),
+    "disapproval": ("surprise", "sadness"), "remorse": ("sadness", "disgust"), "contempt": ("disgust", "anger"),
+    "aggressiveness": ("anger", "anticipation"), "optimism": ("anticipation", "joy"),
+}
+"""Plutchik's primary dyads, placed at the midpoint of their two neighbouring primaries."""
+
+
+def _midpoint(a: str, b: str) -> float:
+    """Angle halfway between two neighbouring primaries (anticipation-joy wraps to 337.5)."""
+    x, y = PLUTCHIK_ANGLES[a], PLUTCHIK_ANGLES[b]
+    return (x + y) / 2 if abs(x - y) <= 180 else ((x + y + 360) / 2) % 360
+
+
+def load_similarity_file(path: str | Path) -> dict:
+    """Read and check a --similarity JSON file (keys angles, aliases, neutral, neutral_similarity)."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--similarity {path}: cannot read it as JSON ({e})") from None
+    unknown = set(spec) - {"angles", "aliases", "neutral", "neutral_similarity"} if isinstance(spec, dict) else None
+    if unknown is None or unknown:
+        raise ValueError(f"--similarity {path}: expected an object with keys angles, aliases, neutral, "
+                         f"neutral_similarity; got {sorted(unknown) if unknown else type(spec).__name__}")
+    for name, angle in spec.get("angles", {}).items():
+        if not isinstance(angle, (int, float)) or not math.isfinite(angle):
+            raise ValueError(f"--similarity {path}: angles[{name!r}] = {angle!r} is not a number of degrees")
+    for name, target in spec.get("aliases", {}).items():
+        if str(target).lower() not in PLUTCHIK_ANGLES:
+            raise ValueError(f"--similarity {path}: aliases[{name!r}] = {target!r}; an alias names one of "
+                             f"{', '.join(PLUTCHIK_ANGLES)}")
+    ns = spec.get("neutral_similarity", NEUTRAL_SIMILARITY)
+    if not isinstance(ns, (int, float)) or not 0 <= ns <= 1:
+        raise ValueError(f"--similarity {path}: neutral_similarity {ns!r} must be in [0, 1]")
+    return spec
+
+
+def place(name: str, spec: dict | None = None) -> float | None:
+    """Angle in degrees of class ``name`` on the wheel, None for a centre (neutral) class; KeyError if unplaceable."""
+    spec = spec or {}
+    angles = {k.lower(): float(v) for k, v in spec.get("angles", {}).items()}
+    aliases = {k.lower(): str(v).lower() for k, v in spec.get("aliases", {}).items()}
+    key = name.lower()
+    if key in {n.lower() for n in spec.get("neutral", ())}:
+        return None
+    if key in angles:
+        return angles[key] % 360
+    if key in aliases:
+        return PLUTCHIK_ANGLES[aliases[key]]
+    if key in NEUTRAL_NAMES:
+        return None
+    if key in PLUTCHIK_ANGLES:
+        return PLUTCHIK_ANGLES[key]
+    if key in ALIASES:
+        return PLUTCHIK_ANGLES[ALIASES[key]]
+    if key in DYADS:
+        return _midpoint(*DYADS[key])
+    raise KeyError(name)
+
+
+def similarity_matrix(classes: tuple[str, ...] | list[str], spec: dict | str | Path | None = None) -> np.ndarray:
+    """S (C, C) float64 for ``classes``: S[i, j] = (1 + cos(angle_i - angle_j)) / 2; a centre class scores 1 with
+    itself and ``neutral_similarity`` with every other class. ``spec``: a --similarity dict or JSON path."""
+    if isinstance(spec, (str, Path)):
+        spec = load_similarity_file(spec) if str(spec) else None
+    angles, missing = [], []
+    for c in classes:
+        try:
+            angles.append(place(c, spec))
+        except KeyError:
+            missing.append(c)
+    if missing:
+        raise ValueError(f"cannot place class(es) {', '.join(map(repr, missing))} on Plutchik's emotion wheel; give "
+                         "--similarity FILE with e.g. "
+                         + json.dumps({"angles": {missing[0]: 270}}) + " or "
+                         + json.dumps({"aliases": {missing[0]: "anger"}}) + " or "
+                         + json.dumps({"neutral": [missing[0]]}))
+    ns = float((spec or {}).get("neutral_similarity", NEUTRAL_SIMILARITY))
+    n = len(classes)
+    S = np.empty((n, n))
+    for i, a in enumerate(angles):
+        for j, b in enumerate(angles):
+            if a is None or b is None:
+                S[i, j] = 1.0 if (a is None and b is None) else ns
+            else:
+                S[i, j] = (1 + math.cos(math.radians(a - b))) / 2
+    return S
+
+
+__all__ = ["PLUTCHIK_ANGLES", "NEUTRAL_SIMILARITY", "ALIASES", "DYADS", "place", "similarity_matrix",
+           "load_similarity_file"]
