@@ -156,6 +156,7 @@ class ChunkReader:
         self.nbytes = self.rows * self.shape[1] * arr.dtype.itemsize
         self.zstd = Zstd()
         self.local = threading.local()
+        self.folder: tuple | None = None
 
     def key(self, c: int) -> str:
         k = self.arr.metadata.encode_chunk_key((c, 0))
@@ -177,7 +178,10 @@ class ChunkReader:
 
             buf = sync(zs.get(key, prototype=default_buffer_prototype()))
             return None if buf is None else buf.as_numpy_array().view(np.uint8).reshape(-1)
-        path, st = resolve(key)  # raises on a link or a special file anywhere below the root
+        if self.folder is None:  # the array's folder, every component checked once
+            folder, fst = resolve(self.arr.path)
+            self.folder = (self.arr.path, folder) if fst is not None and stat.S_ISDIR(fst.st_mode) else ()
+        path, st = resolve(key, folder=self.folder or None)  # raises on a link or a special file in the path
         if st is None or not stat.S_ISREG(st.st_mode):
             zs.missing.add(key)
             return None
@@ -244,10 +248,10 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
         if arr.dtype == np.float32 and dtype == np.float16:
             raise StoreError(f"{entry.where}: block {b} stores float32 frames (values beyond float16's range); "
                              "read this entry with dtype float32")
-        pieces = []
+        pieces, total = [], int(arr.shape[0])
         for j in np.flatnonzero(blocks == b):
             off, ln = int(idx[rows[j], 0]), int(lengths[j])
-            if off + ln > arr.shape[0]:
+            if off + ln > total:
                 entry._rows(arr, b, off, ln)  # raises, naming the block
             pieces.append((off, ln, int(offsets[j])))
         pieces = runs(pieces)

@@ -137,3 +137,16 @@ def test_missing_and_truncated_chunks_are_errors(tmp_path):
     f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(StoreError, match=r"b000000/frames: unreadable.*--redo-failed"):
         open_store(url2).all_frames("m", "ds")
+
+
+@pytest.mark.parametrize("what", ["chunk", "folder"])
+def test_links_inside_the_store_are_refused(tmp_path, what):
+    """The local fast path keeps the guard's rule: no symbolic link anywhere below the root is followed."""
+    url = tmp_path / "s"
+    entry_with_frames(url)
+    target = chunk_file(url, 0, 1) if what == "chunk" else chunk_file(url, 0, 1).parent
+    elsewhere = tmp_path / "elsewhere"
+    target.rename(elsewhere)
+    target.symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="symbolic link inside the store"):
+        open_store(url).all_frames("m", "ds", threads=2)
