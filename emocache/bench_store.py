@@ -102,7 +102,7 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
     rows = [row]
     frames = sum(f.shape[0] for f in feats)
     for dtype in (np.float32, np.float16):
-        r = {"layout": f"{layout}: all_frames {np.dtype(dtype).name} ({threads} threads)",
+        r = {"layout": f"{layout}: all_frames {np.dtype(dtype).name} ({threads} thread{'s' if threads > 1 else ''})",
              "files": row["files"], "bytes": row["bytes"]}
         fs = _fastest(r, "read_frames_s", lambda: e.all_frames(dtype=dtype, threads=threads), repeats)
         assert fs.data.shape == (frames, dim) and fs.data.dtype == dtype
