@@ -1,12 +1,13 @@
 """Store benchmark (`emocache bench --store`): the Zarr store versus one .npy file per utterance (EmoBox's layout).
 
 Both sides get the same synthetic frame features; times are wall clock on this machine with a warm page cache
-(files just written), bytes are the files' sizes on disk. The store is read two ways: per key (``iter_frames``)
+(files just written, then ``os.sync()`` so that no write-back runs during the reads), bytes are the files' sizes on disk. The store is read two ways: per key (``iter_frames``)
 and whole-entry (``all_frames``, chunks decoded on threads), float32 and float16.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -61,6 +62,7 @@ def bench_npy(feats: list[np.ndarray], keys: list[str], root: Path, repeats: int
     with _timer(row, "write_s"):
         for k, f in zip(keys, feats):
             np.save(root / f"{k}.npy", f)
+    os.sync()
     _fastest(row, "read_frames_s", lambda: sum(len(np.load(root / f"{k}.npy")) for k in keys), repeats)  # dropped
     with _timer(row, "read_pooled_s"):
         np.stack([np.load(root / f"{k}.npy").mean(0) for k in keys])
@@ -93,6 +95,7 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
         for b in range(e.n_blocks):
             sl = e.block_slice(b)
             e.write_block(b, pooled[sl], feats[sl], {})
+    os.sync()  # reads are timed on a warm page cache without the kernel writing the new files back meanwhile
     e = open_store(root).entry("bench", "synthetic")
     _fastest(row, "read_frames_s", lambda: sum(len(f) for _, f in e.iter_frames()), repeats)  # each dropped
     with _timer(row, "read_pooled_s"):
