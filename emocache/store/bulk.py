@@ -238,9 +238,7 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
     lengths = idx[rows, 1].astype(np.int64)
     offsets = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    out = np.empty((int(offsets[-1]), entry.frame_dim), dtype)  # (sum T_i, D)
-    copy = converter()
-    tasks: list[tuple[ChunkReader, int, list[tuple[int, int, int]]]] = []
+    plan = []  # (block, frames array, pieces): every row checked against its block before anything is allocated
     blocks = rows // entry.block_size
     for b in np.unique(blocks):
         b = int(b)
@@ -254,16 +252,19 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
             if off + ln > total:
                 entry._rows(arr, b, off, ln)  # raises, naming the block
             pieces.append((off, ln, int(offsets[j])))
-        pieces = runs(pieces)
+        plan.append((b, arr, runs(pieces)))
+    out = np.empty((int(offsets[-1]), entry.frame_dim), dtype)  # (sum T_i, D)
+    copy = converter()
+    tasks: list[tuple[ChunkReader, int, list[tuple[int, int, int]]]] = []
+    for b, arr, pieces in plan:
         if not pieces:
             continue
-        where = f"{entry.url}/{arr.path}" if entry.url else arr.path
         if not fast_codecs(arr, entry.frame_dim):
             F = entry.block_frames_data(b, dtype=arr.dtype)  # through zarr: same checks as iter_frames
             for s, ln, d in pieces:
                 copy(out[d:d + ln], F[s:s + ln])
             continue
-        reader = ChunkReader(arr, where)
+        reader = ChunkReader(arr, f"{entry.url}/{arr.path}" if entry.url else arr.path)
         tasks.extend((reader, c, p) for c, p in sorted(chunk_pieces(pieces, reader.rows).items()))
 
     def run(task) -> None:

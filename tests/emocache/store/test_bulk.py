@@ -150,3 +150,16 @@ def test_links_inside_the_store_are_refused(tmp_path, what):
     target.symlink_to(elsewhere)
     with pytest.raises(StoreError, match="symbolic link inside the store"):
         open_store(url).all_frames("m", "ds", threads=2)
+
+
+def test_index_past_the_frames_refused_before_allocating(tmp_path):
+    """An index row claiming more frames than its block holds is refused, naming the block, before the output
+    array (sized from the index) is allocated."""
+    url = tmp_path / "s"
+    entry_with_frames(url)
+    e = open_store(url, mode="a").entry("m", "ds")
+    idx = e.index(e.block_slice(1))
+    idx[0, 1] = 1 << 40  # 2^40 frames of 2,048 float32 values: no machine could allocate the output
+    e.index_array[e.block_slice(1)] = idx
+    with pytest.raises(StoreError, match=r"index points past block 1's frames"):
+        open_store(url).all_frames("m", "ds")
