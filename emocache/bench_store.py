@@ -80,7 +80,7 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
     conversion) on ``threads`` threads, which also fills one new array holding the whole entry.
     """
     from emocache.store import open_store
-    from emocache.store.bulk import default_threads
+    from emocache.store.bulk import converter, default_threads
 
     threads = threads or default_threads()
     layout = f"emocache store (frames float16, blocks of {block_size})"
@@ -104,6 +104,7 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
     row["bytes"] = _bytes(root)
     rows = [row]
     frames = sum(f.shape[0] for f in feats)
+    converter()  # imports torch (once per process) before the timed reads
     for dtype in (np.float32, np.float16):
         r = {"layout": f"{layout}: all_frames {np.dtype(dtype).name} ({threads} thread{'s' if threads > 1 else ''})",
              "files": row["files"], "bytes": row["bytes"]}
