@@ -1,11 +1,13 @@
 """Store benchmark (`emocache bench --store`): the Zarr store versus one .npy file per utterance (EmoBox's layout).
 
 Both sides get the same synthetic frame features; times are wall clock on this machine with a warm page cache
-(files just written), bytes are the files' sizes on disk.
+(files just written, then ``os.sync()`` so that no write-back runs during the reads), bytes are the files' sizes on disk. The store is read two ways: per key (``iter_frames``)
+and whole-entry (``all_frames``, chunks decoded on threads), float32 and float16.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -41,16 +43,27 @@ def _timer(row: dict, key: str):
     row[key] = time.perf_counter() - t
 
 
-def bench_npy(feats: list[np.ndarray], keys: list[str], root: Path) -> dict:
+def _fastest(row: dict, key: str, fn, repeats: int):
+    """Time ``fn()`` ``repeats`` times into ``row[key]`` (the fastest); returns its last result."""
+    best, out = None, None
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    row[key] = best
+    return out
+
+
+def bench_npy(feats: list[np.ndarray], keys: list[str], root: Path, repeats: int = 1) -> dict:
     """EmoBox layout: <root>/<key>.npy holding float32 (T, D); pooled vectors need every file read."""
     root.mkdir(parents=True)
     row = {"layout": "per-utterance .npy (float32)"}
     with _timer(row, "write_s"):
         for k, f in zip(keys, feats):
             np.save(root / f"{k}.npy", f)
-    with _timer(row, "read_frames_s"):
-        for k in keys:
-            np.load(root / f"{k}.npy")
+    os.sync()
+    _fastest(row, "read_frames_s", lambda: sum(len(np.load(root / f"{k}.npy")) for k in keys), repeats)  # dropped
     with _timer(row, "read_pooled_s"):
         np.stack([np.load(root / f"{k}.npy").mean(0) for k in keys])
     row["files"] = len(keys)
@@ -58,11 +71,20 @@ def bench_npy(feats: list[np.ndarray], keys: list[str], root: Path) -> dict:
     return row
 
 
-def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size: int = 128) -> dict:
-    """The emocache store: frames float16 in per-block arrays, pooled float32 [N, D], zstd + CRC32C."""
-    from emocache.store import open_store
+def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size: int = 128, repeats: int = 1,
+               threads: int | None = None) -> list[dict]:
+    """The emocache store: frames float16 in per-block arrays, pooled float32 [N, D], zstd + CRC32C.
 
-    row = {"layout": f"emocache store (frames float16, blocks of {block_size})"}
+    Rows: the per-key reader (``iter_frames``, every utterance as float32 and dropped, as the .npy row drops each
+    file's array), then the whole-entry read (``all_frames``) as float32 and as float16 (stored precision, no
+    conversion) on ``threads`` threads, which also fills one new array holding the whole entry.
+    """
+    from emocache.store import open_store
+    from emocache.store.bulk import converter, default_threads
+
+    threads = threads or default_threads()
+    layout = f"emocache store (frames float16, blocks of {block_size})"
+    row = {"layout": f"{layout}: iter_frames"}
     dim = feats[0].shape[1]
     pooled = np.stack([f.mean(0) for f in feats])  # (N, D): the encoder hands these over with the frames
     with _timer(row, "write_s"):
@@ -73,31 +95,42 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
         for b in range(e.n_blocks):
             sl = e.block_slice(b)
             e.write_block(b, pooled[sl], feats[sl], {})
+    os.sync()  # reads are timed on a warm page cache without the kernel writing the new files back meanwhile
     e = open_store(root).entry("bench", "synthetic")
-    with _timer(row, "read_frames_s"):
-        for _ in e.iter_frames():
-            pass
+    _fastest(row, "read_frames_s", lambda: sum(len(f) for _, f in e.iter_frames()), repeats)  # each dropped
     with _timer(row, "read_pooled_s"):
         e.pooled()
     row["files"] = sum(1 for f in root.rglob("*") if f.is_file())
     row["bytes"] = _bytes(root)
-    return row
+    rows = [row]
+    frames = sum(f.shape[0] for f in feats)
+    converter()  # imports torch (once per process) before the timed reads
+    for dtype in (np.float32, np.float16):
+        r = {"layout": f"{layout}: all_frames {np.dtype(dtype).name} ({threads} thread{'s' if threads > 1 else ''})",
+             "files": row["files"], "bytes": row["bytes"]}
+        fs = _fastest(r, "read_frames_s", lambda: e.all_frames(dtype=dtype, threads=threads), repeats)
+        assert fs.data.shape == (frames, dim) and fs.data.dtype == dtype
+        rows.append(r)
+    return rows
 
 
 def bench_store(n_utts: int = 2000, mean_frames: int = 300, dim: int = 768, workdir: Path | None = None,
-                seed: int = 0) -> list[dict]:
-    """Write and read the same features both ways; one row per layout with MB/s of float32 feature data."""
+                seed: int = 0, repeats: int = 1, threads: int | None = None) -> list[dict]:
+    """Write and read the same features both ways; one row per layout and reader with MB/s of float32 feature
+    data (``repeats``: read timings are the fastest of that many runs)."""
     feats = synthetic_features(n_utts, mean_frames, dim, seed)
     keys = [f"utt{i:07d}" for i in range(n_utts)]
     raw = sum(f.nbytes for f in feats)
     tmp = Path(tempfile.mkdtemp(prefix="emocache-bench-", dir=workdir))
     try:
-        rows = [bench_npy(feats, keys, tmp / "npy"), bench_zarr(feats, keys, tmp / "store.zarr")]
+        rows = [bench_npy(feats, keys, tmp / "npy", repeats),
+                *bench_zarr(feats, keys, tmp / "store.zarr", repeats=repeats, threads=threads)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for r in rows:
+        w = r.get("write_s")
         r.update({"utterances": n_utts, "frames": int(sum(f.shape[0] for f in feats)), "dim": dim,
-                  "float32_MB": raw / 1e6, "write_MB_s": raw / 1e6 / r["write_s"],
+                  "float32_MB": raw / 1e6, "write_MB_s": raw / 1e6 / w if w else None,
                   "read_frames_MB_s": raw / 1e6 / r["read_frames_s"], "disk_MB": r["bytes"] / 1e6})
     return rows
 
@@ -111,9 +144,10 @@ COLUMNS = [("layout", "layout"), ("utterances", "utts"), ("frames", "frames"), (
 def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
     sep = "|" + "---|" * len(COLUMNS)
-    return "\n".join([head, sep] + ["| " + " | ".join(fmt_number(r[k]) for k, _ in COLUMNS) + " |" for r in rows])
+    return "\n".join([head, sep] + ["| " + " | ".join(fmt_number(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows])
 
 
 def print_rows(rows: list[dict]) -> None:
-    print_table("store benchmark: same float32 features, warm page cache", COLUMNS, rows)
+    print_table("store benchmark: same float32 features, warm page cache (read MB/s: float32 MB per second)",
+                COLUMNS, rows)
     print(markdown_table(rows))

@@ -290,6 +290,9 @@ def bench(
     frames: int = typer.Option(300, help="--store: mean frames per utterance."),
     dim: int = typer.Option(768, help="--store: feature dimension."),
     workdir: Optional[Path] = typer.Option(None, help="--store: folder for the files (default: a temp folder)."),
+    repeats: int = typer.Option(1, help="--store: time every read this many times and report the fastest."),
+    threads: Optional[int] = typer.Option(None, help="--store: threads of the whole-entry read (all_frames; "
+                                                     "default: the CPUs this process may use, at most 8)."),
     device: str = typer.Option(E.device, help="--model: " + DEVICE_HELP),
     dtype: str = typer.Option(E.dtype, help="--model: " + DTYPE_HELP),
     model_path: Optional[str] = typer.Option(E.model_path, help="--model: directory holding the weights."),
@@ -305,7 +308,8 @@ def bench(
     if store:
         from emocache.bench_store import bench_store, print_rows
 
-        print_rows(bench_store(n_utts=n, mean_frames=frames, dim=dim, workdir=workdir))
+        print_rows(bench_store(n_utts=n, mean_frames=frames, dim=dim, workdir=workdir, repeats=repeats,
+                               threads=threads))
         return
     from emocache.bench import bench_encoder, print_table
     from emocache.encoders import EncoderError

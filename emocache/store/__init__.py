@@ -29,11 +29,12 @@ Crash-safety invariants (read before reordering any write):
 
 Modules: :mod:`~emocache.store.layout` (names and numbers), :mod:`~emocache.store.validate` (untrusted stores),
 :mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.guard` (checks on every object read or
-written), :mod:`~emocache.store.entry` (reading an entry),
-:mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~emocache.store.root` (the store and the
-Python API), :mod:`~emocache.store.report` (``emocache info``).
+written), :mod:`~emocache.store.entry` (reading an entry), :mod:`~emocache.store.bulk` (whole-entry frame reads on
+threads), :mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~emocache.store.root` (the store and
+the Python API), :mod:`~emocache.store.report` (``emocache info``).
 """
 
+from emocache.store.bulk import FrameSet
 from emocache.store.commit import write_arrays
 from emocache.store.entry import Entry
 from emocache.store.layout import (DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, BlockState, block_name,
@@ -44,6 +45,6 @@ from emocache.store.storage import (STORAGE_OPTIONS_ENV, is_remote, storage_opti
 from emocache.store.validate import MAX_ROWS, SAFE_CODECS, Limits, StoreError, check_array
 
 __all__ = ["DEFAULT_BLOCK", "F16_MAX", "FAILED", "FORMAT", "MAX_ROWS", "PENDING", "SAFE_CODECS",
-           "STORAGE_OPTIONS_ENV", "BlockState", "Entry", "Limits", "Store", "StoreError", "block_name", "block_path",
-           "check_array", "describe", "dumps", "entry_bytes", "frames_end", "invalid_rows", "is_remote",
+           "STORAGE_OPTIONS_ENV", "BlockState", "Entry", "FrameSet", "Limits", "Store", "StoreError", "block_name",
+           "block_path", "check_array", "describe", "dumps", "entry_bytes", "frames_end", "invalid_rows", "is_remote",
            "open_store", "storage_options_for", "write_arrays", "zarr_store"]

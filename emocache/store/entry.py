@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from emocache.store.bulk import FrameSet, read_frames
 from emocache.store.commit import BlockWriter
 from emocache.store.layout import (BLOCKS, FAILED, PENDING, BlockState, block_name, block_path, invalid_rows)
 from emocache.store.storage import exists
@@ -265,17 +266,46 @@ class Entry(BlockWriter):
             self._rows(F, b, off, ln)
         return np.asarray(self._read(F, slice(off, off + ln)), dtype=np.float32)
 
-    def iter_frames(self, keys: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
-        """(key, frames) in store order, reading each block's frames once."""
+    def _wanted(self, keys: list[str] | None) -> set[str] | None:
+        """The requested keys as a set (None: all); frames of a --no-frames entry and unknown keys refused."""
         if not self.has_frames:
             raise StoreError(f"{self.model}/{self.dataset}: extracted with --no-frames; only pooled vectors")
-        idx = self.index()
         want = None if keys is None else set(keys)
         if want is not None:
             missing = want - set(self.keys)
             if missing:
                 raise KeyError(f"{self.model}/{self.dataset}: {len(missing)} keys not in the entry, "
                                f"e.g. {sorted(missing)[:3]}")
+        return want
+
+    def all_frames(self, keys: list[str] | None = None, dtype=np.float32, threads: int | None = None) -> FrameSet:
+        """Frames of every extracted utterance (or of ``keys``), in store order, in one flat array.
+
+        Returns a :class:`~emocache.store.bulk.FrameSet`: ``keys``, ``data`` (sum T_i, D_frames) and ``offsets``
+        (N + 1,) so utterance ``i`` is ``data[offsets[i]:offsets[i + 1]]`` (``.frames(i)``, ``.lengths``,
+        ``.padded()`` for (N, T_max, D) + mask). Failed and pending utterances are left out, as in
+        :meth:`iter_frames`; ``keys`` not in the entry are a KeyError. The values equal ``iter_frames``'s.
+
+        Every chunk read is checksum-verified (CRC32C) and size-checked; a damaged or missing chunk is a
+        StoreError naming the block's frames array and the fix (``emocache verify``, ``--redo-failed``).
+        ``threads`` decode chunks in parallel (default: the CPUs this process may use, at most 8).
+        ``dtype=np.float16`` skips the conversion and returns the stored precision (half the memory; refused for
+        an entry with float32 blocks, whose values float16 cannot hold).
+        """
+        if np.dtype(dtype) not in (np.float16, np.float32):
+            raise ValueError(f"dtype {np.dtype(dtype)}: frames are read as float32 or float16")
+        want = self._wanted(keys)
+        idx = self.index()
+        ok = idx[:, 0] >= 0
+        if want is not None:
+            ok &= np.fromiter((k in want for k in self.keys), bool, self.n)
+        return read_frames(self, np.flatnonzero(ok), idx, dtype=dtype, threads=threads)
+
+    def iter_frames(self, keys: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(key, frames) in store order, reading each block's frames once (:meth:`all_frames` reads a whole
+        entry several times faster)."""
+        want = self._wanted(keys)
+        idx = self.index()
         for b in range(self.n_blocks):
             sl = self.block_slice(b)
             rows = [i for i in range(sl.start, sl.stop) if idx[i, 0] >= 0

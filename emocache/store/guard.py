@@ -237,12 +237,20 @@ def guarded_classes():
     class SafeLocalStore(Guard, LocalStore):
         """LocalStore that stays inside its root: no symbolic links, no special files, errors in one line."""
 
-        def resolve(self, key: str, final: str = "file") -> tuple[Path, os.stat_result | None]:
-            """The path of ``key`` under the root, each component checked with lstat (never followed)."""
+        def resolve(self, key: str, final: str = "file",
+                    folder: tuple[str, Path] | None = None) -> tuple[Path, os.stat_result | None]:
+            """The path of ``key`` under the root, each component checked with lstat (never followed).
+
+            ``folder`` = (key prefix, its path) from an earlier resolve of a folder above ``key``: only the
+            components below it are checked (a bulk reader resolving many chunks of one array).
+            """
             parts = key.strip("/").split("/") if key.strip("/") else []
             if any(p in ("", ".", "..") for p in parts):
                 raise StoreError(f"{self.where(key)}: not a valid object key")
             path = self.root
+            above = folder[0].strip("/").split("/") if folder is not None else None
+            if above and parts[:len(above)] == above and len(parts) > len(above):
+                path, parts = folder[1], parts[len(above):]
             try:
                 st = os.stat(path)  # the root itself is the user's choice and may be a link
             except OSError:

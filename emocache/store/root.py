@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emocache.store.bulk import FrameSet
 from emocache.store.commit import RETRIES, create_entry_group
 from emocache.store.entry import Entry
 from emocache.store.layout import DEFAULT_BLOCK, FORMAT
@@ -196,6 +197,13 @@ class Store:
 
     def iter_frames(self, model: str, dataset: str, keys: list[str] | None = None):
         return self.entry(model, dataset).iter_frames(keys)
+
+    def all_frames(self, model: str, dataset: str, keys: list[str] | None = None, dtype=np.float32,
+                   threads: int | None = None) -> FrameSet:
+        """Every extracted utterance's frames (or those of ``keys``) in one flat array, store order: a
+        :class:`~emocache.store.bulk.FrameSet` (``keys``, ``data`` (sum T_i, D_frames), ``offsets`` (N + 1,)).
+        Chunks are checksum-verified and decoded on ``threads`` threads; see :meth:`Entry.all_frames`."""
+        return self.entry(model, dataset).all_frames(keys, dtype=dtype, threads=threads)
 
     def errors(self, model: str, dataset: str) -> dict[str, str]:
         return self.entry(model, dataset).errors()

@@ -43,6 +43,9 @@ def test_extract_info_verify_open_store_on_s3(moto_endpoint, bucket, demo_corpus
     assert e.keys == ref.keys
     np.testing.assert_array_equal(e.index(), ref.index())
     np.testing.assert_allclose(e.pooled()[1], ref.pooled()[1], rtol=1e-5, atol=1e-5)
+    fs = e.all_frames(threads=2)  # chunks through the guarded fsspec store's get
+    assert fs.keys == [k for k, _ in e.iter_frames()]
+    np.testing.assert_array_equal(fs.data, np.concatenate([f for _, f in e.iter_frames()]))
     assert all(c.ok for c in verify_store(open_store(url, storage_options=opts)))
 
     so = json.dumps(opts)
