@@ -42,3 +42,13 @@ def test_unplaceable_class_is_named_with_the_fix(tmp_path):
     f.write_text(json.dumps({"aliases": {"Frustrated": "rage"}}))
     with pytest.raises(ValueError, match=r"aliases\['Frustrated'\].*one of joy"):
         similarity_matrix(("Angry", "Frustrated"), f)
+
+
+def test_run_similarity_warns_once_for_the_metric_and_refuses_for_the_rewards(base_kw):
+    from trainer.config import TrainConfig
+    from trainer.experiment import DataError, similarity
+
+    with pytest.warns(UserWarning, match="wheel metric is NaN.*'Frustrated'"):
+        assert similarity(TrainConfig(method="baseline", **base_kw), ("Angry", "Frustrated")) is None
+    with pytest.raises(DataError, match="--reward eswr.*'Frustrated'"):
+        similarity(TrainConfig(method="grpo", reward="eswr", teacher="t", **base_kw), ("Angry", "Frustrated"))
