@@ -10,25 +10,7 @@ export EMOBOX=${EMOBOX:-/work/shared/emobox}
 export URDU_STORE=$WORK/urdu.zarr DEMO_ROOT=$WORK/demo-corpus GROUPS_OUT=$WORK/grpo-groups
 export DEMO_STORE=$DEMO_ROOT/store.zarr
 EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$URDU_STORE" "$URDU_AUDIO"
-# the demo corpus as `emocache demo` builds it, with fbank-stats (the policy) and egemaps (the teacher)
-python - "$DEMO_ROOT" <<'PY'
-import sys
-from pathlib import Path
-from emocache.demo import make_corpus
-from emocache.extract import ExtractConfig, extract
-from emocache.store import open_store
-root = Path(sys.argv[1])
-if not (root / "demo" / "demo.jsonl").exists():
-    make_corpus(root, per_class=16)
-store = root / "store.zarr"
-for model in ("fbank-stats", "egemaps"):
-    if store.exists() and any(m == model for m, _ in open_store(store).entries()):
-        continue
-    report = extract(ExtractConfig(model=model, manifests=(str(root / "demo"),), store=str(store),
-                                   audio_root=(f"demo={root / 'demo'}",), block_size=64), progress=False)
-    if not report.ok:
-        sys.exit(f"demo {model} extraction failed: {report.errors}")
-PY
+"$(dirname "$0")/demo_stores.sh" "$DEMO_ROOT" fbank-stats egemaps   # policy and teacher features
 args=(--set "threads=${THREADS:-1}")
 [ -n "${SEEDS:-}" ] && args+=(--set "seeds=$SEEDS")
 [ -n "${SCHEDULER:-}" ] && args+=(--scheduler "$SCHEDULER")

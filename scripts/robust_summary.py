@@ -1,0 +1,60 @@
+"""One markdown table per folder of scripts/robust_teachers.sh (docs/STUDY.md): the RRPO Table-2 ablation.
+
+Usage: python scripts/robust_summary.py ROBUST_OUT
+Per (policy method + reward, teacher regularisers): the teacher alone on test (macro-F1 %), the policy's final
+macro-F1 % (mean ± std over the (fold, seed) runs), its paired difference to the same method with the plain
+teacher (trainer.significance.paired: 95% bootstrap interval, Wilcoxon p), and the policy's agreement with the
+teacher on test and on the unlabelled pool, stage1 (the baseline) -> final (the reward-hacking check).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from trainer.significance import paired
+from trainer.tables import load_results
+
+ORDER = ("", "ls", "ls,eam", "ls,adv", "ls,eam,adv")
+KEY = ["fold", "seed"]
+
+
+def pct(s) -> str:
+    return f"{100 * s.mean():.1f} ± {100 * s.std(ddof=1):.1f}" if len(s) > 1 else f"{100 * s.mean():.1f}"
+
+
+def summary(folder: Path) -> str:
+    df = load_results([folder]).fillna({"regularize": ""})
+    for c in ("macro_f1", "policy_teacher_test_agreement", "policy_teacher_pool_agreement"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    teachers = df[df.method == "teacher"]
+    lines = [f"**{folder.name}** (teacher {', '.join(sorted(set(df.teacher) - {''}))})", "",
+             "| policy | teacher regularisers | teacher alone | policy final | Δ to plain teacher [95%] p "
+             "| test agreement | pool agreement |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (model, method, reward), g in df[df.method != "teacher"].groupby(["model", "method", "reward"]):
+        final, stage1 = g[g.stage == "final"], g[g.stage == "stage1"]
+        plain = final[final.regularize == ""].set_index(KEY).macro_f1
+        for reg in [r for r in ORDER if r in set(g.regularize)]:
+            f, s = final[final.regularize == reg], stage1[stage1.regularize == reg]
+            t = teachers[(teachers.regularize == reg) & (teachers.teacher == g.teacher.iloc[0])].macro_f1
+            a = f.set_index(KEY).macro_f1
+            common = a.index.intersection(plain.index)
+            if reg and len(common):
+                d = paired(a[common] * 100, plain[common] * 100)
+                delta = f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}] p={d.p:.2g}" if d.p == d.p else f"{d.mean:+.1f}"
+            else:
+                delta = ""
+            agree = [f"{100 * s[c].mean():.1f} → {100 * f[c].mean():.1f}"
+                     for c in ("policy_teacher_test_agreement", "policy_teacher_pool_agreement")]
+            lines.append(f"| {model} {method} {reward} | {'+'.join(reg.split(',')) if reg else 'plain'} | "
+                         f"{pct(t) if len(t) else '-'} | {pct(f.macro_f1)} | {delta} | {agree[0]} | {agree[1]} |")
+    n = df[df.stage == "final"].groupby(["method", "reward", "regularize"]).size().max()
+    return "\n".join(lines + ["", f"_{n} (fold, seed) runs per cell._", ""])
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1])
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        print(summary(d))
