@@ -6,17 +6,9 @@
 set -euo pipefail
 URDU_AUDIO=${1:?usage: scripts/grpo_groups.sh URDU_AUDIO [WORK]}
 WORK=${2:-study}
-export EMOBOX=${EMOBOX:-/work/shared/emobox}
-export URDU_STORE=$WORK/urdu.zarr DEMO_ROOT=$WORK/demo-corpus GROUPS_OUT=$WORK/grpo-groups
-export DEMO_STORE=$DEMO_ROOT/store.zarr
-EMOBOX=$EMOBOX "$(dirname "$0")/urdu_stores.sh" "$URDU_STORE" "$URDU_AUDIO"
-"$(dirname "$0")/demo_stores.sh" "$DEMO_ROOT" fbank-stats egemaps   # policy and teacher features
-args=(--set "threads=${THREADS:-1}")
-[ -n "${SEEDS:-}" ] && args+=(--set "seeds=$SEEDS")
-[ -n "${SCHEDULER:-}" ] && args+=(--scheduler "$SCHEDULER")
-start=$(date +%s)
-trainer pipeline pipelines/grpo_groups.toml "${args[@]}"
-echo "study wall time: $(( $(date +%s) - start )) s"
+source "$(dirname "$0")/study_inputs.sh" "$URDU_AUDIO" "$WORK" fbank-stats egemaps
+export GROUPS_OUT=$WORK/grpo-groups
+run_pipeline pipelines/grpo_groups.toml
 for d in "$GROUPS_OUT"/*/; do
   trainer table "$d" --compare baseline --out "$d/table.md"
 done
