@@ -11,8 +11,8 @@ straight into their place in a preallocated output. Blosc, zstd, CRC32C and torc
 GIL, so the tasks run in parallel. Blosc decodes each chunk on the calling thread only: the tasks always run on the
 pool's threads (also with one thread), where numcodecs uses blosc's single-threaded context API (unless a program
 set ``numcodecs.blosc.use_threads = True``), so blosc's own threads never compete with the pool. Arrays whose codecs
-are not exactly one of the chains emocache writes (bytes + blosc(zstd, shuffle) + crc32c, or bytes + zstd + crc32c
-before) are read through zarr, block by block, with the same checks as ``iter_frames``.
+are not exactly one of the chains emocache writes (bytes + blosc + crc32c, or bytes + zstd + crc32c before) are
+read through zarr, block by block, with the same checks as ``iter_frames``.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def converter() -> Callable[[np.ndarray, np.ndarray], None]:
 
 def fast_codecs(arr, frame_dim: int) -> str | None:
     """The compressor (``"blosc"`` or ``"zstd"``) when chunks of ``arr`` can be decoded here: exactly bytes (little
-    endian) + blosc (zstd inside, byte shuffle, typesize the dtype's) + crc32c, or bytes + zstd + crc32c, the chunk
+    endian) + blosc (typesize the dtype's; emocache writes zstd inside, byte shuffle) + crc32c, or bytes + zstd +
+    crc32c, the chunk
     spanning every column (what emocache writes, now and before); None for anything else (read through zarr)."""
     from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.core.chunk_grids import RegularChunkGrid
@@ -126,8 +127,7 @@ def fast_codecs(arr, frame_dim: int) -> str | None:
         return None
     if isinstance(c[1], ZstdCodec):
         return "zstd"
-    if (isinstance(c[1], BloscCodec) and str(getattr(c[1].cname, "value", c[1].cname)) == "zstd"
-            and str(getattr(c[1].shuffle, "value", c[1].shuffle)) == "shuffle" and c[1].typesize == arr.dtype.itemsize):
+    if isinstance(c[1], BloscCodec) and c[1].typesize == arr.dtype.itemsize:  # any inner codec and shuffle
         return "blosc"
     return None
 

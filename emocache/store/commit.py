@@ -19,8 +19,9 @@ RETRIES = 8
 class BlockWriter:
     """Block writing for :class:`~emocache.store.entry.Entry` (which supplies the arrays and attributes)."""
 
-    frame_codec = "blosc-zstd"
-    """Codec of newly written frames arrays (:data:`~emocache.store.storage.FRAME_CODECS`); readers take any."""
+    frame_codec = "zstd"
+    """Codec of newly written frames arrays, one of :data:`~emocache.store.storage.FRAME_CODECS` (readers take
+    both); set on an entry to write another (tests, ``emocache bench --store``)."""
 
     def write_block(self, b: int, pooled: np.ndarray, frames: list[np.ndarray] | None,
                     errors: dict[int, str], layers: np.ndarray | None = None) -> None:

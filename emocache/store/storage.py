@@ -28,26 +28,27 @@ def quiet_zarr():
 
 
 def codecs(level: int = 3):
-    """zstd then a CRC32C checksum on every chunk (pooled, index, and frames written before the blosc codec)."""
+    """zstd then a CRC32C checksum on every chunk (frames use level 1: features compress little, speed wins)."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return [ZstdCodec(level=level), Crc32cCodec()]
 
 
-FRAME_CODECS = ("blosc-zstd", "zstd")
-"""Frame codecs emocache writes: ``blosc-zstd`` (the default since issue 10) and ``zstd`` (the earlier one, still
-read on the fast path; written only when asked, e.g. by tests and ``emocache bench --store``)."""
+FRAME_CODECS = ("zstd", "blosc-zstd")
+"""Frame codecs emocache can write: ``zstd`` (the default, the store format) and ``blosc-zstd`` (the candidate of
+issue 10, written only when asked: tests and ``emocache bench --store``). Readers, fast path included, take both."""
 BLOSC_BLOCK = 1 << 18
 """Blosc block size for frames: 256 KiB, so zstd's entropy tables see enough of each shuffled byte plane."""
 
 
-def frame_codecs(itemsize: int, codec: str = "blosc-zstd"):
+def frame_codecs(itemsize: int, codec: str = "zstd"):
     """Compressors of a block's frames array (after the bytes codec), CRC32C last.
 
-    ``blosc-zstd``: blosc with byte shuffle (typesize = ``itemsize``: float16's high bytes, sign and exponent, end
-    up together and entropy-code well; the near-random low bytes are stored as they are), zstd level 1 inside,
-    256 KiB blocks. On float16 frames it stores 8-11 % fewer bytes than plain zstd level 1 and decodes about twice
-    as fast (docs/BENCHMARKS.md). ``zstd``: plain zstd level 1, the codec before.
+    ``zstd``: zstd level 1 (the format). ``blosc-zstd``: blosc with byte shuffle (typesize = ``itemsize``:
+    float16's high bytes, sign and exponent, end up together and entropy-code well; the near-random low bytes are
+    stored as they are), zstd level 1 inside, 256 KiB blocks; on float16 frames it stored 8-12 % fewer bytes than
+    zstd level 1 and took about half the CPU time to read, but did not reach issue 10's 2 GB/s on the shared 2-core
+    machine, so it is not the default (docs/BENCHMARKS.md, "Frame codecs").
     """
     from zarr.codecs import BloscCodec, Crc32cCodec
 

@@ -86,12 +86,13 @@ def codec_chain(arr) -> list[str]:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_old_zstd_store_reads_equal_on_the_fast_path(tmp_path, threads):
-    """Frames written with the codec before blosc (bytes + zstd + crc32c) read through the same fast path and give
-    the same values as a store written now (bytes + blosc(zstd, shuffle) + crc32c) and as the per-key readers."""
+def test_zstd_and_blosc_stores_read_equal_on_the_fast_path(tmp_path, threads):
+    """Frames written with the store's codec (bytes + zstd + crc32c, the default) and with the blosc candidate
+    (bytes + blosc(zstd, shuffle) + crc32c) both take the fast path and give the same values as each other and as
+    the per-key readers."""
     old_url, new_url = tmp_path / "old", tmp_path / "new"
-    keys, frames = entry_with_frames(old_url, codec="zstd")
-    entry_with_frames(new_url)
+    keys, frames = entry_with_frames(old_url)
+    entry_with_frames(new_url, codec="blosc-zstd")
     old, new = open_store(old_url), open_store(new_url)
     assert codec_chain(old.entry("m", "ds").block_frames(0)) == ["BytesCodec", "ZstdCodec", "Crc32cCodec"]
     assert codec_chain(new.entry("m", "ds").block_frames(0)) == ["BytesCodec", "BloscCodec", "Crc32cCodec"]
@@ -135,8 +136,8 @@ def chunk_file(url, block: int, chunk: int):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("codec", ["blosc-zstd", "zstd"])
 def test_corrupt_chunk_is_a_clear_error(tmp_path, threads, codec):
-    """A flipped byte fails the chunk's CRC32C in both readers, with an error naming the block and the fix (stores
-    written now and before)."""
+    """A flipped byte fails the chunk's CRC32C in both readers, with an error naming the block and the fix (either
+    frame codec)."""
     url = tmp_path / "s"
     entry_with_frames(url, codec=codec)
     f = chunk_file(url, 1, 2)
@@ -174,7 +175,7 @@ def test_blosc_header_mismatch_refused_before_decoding(tmp_path, field):
     import google_crc32c
 
     url = tmp_path / "s"
-    entry_with_frames(url)
+    entry_with_frames(url, codec="blosc-zstd")
     f = chunk_file(url, 1, 1)
     body = bytearray(f.read_bytes()[:-4])
     at = {"nbytes": 4, "cbytes": 12, "typesize": 3}[field]
