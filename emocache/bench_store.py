@@ -119,9 +119,9 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
 
 def bench_store(n_utts: int = 2000, mean_frames: int = 300, dim: int = 768, workdir: Path | None = None,
                 seed: int = 0, repeats: int = 1, threads: int | None = None) -> list[dict]:
-    """Write and read the same features both ways (the store once per frame codec: the one written now, then the
-    one before); one row per layout and reader with MB/s of float32 feature data (``repeats``: read timings are
-    the fastest of that many runs)."""
+    """Write and read the same features both ways (the store once per frame codec: zstd, the format, then the
+    blosc-zstd candidate); one row per layout and reader with MB/s of float32 feature data (``repeats``: read
+    timings are the fastest of that many runs)."""
     from emocache.store.storage import FRAME_CODECS
 
     feats = synthetic_features(n_utts, mean_frames, dim, seed)

@@ -11,8 +11,8 @@ straight into their place in a preallocated output. Blosc, zstd, CRC32C and torc
 GIL, so the tasks run in parallel. Blosc decodes each chunk on the calling thread only: the tasks always run on the
 pool's threads (also with one thread), where numcodecs uses blosc's single-threaded context API (unless a program
 set ``numcodecs.blosc.use_threads = True``), so blosc's own threads never compete with the pool. Arrays whose codecs
-are not exactly one of the chains emocache writes (bytes + blosc + crc32c, or bytes + zstd + crc32c before) are
-read through zarr, block by block, with the same checks as ``iter_frames``.
+are not exactly one of the chains emocache writes (bytes + zstd + crc32c, the format, or bytes + blosc + crc32c)
+are read through zarr, block by block, with the same checks as ``iter_frames``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emocache.store.guard import zstd_content_size
+from emocache.store.guard import BLOSC_HEADER, zstd_content_size
 from emocache.store.validate import StoreError
 
-BLOSC_HEADER = 16
-"""Bytes of a blosc chunk header: version, format, flags, typesize, then nbytes, blocksize and cbytes (uint32 LE)."""
 MAX_THREADS = 8
 """Default upper bound on decoding threads (the default is the CPUs this process may run on, at most this)."""
 
@@ -112,10 +110,10 @@ def converter() -> Callable[[np.ndarray, np.ndarray], None]:
 
 
 def fast_codecs(arr, frame_dim: int) -> str | None:
-    """The compressor (``"blosc"`` or ``"zstd"``) when chunks of ``arr`` can be decoded here: exactly bytes (little
-    endian) + blosc (typesize the dtype's; emocache writes zstd inside, byte shuffle) + crc32c, or bytes + zstd +
-    crc32c, the chunk
-    spanning every column (what emocache writes, now and before); None for anything else (read through zarr)."""
+    """The compressor (``"zstd"`` or ``"blosc"``) when chunks of ``arr`` can be decoded here: exactly bytes (little
+    endian) + zstd + crc32c (the format) or bytes + blosc (any inner codec and shuffle, typesize the dtype's) +
+    crc32c (``frame_codecs(..., "blosc-zstd")``), the chunk spanning every column; None for anything else (read
+    through zarr)."""
     from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.core.chunk_grids import RegularChunkGrid
 

@@ -47,8 +47,8 @@ def frame_codecs(itemsize: int, codec: str = "zstd"):
     ``zstd``: zstd level 1 (the format). ``blosc-zstd``: blosc with byte shuffle (typesize = ``itemsize``:
     float16's high bytes, sign and exponent, end up together and entropy-code well; the near-random low bytes are
     stored as they are), zstd level 1 inside, 256 KiB blocks; on float16 frames it stored 8-12 % fewer bytes than
-    zstd level 1 and took about half the CPU time to read, but did not reach issue 10's 2 GB/s on the shared 2-core
-    machine, so it is not the default (docs/BENCHMARKS.md, "Frame codecs").
+    zstd level 1 and its chunks decoded in 0.46-0.84x zstd's time, but ``all_frames`` did not reach issue 10's
+    2 GB/s with it on the shared 2-core machine, so it is not the default (docs/BENCHMARKS.md, "Frame codecs").
     """
     from zarr.codecs import BloscCodec, Crc32cCodec
 
