@@ -72,8 +72,9 @@ def bench_npy(feats: list[np.ndarray], keys: list[str], root: Path, repeats: int
 
 
 def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size: int = 128, repeats: int = 1,
-               threads: int | None = None) -> list[dict]:
-    """The emocache store: frames float16 in per-block arrays, pooled float32 [N, D], zstd + CRC32C.
+               threads: int | None = None, codec: str = "blosc-zstd") -> list[dict]:
+    """The emocache store: frames float16 in per-block arrays written with frame codec ``codec`` (see
+    :data:`~emocache.store.storage.FRAME_CODECS`), pooled float32 [N, D], zstd; CRC32C on every chunk.
 
     Rows: the per-key reader (``iter_frames``, every utterance as float32 and dropped, as the .npy row drops each
     file's array), then the whole-entry read (``all_frames``) as float32 and as float16 (stored precision, no
@@ -83,7 +84,7 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
     from emocache.store.bulk import converter, default_threads
 
     threads = threads or default_threads()
-    layout = f"emocache store (frames float16, blocks of {block_size})"
+    layout = f"emocache store (frames float16 {codec}, blocks of {block_size})"
     row = {"layout": f"{layout}: iter_frames"}
     dim = feats[0].shape[1]
     pooled = np.stack([f.mean(0) for f in feats])  # (N, D): the encoder hands these over with the frames
@@ -92,6 +93,7 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
         e = st.create_entry("bench", "synthetic", keys, ["x"] * len(keys), dim, dim,
                             {"model": "bench", "weights": "synthetic", "layer": "n/a", "pooling": "mean"},
                             block_size=block_size)
+        e.frame_codec = codec
         for b in range(e.n_blocks):
             sl = e.block_slice(b)
             e.write_block(b, pooled[sl], feats[sl], {})
@@ -102,12 +104,13 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
         e.pooled()
     row["files"] = sum(1 for f in root.rglob("*") if f.is_file())
     row["bytes"] = _bytes(root)
+    row["frames_bytes"] = _bytes(root / "bench" / "synthetic" / "blocks")  # the frames arrays alone
     rows = [row]
     frames = sum(f.shape[0] for f in feats)
     converter()  # imports torch (once per process) before the timed reads
     for dtype in (np.float32, np.float16):
         r = {"layout": f"{layout}: all_frames {np.dtype(dtype).name} ({threads} thread{'s' if threads > 1 else ''})",
-             "files": row["files"], "bytes": row["bytes"]}
+             "files": row["files"], "bytes": row["bytes"], "frames_bytes": row["frames_bytes"]}
         fs = _fastest(r, "read_frames_s", lambda: e.all_frames(dtype=dtype, threads=threads), repeats)
         assert fs.data.shape == (frames, dim) and fs.data.dtype == dtype
         rows.append(r)
@@ -116,29 +119,34 @@ def bench_zarr(feats: list[np.ndarray], keys: list[str], root: Path, block_size:
 
 def bench_store(n_utts: int = 2000, mean_frames: int = 300, dim: int = 768, workdir: Path | None = None,
                 seed: int = 0, repeats: int = 1, threads: int | None = None) -> list[dict]:
-    """Write and read the same features both ways; one row per layout and reader with MB/s of float32 feature
-    data (``repeats``: read timings are the fastest of that many runs)."""
+    """Write and read the same features both ways (the store once per frame codec: zstd, the format, then the
+    blosc-zstd candidate); one row per layout and reader with MB/s of float32 feature data (``repeats``: read
+    timings are the fastest of that many runs)."""
+    from emocache.store.storage import FRAME_CODECS
+
     feats = synthetic_features(n_utts, mean_frames, dim, seed)
     keys = [f"utt{i:07d}" for i in range(n_utts)]
     raw = sum(f.nbytes for f in feats)
     tmp = Path(tempfile.mkdtemp(prefix="emocache-bench-", dir=workdir))
     try:
-        rows = [bench_npy(feats, keys, tmp / "npy", repeats),
-                *bench_zarr(feats, keys, tmp / "store.zarr", repeats=repeats, threads=threads)]
+        rows = [bench_npy(feats, keys, tmp / "npy", repeats)]
+        for codec in FRAME_CODECS:
+            rows += bench_zarr(feats, keys, tmp / f"store-{codec}.zarr", repeats=repeats, threads=threads, codec=codec)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for r in rows:
         w = r.get("write_s")
         r.update({"utterances": n_utts, "frames": int(sum(f.shape[0] for f in feats)), "dim": dim,
                   "float32_MB": raw / 1e6, "write_MB_s": raw / 1e6 / w if w else None,
-                  "read_frames_MB_s": raw / 1e6 / r["read_frames_s"], "disk_MB": r["bytes"] / 1e6})
+                  "read_frames_MB_s": raw / 1e6 / r["read_frames_s"], "disk_MB": r["bytes"] / 1e6,
+                  "frames_MB": r["frames_bytes"] / 1e6 if "frames_bytes" in r else None})
     return rows
 
 
 COLUMNS = [("layout", "layout"), ("utterances", "utts"), ("frames", "frames"), ("dim", "dim"),
            ("write_s", "write s"), ("write_MB_s", "write MB/s"), ("read_frames_s", "read frames s"),
            ("read_frames_MB_s", "read MB/s"), ("read_pooled_s", "read pooled s"), ("files", "files"),
-           ("disk_MB", "disk MB")]
+           ("disk_MB", "disk MB"), ("frames_MB", "frames MB")]
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -5,11 +5,14 @@ The per-key readers (``frames``, ``iter_frames``) go through zarr's codec pipeli
 the whole block from float16 to float32 with numpy (single-threaded, about 1 GB/s here), then slice it per
 utterance. This module plans the whole read first (which chunks of which block land where in the output), then
 runs one task per stored chunk on a thread pool: fetch the object through the guarded store (the same size, link
-and compression-header checks as every read), verify its CRC32C, zstd-decompress it into a per-thread scratch
-buffer the size of one chunk (it stays in the CPU cache) and convert the rows that selected utterances use straight
-into their place in a preallocated output. zstd, CRC32C and torch's dtype conversion release the GIL, so the
-tasks run in parallel. Arrays whose codecs are not exactly the ones emocache writes (bytes, zstd, crc32c) are read
-through zarr, block by block, with the same checks as ``iter_frames``.
+and compression-header checks as every read), verify its CRC32C, decompress it (blosc or zstd) into a per-thread
+scratch buffer the size of one chunk (it stays in the CPU cache) and convert the rows that selected utterances use
+straight into their place in a preallocated output. Blosc, zstd, CRC32C and torch's dtype conversion release the
+GIL, so the tasks run in parallel. Blosc decodes each chunk on the calling thread only: the tasks always run on the
+pool's threads (also with one thread), where numcodecs uses blosc's single-threaded context API (unless a program
+set ``numcodecs.blosc.use_threads = True``), so blosc's own threads never compete with the pool. Arrays whose codecs
+are not exactly one of the chains emocache writes (bytes + zstd + crc32c, the format, or bytes + blosc + crc32c)
+are read through zarr, block by block, with the same checks as ``iter_frames``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emocache.store.guard import zstd_content_size
+from emocache.store.guard import BLOSC_HEADER, zstd_content_size
 from emocache.store.validate import StoreError
 
 MAX_THREADS = 8
@@ -106,18 +109,25 @@ def converter() -> Callable[[np.ndarray, np.ndarray], None]:
     return copy
 
 
-def fast_codecs(arr, frame_dim: int) -> bool:
-    """Whether chunks of ``arr`` can be decoded here: exactly bytes (little endian) + zstd + crc32c, the chunk
-    spanning every column (what emocache writes); anything else is read through zarr."""
-    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+def fast_codecs(arr, frame_dim: int) -> str | None:
+    """The compressor (``"zstd"`` or ``"blosc"``) when chunks of ``arr`` can be decoded here: exactly bytes (little
+    endian) + zstd + crc32c (the format) or bytes + blosc (any inner codec and shuffle, typesize the dtype's) +
+    crc32c (``frame_codecs(..., "blosc-zstd")``), the chunk spanning every column; None for anything else (read
+    through zarr)."""
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.core.chunk_grids import RegularChunkGrid
 
     c = arr.metadata.codecs
-    return (len(c) == 3 and isinstance(c[0], BytesCodec) and str(getattr(c[0].endian, "value", "little")) == "little"
-            and isinstance(c[1], ZstdCodec) and isinstance(c[2], Crc32cCodec)
-            and isinstance(arr.metadata.chunk_grid, RegularChunkGrid)
+    if not (len(c) == 3 and isinstance(c[0], BytesCodec) and str(getattr(c[0].endian, "value", "little")) == "little"
+            and isinstance(c[2], Crc32cCodec) and isinstance(arr.metadata.chunk_grid, RegularChunkGrid)
             and tuple(arr.metadata.chunk_grid.chunk_shape)[1:] == (frame_dim,)
-            and arr.dtype in (np.float16, np.float32))
+            and arr.dtype in (np.float16, np.float32)):
+        return None
+    if isinstance(c[1], ZstdCodec):
+        return "zstd"
+    if isinstance(c[1], BloscCodec) and c[1].typesize == arr.dtype.itemsize:  # any inner codec and shuffle
+        return "blosc"
+    return None
 
 
 def runs(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -144,12 +154,14 @@ def chunk_pieces(pieces: list[tuple[int, int, int]], rows_per_chunk: int) -> dic
 
 
 class ChunkReader:
-    """Reads one array's chunks: fetch through the guarded store, CRC32C, zstd into a thread's scratch buffer."""
+    """Reads one array's chunks: fetch through the guarded store, CRC32C, decompress (``codec``: blosc or zstd, as
+    :func:`fast_codecs` names it) into a thread's scratch buffer."""
 
-    def __init__(self, arr, where: str):
+    def __init__(self, arr, where: str, codec: str = "zstd"):
         from numcodecs import Zstd
 
         self.arr = arr
+        self.codec = codec
         self.where = where
         self.rows = int(arr.metadata.chunk_grid.chunk_shape[0])
         self.shape = (self.rows, int(arr.shape[1]))
@@ -203,6 +215,24 @@ class ChunkReader:
         zs.check_chunk(key, memoryview(raw))  # compression header against the array's chunk size (bombs)
         return raw
 
+    def check_header(self, name: str, body: np.ndarray) -> None:
+        """The compression header must declare exactly one chunk's bytes (and, for blosc, the stored length and the
+        dtype's item size) before anything is decoded."""
+        if self.codec == "zstd":
+            size = zstd_content_size(body[:18].tobytes())
+            if size != self.nbytes:
+                raise self.fail(f"chunk {name}: zstd frame declares {size} bytes, the array's chunks hold "
+                                f"{self.nbytes}")
+            return
+        head = body[:BLOSC_HEADER].tobytes()
+        if len(head) < BLOSC_HEADER:
+            raise self.fail(f"chunk {name}: {body.size} bytes, shorter than a blosc header")
+        size, stored = int.from_bytes(head[4:8], "little"), int.from_bytes(head[12:16], "little")
+        if size != self.nbytes or stored != body.size or head[3] != self.arr.dtype.itemsize:
+            raise self.fail(f"chunk {name}: blosc header declares {size} bytes stored in {stored} (item size "
+                            f"{head[3]}); the array's chunks hold {self.nbytes}, stored in {body.size} (item size "
+                            f"{self.arr.dtype.itemsize})")
+
     def decode(self, c: int) -> np.ndarray:
         """Chunk ``c`` as (rows, D) in the array's dtype; valid until this thread decodes its next chunk."""
         import google_crc32c
@@ -218,14 +248,17 @@ class ChunkReader:
         body = raw[:-4]
         if google_crc32c.value(body) != int.from_bytes(raw[-4:].tobytes(), "little"):
             raise self.fail(f"ValueError: Stored and computed checksum do not match in chunk {name}")
-        size = zstd_content_size(body[:18].tobytes())
-        if size != self.nbytes:
-            raise self.fail(f"chunk {name}: zstd frame declares {size} bytes, the array's chunks hold {self.nbytes}")
+        self.check_header(name, body)
         scratch = getattr(self.local, "scratch", None)
         if scratch is None or scratch.shape != self.shape or scratch.dtype != self.arr.dtype:
             scratch = self.local.scratch = np.empty(self.shape, self.arr.dtype)
         try:
-            self.zstd.decode(body, out=scratch)
+            if self.codec == "blosc":
+                from numcodecs.blosc import decompress
+
+                decompress(body, scratch)
+            else:
+                self.zstd.decode(body, out=scratch)
         except Exception as e:
             raise self.fail(f"chunk {name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         return scratch
@@ -259,12 +292,13 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
     for b, arr, pieces in plan:
         if not pieces:
             continue
-        if not fast_codecs(arr, entry.frame_dim):
+        codec = fast_codecs(arr, entry.frame_dim)
+        if not codec:
             F = entry.block_frames_data(b, dtype=arr.dtype)  # through zarr: same checks as iter_frames
             for s, ln, d in pieces:
                 copy(out[d:d + ln], F[s:s + ln])
             continue
-        reader = ChunkReader(arr, f"{entry.url}/{arr.path}" if entry.url else arr.path)
+        reader = ChunkReader(arr, f"{entry.url}/{arr.path}" if entry.url else arr.path, codec)
         tasks.extend((reader, c, p) for c, p in sorted(chunk_pieces(pieces, reader.rows).items()))
 
     def run(task) -> None:
@@ -274,11 +308,8 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
             copy(out[d:d + ln], chunk[s:s + ln])
 
     n = threads or default_threads()
-    if n <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            run(t)
-    else:
-        with ThreadPoolExecutor(min(n, len(tasks)), thread_name_prefix="emocache-frames") as ex:
+    if tasks:  # on pool threads even when n == 1: there blosc decodes single-threaded (module docstring)
+        with ThreadPoolExecutor(max(1, min(n, len(tasks))), thread_name_prefix="emocache-frames") as ex:
             futures = [ex.submit(run, t) for t in tasks]
             try:
                 for f in futures:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from emocache.store.layout import BLOCKS, DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
-from emocache.store.storage import codecs, quiet_zarr
+from emocache.store.storage import codecs, frame_codecs, quiet_zarr
 from emocache.store.validate import StoreError, StoreIOError
 
 RETRIES = 8
@@ -18,6 +18,10 @@ RETRIES = 8
 
 class BlockWriter:
     """Block writing for :class:`~emocache.store.entry.Entry` (which supplies the arrays and attributes)."""
+
+    frame_codec = "zstd"
+    """Codec of newly written frames arrays, one of :data:`~emocache.store.storage.FRAME_CODECS` (readers take
+    both); set on an entry to write another (tests, ``emocache bench --store``)."""
 
     def write_block(self, b: int, pooled: np.ndarray, frames: list[np.ndarray] | None,
                     errors: dict[int, str], layers: np.ndarray | None = None) -> None:
@@ -95,7 +99,8 @@ class BlockWriter:
             total = F.shape[0]
             rows = max(1, min(max(total, 1), (1 << 20) // (self.frame_dim * F.dtype.itemsize)))
             arr = g.create_array("frames", shape=(total, self.frame_dim), dtype=F.dtype,
-                                 chunks=(rows, self.frame_dim), compressors=codecs(level=1), fill_value=0,
+                                 chunks=(rows, self.frame_dim), fill_value=0,
+                                 compressors=frame_codecs(F.dtype.itemsize, self.frame_codec),
                                  config={"write_empty_chunks": True}, dimension_names=DIMS["frames"])
             if total:
                 arr[:] = F

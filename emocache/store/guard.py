@@ -26,6 +26,8 @@ COMPRESSORS = ("zstd", "gzip", "blosc")
 ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
             "float32": 4, "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16}
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BLOSC_HEADER = 16
+"""Bytes of a blosc chunk header: version, format, flags, typesize, then nbytes, blocksize and cbytes (uint32 LE)."""
 
 
 def is_metadata(key: str) -> bool:
@@ -205,7 +207,7 @@ class Guard:
                 raise StoreError(f"{self.where(key)}: zstd chunk without a declared content size; emocache "
                                  "writes it and reads no other (a damaged or hostile store)")
         elif comp == "blosc":
-            size = int.from_bytes(raw[4:8], "little") if len(raw) >= 16 else limit + 1
+            size = int.from_bytes(raw[4:8], "little") if len(raw) >= BLOSC_HEADER else limit + 1
         elif comp == "gzip":
             size = gzip_size(raw, limit)
         else:

@@ -34,6 +34,32 @@ def codecs(level: int = 3):
     return [ZstdCodec(level=level), Crc32cCodec()]
 
 
+FRAME_CODECS = ("zstd", "blosc-zstd")
+"""Frame codecs emocache can write: ``zstd`` (the default, the store format) and ``blosc-zstd`` (the candidate of
+issue 10, written only when asked: tests and ``emocache bench --store``). Readers, fast path included, take both."""
+BLOSC_BLOCK = 1 << 18
+"""Blosc block size for frames: 256 KiB, so zstd's entropy tables see enough of each shuffled byte plane."""
+
+
+def frame_codecs(itemsize: int, codec: str = "zstd"):
+    """Compressors of a block's frames array (after the bytes codec), CRC32C last.
+
+    ``zstd``: zstd level 1 (the format). ``blosc-zstd``: blosc with byte shuffle (typesize = ``itemsize``:
+    float16's high bytes, sign and exponent, end up together and entropy-code well; the near-random low bytes are
+    stored as they are), zstd level 1 inside, 256 KiB blocks; on float16 frames it stored 8-12 % fewer bytes than
+    zstd level 1 and its chunks decoded in 0.46-0.84x zstd's time, but ``all_frames`` did not reach issue 10's
+    2 GB/s with it on the shared 2-core machine, so it is not the default (docs/BENCHMARKS.md, "Frame codecs").
+    """
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    if codec == "zstd":
+        return codecs(level=1)
+    if codec != "blosc-zstd":
+        raise ValueError(f"frame codec {codec!r}: one of {', '.join(FRAME_CODECS)}")
+    return [BloscCodec(typesize=itemsize, cname="zstd", clevel=1, shuffle="shuffle", blocksize=BLOSC_BLOCK),
+            Crc32cCodec()]
+
+
 def is_remote(url: str) -> bool:
     return "://" in str(url) and not str(url).startswith("file://")
 

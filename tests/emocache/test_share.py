@@ -81,4 +81,5 @@ def test_bench_store_cli_small(cli, tmp_path):
     text = " ".join(out.split())
     assert code == 0 and "per-utterance .npy (float32) | 20 |" in text and "emocache store" in text
     assert "iter_frames | 20 | " in text and "all_frames float32 (" in text and "all_frames float16 (" in text
+    assert "frames float16 blosc-zstd, blocks" in text and "frames float16 zstd, blocks" in text  # both codecs
     assert list(tmp_path.iterdir()) == []  # the temporary files are removed

@@ -12,8 +12,9 @@ from emocache.share import pack
 DIM = 2048  # frames chunks hold (1 MiB // (DIM * 2)) = 256 rows: several chunks per block, utterances across them
 
 
-def entry_with_frames(url, n=14, block_size=4, seed=0, failed=(5,)):
-    """An entry of ``n`` utterances with 1-700 float32 frames each (stored float16), failed rows ``failed``."""
+def entry_with_frames(url, n=14, block_size=4, seed=0, failed=(5,), codec=None):
+    """An entry of ``n`` utterances with 1-700 float32 frames each (stored float16), failed rows ``failed``;
+    ``codec`` a frame codec of emocache.store.storage.FRAME_CODECS (None: the default)."""
     rng = np.random.default_rng(seed)
     keys = [f"u{i:03d}" for i in range(n)]
     lengths = [1, 700, 3, 256, 255, 40, 513, 90, 1, 300, 257, 2, 128, 600][:n]
@@ -22,6 +23,8 @@ def entry_with_frames(url, n=14, block_size=4, seed=0, failed=(5,)):
     st = open_store(url, mode="a")
     e = st.create_entry("m", "ds", keys, ["a"] * n, DIM, DIM, {"model": "m", "weights": "w", "layer": "last",
                                                                 "pooling": "mean"}, block_size=block_size)
+    if codec is not None:
+        e.frame_codec = codec
     for b in range(e.n_blocks):
         sl = e.block_slice(b)
         e.write_block(b, pooled[sl], [None if i in failed else frames[i] for i in range(sl.start, sl.stop)],
@@ -78,6 +81,30 @@ def test_all_frames_through_zarr_and_zip_equal(tmp_path, monkeypatch):
     assert_same(open_store(url).all_frames("m", "ds", threads=2), old)
 
 
+def codec_chain(arr) -> list[str]:
+    return [type(c).__name__ for c in arr.metadata.codecs]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zstd_and_blosc_stores_read_equal_on_the_fast_path(tmp_path, threads):
+    """Frames written with the store's codec (bytes + zstd + crc32c, the default) and with the blosc candidate
+    (bytes + blosc(zstd, shuffle) + crc32c) both take the fast path and give the same values as each other and as
+    the per-key readers."""
+    old_url, new_url = tmp_path / "old", tmp_path / "new"
+    keys, frames = entry_with_frames(old_url)
+    entry_with_frames(new_url, codec="blosc-zstd")
+    old, new = open_store(old_url), open_store(new_url)
+    assert codec_chain(old.entry("m", "ds").block_frames(0)) == ["BytesCodec", "ZstdCodec", "Crc32cCodec"]
+    assert codec_chain(new.entry("m", "ds").block_frames(0)) == ["BytesCodec", "BloscCodec", "Crc32cCodec"]
+    assert bulk.fast_codecs(old.entry("m", "ds").block_frames(0), DIM) == "zstd"
+    assert bulk.fast_codecs(new.entry("m", "ds").block_frames(0), DIM) == "blosc"
+    a, b = old.all_frames("m", "ds", threads=threads), new.all_frames("m", "ds", threads=threads)
+    assert_same(a, dict(old.iter_frames("m", "ds")))
+    assert a.keys == b.keys
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(a.frames(a.keys.index("u006")), frames[6].astype(np.float16))
+
+
 def test_float32_blocks_read_exactly_and_refused_as_float16(tmp_path):
     rng = np.random.default_rng(1)
     F = [rng.normal(size=(int(rng.integers(2, 50)), 8)).astype(np.float32) for _ in range(6)]
@@ -107,10 +134,12 @@ def chunk_file(url, block: int, chunk: int):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_corrupt_chunk_is_a_clear_error(tmp_path, threads):
-    """A flipped byte fails the chunk's CRC32C in both readers, with an error naming the block and the fix."""
+@pytest.mark.parametrize("codec", ["blosc-zstd", "zstd"])
+def test_corrupt_chunk_is_a_clear_error(tmp_path, threads, codec):
+    """A flipped byte fails the chunk's CRC32C in both readers, with an error naming the block and the fix (either
+    frame codec)."""
     url = tmp_path / "s"
-    entry_with_frames(url)
+    entry_with_frames(url, codec=codec)
     f = chunk_file(url, 1, 2)
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -137,6 +166,42 @@ def test_missing_and_truncated_chunks_are_errors(tmp_path):
     f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(StoreError, match=r"b000000/frames: unreadable.*--redo-failed"):
         open_store(url2).all_frames("m", "ds")
+
+
+def test_verify_checks_blosc_frames(tmp_path):
+    """`emocache verify` reads blosc-zstd frames: a clean store passes, a flipped byte names its block."""
+    from emocache.verify import verify_store
+
+    url = tmp_path / "s"
+    entry_with_frames(url, codec="blosc-zstd")
+    (chk,) = verify_store(open_store(url))
+    assert chk.ok and chk.committed == 4
+    f = chunk_file(url, 2, 0)
+    data = bytearray(f.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    f.write_bytes(bytes(data))
+    (chk,) = verify_store(open_store(url))
+    assert not chk.ok and chk.bad_blocks == [2] and "checksum" in chk.problems[2]
+
+
+@pytest.mark.parametrize("field", ["nbytes", "cbytes", "typesize"])
+def test_blosc_header_mismatch_refused_before_decoding(tmp_path, field):
+    """A blosc chunk whose header (checksum recomputed, as a hostile store would) declares another decoded size,
+    another stored length or another item size than its array is refused by the fast path, naming the chunk."""
+    import google_crc32c
+
+    url = tmp_path / "s"
+    entry_with_frames(url, codec="blosc-zstd")
+    f = chunk_file(url, 1, 1)
+    body = bytearray(f.read_bytes()[:-4])
+    at = {"nbytes": 4, "cbytes": 12, "typesize": 3}[field]
+    if field == "typesize":
+        body[at] = 4
+    else:
+        body[at:at + 4] = (int.from_bytes(body[at:at + 4], "little") - 2).to_bytes(4, "little")
+    f.write_bytes(bytes(body) + google_crc32c.value(bytes(body)).to_bytes(4, "little"))
+    with pytest.raises(StoreError, match=r"b000001/frames: unreadable \(chunk c/1/0: blosc header declares"):
+        open_store(url).all_frames("m", "ds", threads=2)
 
 
 @pytest.mark.parametrize("what", ["chunk", "folder"])
