@@ -77,3 +77,19 @@ def test_cli_grpo(synth, tmp_path, extra, name):
     df = pd.read_csv(run_dir(out, "grpo_m_ds_six_" + name) / "results.csv")
     assert set(df.method) == {"grpo"} and (df.group_size == 4).all() and df.macro_f1.between(0, 1).all()
     assert df.wheel.between(df.wa, 1).all()  # the wheel metric pays at least the exact hits
+
+
+def test_grpo_groups_spec_parses(monkeypatch):
+    from pathlib import Path
+
+    from trainer.pipeline import cells, load_spec
+
+    for var in ("URDU_STORE", "EMOBOX", "DEMO_STORE", "DEMO_ROOT", "GROUPS_OUT"):
+        monkeypatch.setenv(var, var.lower())
+    got = cells(load_spec(Path(__file__).resolve().parents[2] / "pipelines" / "grpo_groups.toml"))
+    assert len(got) == 21 and {c.seeds for c in got} == {(0, 1, 2, 3, 4)}
+    for ds, model in (("urdu", "fbank-stats"), ("urdu", "egemaps"), ("demo", "fbank-stats")):
+        mine = [c for c in got if (c.dataset, c.model) == (ds, model)]
+        assert sorted((c.method, c.reward) for c in mine if c.method != "baseline") == [
+            (m, r) for m in ("b-grpo", "grpo") for r in ("eswr", "r3", "wheel")]
+        assert all(c.teacher and c.teacher != model for c in mine if c.method != "baseline")

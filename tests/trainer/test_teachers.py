@@ -129,14 +129,18 @@ def test_config_checks_the_teacher_options():
     assert a.config_hash == TrainConfig(method="b-grpo", reward="r3", teacher="t").config_hash
 
 
-def test_robust_teachers_spec_parses():
+def test_robust_teachers_spec_parses(monkeypatch):
     from pathlib import Path
 
     from trainer.pipeline import cells, load_spec
 
+    for var in ("URDU_STORE", "EMOBOX", "DEMO_STORE", "DEMO_ROOT", "ROBUST_OUT"):
+        monkeypatch.setenv(var, var.lower())
     spec = Path(__file__).resolve().parents[2] / "pipelines" / "robust_teachers.toml"
-    got = cells(load_spec(spec, store="s", manifests="m"))
-    assert len(got) == 14 and {c.dataset for c in got} == {"urdu"} and {c.seeds for c in got} == {(0, 1, 2, 3, 4)}
-    assert sorted(c.regularize for c in got if c.method == "b-grpo" and c.teacher == "fbank-stats") == \
-        ["", "ls", "ls,eam", "ls,eam,adv"]
+    got = cells(load_spec(spec))
+    assert len(got) == 42 and {c.dataset for c in got} == {"urdu", "demo"} and {c.seeds for c in got} == {(0, 1, 2, 3, 4)}
+    for method, reward in (("b-grpo", "r3"), ("grpo", "eswr"), ("teacher", "r1")):
+        for ds in ("urdu", "demo"):
+            assert sorted(c.regularize for c in got if (c.method, c.dataset, c.teacher) == (method, ds, "fbank-stats")
+                          and c.reward == reward) == ["", "ls", "ls,eam", "ls,eam,adv"]
     assert all("eam" not in c.regularizers for c in got if c.teacher == "egemaps")
