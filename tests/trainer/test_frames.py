@@ -149,6 +149,6 @@ def test_cli_attention_head_every_method(fstore, tmp_path):
         p = sh("run", method, *common, *extra)
         assert "final mean over" in p.stdout
     for method in METHODS:
-        readable = f"{method}_fm_ds_six" + {"b-grpo": "_r3_positive_ft", "grpo": "_r3_positive_ft_G4"}.get(method, "")
+        readable = f"{method}_fm_ds_six" + {"b-grpo": "_r3_positive_ft", "grpo": "_r3_positive_ft_G8"}.get(method, "")
         df = pd.read_csv(run_dir(tmp_path, readable + "_head-attention") / "results.csv")
         assert (df["head"] == "attention").all() and df.macro_f1.between(0, 1).all()
