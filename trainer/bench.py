@@ -189,3 +189,63 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name}, run by run | {report[key]['seconds']:.1f} | "
                          f"{100 * report[key]['macro_f1_mean']:.1f} | {report[speed]:.1f}x |")
     return "\n".join(lines + (trailer if ev else []))
+
+
+def frame_head_cost(head: str, n: int = 5531, t: int = 250, dim: int = 512, folds: int = 5, epochs: int = 1,
+                    batch_size: int = 32, threads: int = 0, seed: int = 0) -> dict:
+    """Seconds per supervised epoch of ``folds`` stacked runs (half of n labelled each) with --head ``head`` on random
+    padded float16 frames (n, 1.5 t, dim), lengths uniform in [t/2, 3t/2] (mean t), plus one evaluation pass over
+    all rows; ``peak_rss_gib`` is this process's peak resident memory (run one head per process to compare)."""
+    import resource
+
+    from trainer.algorithms.supervised import train_supervised
+    from trainer.frames import FRAME_PAD
+    from trainer.models import StackedAdam, StackedMLP
+
+    experiment.set_threads(threads)
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    if head == "pooled":
+        X = torch.randn(n, dim, generator=g)  # (N, D)
+    else:
+        lengths = torch.randint(t // 2, 3 * t // 2 + 1, (n,), generator=g)
+        X = torch.empty(n, int(lengths.max()), dim, dtype=torch.float16)  # (N, T_max, D)
+        for s in range(0, n, 256):
+            X[s:s + 256] = torch.randn(X[s:s + 256].shape, generator=g).half()
+        X[torch.arange(X.shape[1]) >= lengths[:, None]] = FRAME_PAD
+    pools = [torch.randperm(n, generator=g)[: n // 2] for _ in range(folds)]
+    model = StackedMLP.from_seeds(list(range(folds)), dim, 4, 128, head=head)
+    opt = StackedAdam(model.parameters(), lr=1e-3)
+    t0 = time.perf_counter()
+    train_supervised(model, opt, X, y, pools, epochs, batch_size, [torch.Generator().manual_seed(r) for r in range(folds)])
+    t_train = (time.perf_counter() - t0) / epochs
+    t0 = time.perf_counter()
+    model.predict_all(X)
+    return {"head": head, "n": n, "t_max": int(X.shape[1]) if X.dim() == 3 else 1, "dim": dim, "runs": folds,
+            "input_gib": X.numel() * X.element_size() / 2**30, "epoch_seconds": t_train,
+            "eval_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def frame_heads_bench(heads=("pooled", "mean", "attention"), **kw) -> list[dict]:
+    """:func:`frame_head_cost` of each head in its own process (so each peak memory is its own)."""
+    import json
+    import subprocess
+    import sys
+
+    out = []
+    for h in heads:
+        code = f"import json; from trainer.bench import frame_head_cost; print(json.dumps(frame_head_cost({h!r}, **{kw!r})))"
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def frame_heads_markdown(rows: list[dict]) -> str:
+    """The frame-head cost as a markdown table."""
+    lines = ["| head | input (N x T_max x D) | input GiB | s / epoch | eval s | peak RSS GiB |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['head']} | {r['n']} x {r['t_max']} x {r['dim']} | {r['input_gib']:.2f} | "
+                     f"{r['epoch_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['peak_rss_gib']:.2f} |")
+    return "\n".join(lines)

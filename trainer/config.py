@@ -27,7 +27,12 @@ GRPO_METHODS = ("b-grpo", "grpo")
 """Methods rewarded with r1..r5 and trained with eq. 7-8: B-GRPO (the batch is the group) and per-input GRPO
 (ours: the G labels drawn for each input are its group)."""
 
+HEADS = ("pooled", "mean", "attention")
+"""What the policy reads (--head): the entry's pooled vector (the paper) or its stored frames pooled by the policy
+(ours: masked mean, or attentive pooling with a learned query per run; trainer/frames.py)."""
+
 CHOICES: dict[str, tuple[str, ...]] = {
+    "head": HEADS,
     "labels": ("six", "emobox"),
     "reward": REWARDS,
     "advantage": ADVANTAGES,
@@ -43,7 +48,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 """Enumerated TrainConfig fields and their allowed values (checked in __post_init__, offered as CLI choices)."""
 
-HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite", "save_model", "save_teacher", "teacher_from")
+HASH_EXCLUDED = ("out", "progress", "plots", "threads", "overwrite", "save_model", "save_teacher", "teacher_from",
+                 "frames_memory_gb")
 """TrainConfig fields left out of the config hash and of result rows: they change where and how a run is shown
 or how fast it goes, not its numbers (a --teacher-from teacher is checked to be the one the run would train).
 Every other field (store, manifests and experiment included) is hashed."""
@@ -229,6 +235,14 @@ class TrainConfig:
     """Ours: feature normalisation. 'none' (the paper), 'global' (= --standardize: z-score with the run's training
     rows), 'speaker' (z-score each row with its speaker's statistics: training speakers from their rows of the
     run's training split, test speakers from their own unlabelled test rows, features only: transductive)."""
+    head: str = "pooled"
+    """Ours: how the policy reads an utterance. 'pooled' (the entry's pooled vector, the paper), 'mean' (its stored
+    frames, masked mean over the valid frames, then the MLP) or 'attention' (its frames, attentive pooling
+    softmax_t(q . x_t / sqrt(D)) with a learned query q per run, trained with the MLP). Frame heads need an entry
+    extracted with frames, --layer last and no --normalize speaker; a teacher reads its frames the same way."""
+    frames_memory_gb: float = 8.0
+    """Most GiB the padded float16 frame tensor (N x T_max x D per entry) of a frame --head may take; above it the
+    run stops before reading any frame, naming the size it needs (raise this where the memory is there)."""
     speaker_pattern: str = ""
     """Regex with a (?P<speaker>...) group matching the whole key, for --normalize speaker on a dataset that has
     no emocache rule and no 'speaker' manifest field ('' = the field or the emocache.speakers rule)."""
@@ -315,6 +329,11 @@ class TrainConfig:
             raise ValueError(f"--reward {self.reward} is a teacher reward (eq. 3-5): give --teacher MODEL")
         if self.layer not in ("last", "weighted") and not str(self.layer).isdigit():
             raise ValueError(f"--layer {self.layer!r}: use last, weighted or a layer number K")
+        if self.head != "pooled" and (self.layer != "last" or self.normalization == "speaker"):
+            raise ValueError(f"--head {self.head} pools the last layer's stored frames; it does not combine with "
+                             f"--layer {self.layer} / --normalize speaker (use --head pooled for those)")
+        if not self.frames_memory_gb > 0:
+            raise ValueError(f"--frames-memory-gb {self.frames_memory_gb}: must be > 0")
         if self.standardize and self.normalize == "speaker":
             raise ValueError("--standardize is --normalize global; give one of --standardize or --normalize speaker")
         self._check_teacher_options()
@@ -335,6 +354,9 @@ class TrainConfig:
         if (names or self.save_teacher or self.teacher_from) and not self.uses_teacher:
             raise ValueError("--regularize / --save-teacher / --teacher-from concern the teacher of r3-r5: use them "
                              "with --method teacher, or b-grpo/grpo with --reward r3, r4 or r5")
+        if names and self.head != "pooled":
+            raise ValueError(f"--regularize {self.regularize} trains a teacher on pooled vectors; use it with --head "
+                             "pooled")
         if "eam" in names and self.normalize == "speaker":
             raise ValueError("--regularize eam mixes unnormalised frames; use --normalize none or global with it")
         if not (0 <= self.ls_epsilon < 1 and math.isfinite(self.eam_snr_min) and self.eam_snr_min <= self.eam_snr_max
@@ -469,6 +491,8 @@ class TrainConfig:
             parts.append(f"layer-{self.layer}")
         if self.normalization != "none":
             parts.append(f"norm-{self.normalization}")
+        if self.head != "pooled":
+            parts.append(f"head-{self.head}")
         return "_".join(parts)
 
     def to_dict(self) -> dict:

@@ -32,6 +32,7 @@ from trainer.data import (DataError, crop_views, fold_rows, join_by_key, load_fe
 from trainer.diagnostics import collapse_onset, under_trained
 from trainer.loop import EpochLog, EvalSet
 from trainer.metrics import confusion, macro_f1_batched, scores
+from trainer.frames import FRAME_PAD, pooled_mean, use_frames
 from trainer.models import StackedAdam, StackedMLP
 from trainer.emotion_space import similarity_matrix
 from trainer.rewards import SIMILARITY_REWARDS, reward
@@ -96,6 +97,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
                         "use --normalize global, or leave --unlabeled-from empty")
     store = open_store(cfg.store)
     feats = load_features(store, cfg.model, cfg.dataset, cfg.nonfinite, cfg.layer)
+    if cfg.head != "pooled":
+        use_frames(store, feats, cfg.frames_memory_gb)  # X (N, T, D) padded frames
     labels = map_labels(feats.raw_labels, read_label_map(cfg.manifests, cfg.dataset), cfg.labels)
     y = labels.y
     folds = fold_rows(feats.keys, y, cfg.manifests, cfg.dataset, cfg.fold, set(feats.dropped_keys))
@@ -103,7 +106,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
 
     if cfg.unlabeled_from and cfg.uses_unlabeled:
         ufeats = load_features(store, cfg.model, cfg.unlabeled_from, cfg.nonfinite, cfg.layer)
-        if ufeats.X.shape[1:] != feats.X.shape[1:]:
+        if cfg.head != "pooled":
+            use_frames(store, ufeats, cfg.frames_memory_gb)
+        if (ufeats.X.shape[1:] if cfg.head == "pooled" else ufeats.X.shape[-1:]) != \
+                (feats.X.shape[1:] if cfg.head == "pooled" else feats.X.shape[-1:]):  # frames: T_max may differ
             raise DataError(f"--unlabeled-from {cfg.unlabeled_from}: dim {ufeats.X.shape[1]} != "
                             f"{feats.X.shape[1]} of {cfg.dataset}")
         prov[f"{cfg.model}/{cfg.unlabeled_from}"] = store.provenance(cfg.model, cfg.unlabeled_from)
@@ -157,7 +163,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
         _attach_teacher(cfg, store, feats, ufeats, data)
     if cfg.layer == "weighted":
         data.layer_ids = list(store.provenance(cfg.model, cfg.dataset).get("layers") or range(feats.X.shape[1]))
-    plain = cfg.layer == "last" and cfg.normalize != "speaker"
+    if cfg.views == "frames" and cfg.head != "pooled":
+        raise DataError(f"--{cfg.method}-views frames: frame-crop views are pooled crop means, inputs of --head pooled; "
+                        f"--head {cfg.head} reads the frames themselves, so use --{cfg.method}-views noise or auto "
+                        "(noise and feature dropout on every frame)")
+    plain = cfg.layer == "last" and cfg.normalize != "speaker" and cfg.head == "pooled"
     if cfg.views == "frames" and not plain:
         raise DataError(f"--{cfg.method}-views frames: frame crops are last-layer, unnormalised frames, not the "
                         f"--layer {cfg.layer} / --normalize {cfg.normalize} inputs; use --{cfg.method}-views noise")
@@ -209,9 +219,13 @@ def _normalize_speakers(cfg: TrainConfig, feats, folds, data: Prepared):
 def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
     """Teacher features joined by key to the policy rows (labelled) and the unlabelled rows."""
     tf = load_features(store, cfg.teacher, cfg.dataset, cfg.nonfinite)
+    if cfg.head != "pooled":
+        use_frames(store, tf, cfg.frames_memory_gb)  # the teacher reads its frames through the same head
     rows = join_by_key(feats.keys, tf.keys)
     if cfg.unlabeled_from:
         tfu = load_features(store, cfg.teacher, cfg.unlabeled_from, cfg.nonfinite)
+        if cfg.head != "pooled":
+            use_frames(store, tfu, cfg.frames_memory_gb)
         rows_u = join_by_key(ufeats.keys, tfu.keys)
         data.provenance[f"{cfg.teacher}/{cfg.unlabeled_from}"] = store.provenance(cfg.teacher, cfg.unlabeled_from)
     else:
@@ -234,9 +248,10 @@ def _attach_teacher(cfg, store, feats, ufeats, data: Prepared):
             keep, keep_u = rows[lab] >= 0, rows_u[unl] >= 0
             data.runs[r]["n_dropped"] += int((~keep).sum() + (~keep_u).sum())
             data.labeled[r], data.unlabeled[r] = torch.as_tensor(lab[keep]), torch.as_tensor(unl[keep_u])
-    data.Xt = torch.zeros(len(feats.keys), tf.X.shape[1])
+    fill = FRAME_PAD if cfg.head != "pooled" else 0.0  # absent rows: no valid frame / zero vector
+    data.Xt = torch.full((len(feats.keys), *tf.X.shape[1:]), fill, dtype=tf.X.dtype)
     data.Xt[torch.as_tensor(np.flatnonzero(rows >= 0))] = tf.X[torch.as_tensor(rows[rows >= 0])]
-    data.Xtu = torch.zeros(len(ufeats.keys), tfu.X.shape[1])
+    data.Xtu = torch.full((len(ufeats.keys), *tfu.X.shape[1:]), fill, dtype=tfu.X.dtype)
     data.Xtu[torch.as_tensor(np.flatnonzero(rows_u >= 0))] = tfu.X[torch.as_tensor(rows_u[rows_u >= 0])]
     data.provenance[f"{cfg.teacher}/{cfg.dataset}"] = store.provenance(cfg.teacher, cfg.dataset)
     if "eam" in cfg.regularizers:
@@ -431,7 +446,8 @@ def m_reference(ctx: Context) -> StackedMLP:
         best = log.selected.get("supervised")
         if best is not None and bool((log.epoch - best.improved >= cfg.reference_patience).all()):
             break
-    ctx.logreg = [logistic_regression(data.X, data.y, data.labeled[r].numpy(), data.test[r])
+    X_lr = pooled_mean(data.X) if cfg.head != "pooled" else data.X  # (N, D): frame means for a frame head
+    ctx.logreg = [logistic_regression(X_lr, data.y, data.labeled[r].numpy(), data.test[r])
                   for r in range(len(data.runs))]
     return ctx.policy
 
@@ -553,7 +569,7 @@ def warn_scales(cfg: TrainConfig, data: Prepared):
     """One warning naming --standardize when feature scales differ by more than SCALE_RATIO_WARN."""
     if cfg.normalization != "none":
         return
-    ratio = scale_ratio(data.X, torch.unique(torch.cat(data.train_all)))
+    ratio = scale_ratio(pooled_mean(data.X) if cfg.head != "pooled" else data.X, torch.unique(torch.cat(data.train_all)))
     if ratio > SCALE_RATIO_WARN:
         warnings.warn(f"{cfg.model}/{cfg.dataset}: per-feature std over the training rows spans {ratio:.3g}x "
                       f"(> {SCALE_RATIO_WARN:g}); the policy sees a few large features; consider --standardize")
@@ -587,7 +603,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     warn_scales(cfg, data)
     t_load = time.perf_counter() - t0
     policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[-1], len(data.classes), cfg.hidden,
-                                   data.X.shape[1] if cfg.layer == "weighted" else 0)
+                                   data.X.shape[1] if cfg.layer == "weighted" else 0, cfg.head)
     if cfg.normalization == "global":
         policy.standardize(data.X, data.train_all)
     gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
@@ -719,7 +735,7 @@ def _row(cfg: TrainConfig, stage: str, info: dict, s: dict, data: Prepared, r: i
         "balance": cfg.balance if grpo else "",
         "sup_weight": cfg.sup_weight if grpo else 0.0,
         "penalty_value": cfg.penalty_value if grpo else 0.0,
-        "layer": cfg.layer, "normalize": cfg.normalization,
+        "layer": cfg.layer, "normalize": cfg.normalization, "head": cfg.head,
         "labels": cfg.labels, "unlabeled_from": cfg.unlabeled_from if cfg.uses_unlabeled else "",
         "labeled_fraction": 1.0 if cfg.method == "full-labeled" else cfg.labeled_fraction,
         "macro_f1": s["macro_f1"], "ua": s["ua"], "wa": s["wa"], "wheel": s["wheel"],

@@ -14,6 +14,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.config import HEADS
+from trainer.frames import attentive_pool, frame_mask, masked_mean, pooled_mean
+
+
+def chunk_rows(X: torch.Tensor, budget: int = 2**22) -> int:
+    """Rows per evaluation chunk: 2048 pooled rows, fewer for frame (or layer) rows so that a chunk holds at most
+    ``budget`` values per member (e.g. 32 utterances of 250 x 512 frames)."""
+    return max(1, min(2048, budget // max(1, X[0].numel())))
+
 
 class PolicyMLP(nn.Sequential):
     """Linear(D, H) -> ReLU -> Linear(H, C): the B-GRPO policy, the DINO student and the teacher MLP."""
@@ -27,39 +36,50 @@ class StackedMLP(nn.Module):
 
     With ``n_layers`` L > 0 (``--layer weighted``, SUPERB) the input is (M, B, L, D): member r first takes the sum
     of the L layers weighted by softmax(layer_logits[r]), learnt with the MLP, then runs the MLP on it.
+
+    With ``head`` 'mean' or 'attention' (ours, ``--head``; trainer.frames) the input is padded frames (M, B, T, D)
+    with NaN at padded positions: member r pools its valid frames (masked mean, eq. F1, or attentive pooling with
+    its own learned query ``query[r]``, eq. F2, trained with the MLP), then runs the MLP on the pooled vector.
     """
 
-    def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, n_layers: int = 0):
+    def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, n_layers: int = 0,
+                 head: str = "pooled"):
         super().__init__()
         self.w1 = nn.Parameter(w1)  # (M, D, H)
         self.b1 = nn.Parameter(b1)  # (M, 1, H)
         self.w2 = nn.Parameter(w2)  # (M, H, C)
         self.b2 = nn.Parameter(b2)  # (M, 1, C)
         m, d = w1.shape[:2]
-        feat = (n_layers, d) if n_layers else (d,)
+        if head not in HEADS:
+            raise ValueError(f"head {head!r}: use one of {', '.join(HEADS)}")
+        if head != "pooled" and n_layers:
+            raise ValueError("a frame head reads last-layer frames; it does not combine with learnt layer weights")
+        self.head = head
+        feat = (n_layers, d) if n_layers else (1, d) if head != "pooled" else (d,)
+        self.query = nn.Parameter(torch.zeros(m, d)) if head == "attention" else None  # (M, D): mean pooling at start
         self.layer_logits = nn.Parameter(torch.zeros(m, n_layers)) if n_layers else None  # (M, L), uniform at start
-        self.register_buffer("mu", torch.zeros(m, 1, *feat))  # (M, 1, [L,] D) input mean
-        self.register_buffer("inv_sd", torch.ones(m, 1, *feat))  # (M, 1, [L,] D) 1 / input std
+        self.register_buffer("mu", torch.zeros(m, 1, *feat))  # (M, 1, [L or 1,] D) input mean
+        self.register_buffer("inv_sd", torch.ones(m, 1, *feat))  # (M, 1, [L or 1,] D) 1 / input std
         self.standardized = False
 
     @classmethod
     def from_seeds(cls, seeds: list[int], dim: int, n_classes: int, hidden: int = 128,
-                   n_layers: int = 0) -> "StackedMLP":
+                   n_layers: int = 0, head: str = "pooled") -> "StackedMLP":
         """Member r is initialised exactly as ``PolicyMLP`` under ``torch.manual_seed(seeds[r])``; ``n_layers`` > 0
-        adds uniform layer weights (inputs (M, B, L, D))."""
+        adds uniform layer weights (inputs (M, B, L, D)); ``head`` 'mean'/'attention' pools frames (M, B, T, D)."""
         members = []
         for s in seeds:
             torch.manual_seed(s)
             members.append(PolicyMLP(dim, n_classes, hidden))
-        return cls.from_modules(members, n_layers)
+        return cls.from_modules(members, n_layers, head)
 
     @classmethod
-    def from_modules(cls, members: list[PolicyMLP], n_layers: int = 0) -> "StackedMLP":
+    def from_modules(cls, members: list[PolicyMLP], n_layers: int = 0, head: str = "pooled") -> "StackedMLP":
         w1 = torch.stack([m[0].weight.detach().T for m in members]).contiguous()
         b1 = torch.stack([m[0].bias.detach()[None] for m in members])
         w2 = torch.stack([m[2].weight.detach().T for m in members]).contiguous()
         b2 = torch.stack([m[2].bias.detach()[None] for m in members])
-        return cls(w1, b1, w2, b2, n_layers)
+        return cls(w1, b1, w2, b2, n_layers, head)
 
     @property
     def n_members(self) -> int:
@@ -67,9 +87,14 @@ class StackedMLP(nn.Module):
 
     @torch.no_grad()
     def standardize(self, X: torch.Tensor, pools: list[torch.Tensor]) -> None:
-        """Z-score member r's inputs with the mean and std of rows ``pools[r]`` of X (N, [L,] D); no labels used."""
+        """Z-score member r's inputs with the mean and std of rows ``pools[r]`` of X (N, [L,] D); no labels used.
+        With a frame head X is padded frames (N, T, D) and the statistics are those of the rows' frame means, applied
+        to every frame: pooling weights sum to 1, so this z-scores exactly what the MLP reads, as with pooled inputs
+        (the mean head on frames is then the pooled head on frame means) and attention scores standardised frames."""
         for r, rows in enumerate(pools):
             x = X[rows]  # (n_r, [L,] D)
+            if self.head != "pooled":
+                x = pooled_mean(x)[:, None]  # (n_r, 1, D)
             sd = x.std(0) if len(x) > 1 else torch.zeros_like(x[0])  # ([L,] D)
             self.mu[r, 0] = x.mean(0)
             self.inv_sd[r, 0] = torch.where(sd > 1e-6, 1.0 / sd, torch.ones_like(sd))  # constant features pass
@@ -80,22 +105,31 @@ class StackedMLP(nn.Module):
         return None if self.layer_logits is None else self.layer_logits.softmax(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head != "pooled":
+            mask = frame_mask(x)  # (M, B, T), before standardising (padding is NaN)
+            x = x.float()
         if self.standardized:
-            x = (x - self.mu) * self.inv_sd  # (M, B, [L,] D)
+            x = (x - self.mu) * self.inv_sd  # (M, B, [L or T,] D)
+        if self.head == "mean":
+            x = masked_mean(x, mask)  # (M, B, D)
+        elif self.head == "attention":
+            x = attentive_pool(x, mask, self.query)  # (M, B, D)
         if self.layer_logits is not None:
             x = torch.einsum("mbld,ml->mbd", x, self.layer_weights())  # (M, B, D)
         h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
         return torch.baddbmm(self.b2, h, self.w2)  # (M, B, C)
 
     @torch.no_grad()
-    def predict(self, X: torch.Tensor, idx: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    def predict(self, X: torch.Tensor, idx: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Logits of member r on rows X[idx[r]]; X (N, D), idx (M, T) -> (M, T, C)."""
+        chunk = chunk or chunk_rows(X)
         outs = [self(X[idx[:, s:s + chunk]]) for s in range(0, idx.shape[1], chunk)]
         return torch.cat(outs, 1)
 
     @torch.no_grad()
-    def predict_all(self, X: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    def predict_all(self, X: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Logits of every member on every row; X (N, D) -> (M, N, C)."""
+        chunk = chunk or chunk_rows(X)
         outs = [self(X[s:s + chunk].expand(self.n_members, *X[s:s + chunk].shape))
                 for s in range(0, X.shape[0], chunk)]
         return torch.cat(outs, 1)

@@ -20,8 +20,9 @@ MIX_SEED_OFFSET = 89
 """Teacher seed + this seeds each run's EAM draws (their own stream: the batches stay those of the plain teacher)."""
 FORMAT = "trainer-teacher/1"
 """teacher.json's format tag."""
-TENSORS = ("w1", "b1", "w2", "b2", "mu", "inv_sd")
-"""The stacked tensors of teacher.safetensors (StackedMLP parameters and input standardisation buffers)."""
+TENSORS = ("w1", "b1", "w2", "b2", "mu", "inv_sd", "query")
+"""The stacked tensors of teacher.safetensors (StackedMLP parameters, input standardisation buffers and, with
+--head attention, the attention query)."""
 
 
 def teacher_settings(cfg) -> dict:
@@ -31,6 +32,8 @@ def teacher_settings(cfg) -> dict:
     out = {k: getattr(cfg, k) for k in ("teacher", "dataset", "labels", "hidden", "lr", "batch_size", "weight_decay",
                                         "epochs_baseline")}
     out.update(normalization=cfg.normalization, regularize=",".join(on))
+    if cfg.head != "pooled":  # teachers saved before --head existed were pooled ones
+        out["head"] = cfg.head
     out.update({k: getattr(cfg, k) for k, reg in (("ls_epsilon", "ls"), ("eam_snr_min", "eam"),
                                                     ("eam_snr_max", "eam"), ("adv_epsilon", "adv"),
                                                     ("adv_alpha", "adv")) if reg in on})
@@ -60,7 +63,7 @@ def fit_teacher(cfg, data, seeds: list[int], log=None, stage: str = "supervised"
     if cfg.teacher_from:
         teacher = load_teacher(cfg.teacher_from, cfg, data)
     else:
-        teacher = StackedMLP.from_seeds(seeds, data.Xt.shape[1], len(data.classes), cfg.hidden)
+        teacher = StackedMLP.from_seeds(seeds, data.Xt.shape[-1], len(data.classes), cfg.hidden, head=cfg.head)
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         if cfg.normalization == "global":
             teacher.standardize(data.Xt, data.train_all)
@@ -136,7 +139,9 @@ def load_teacher(folder: str | Path, cfg, data) -> StackedMLP:
         members.append(i)
     t = load_file(str(folder / "teacher.safetensors"))
     pick = torch.as_tensor(members)
-    teacher = StackedMLP(t["w1"][pick], t["b1"][pick], t["w2"][pick], t["b2"][pick])
+    teacher = StackedMLP(t["w1"][pick], t["b1"][pick], t["w2"][pick], t["b2"][pick], head=cfg.head)
+    if teacher.query is not None:
+        teacher.query.data.copy_(t["query"][pick])
     teacher.mu.copy_(t["mu"][pick])
     teacher.inv_sd.copy_(t["inv_sd"][pick])
     teacher.standardized = bool(meta["standardized"])

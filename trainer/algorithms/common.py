@@ -101,6 +101,12 @@ def perturb(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gen
     return v
 
 
-def pool_std(X: torch.Tensor, pools: list[torch.Tensor]) -> torch.Tensor:
-    """Per-feature std of each run's own pool rows (not the whole entry, which holds test rows): (M, 1, D)."""
+def pool_std(X: torch.Tensor, pools: list[torch.Tensor], frames: bool = False) -> torch.Tensor:
+    """Per-feature std of each run's own pool rows (not the whole entry, which holds test rows): (M, 1, D); with
+    ``frames`` (X padded frames (N, T, D), a frame --head) over the rows' valid frames, (M, 1, 1, D), so a view
+    perturbs every frame (padding stays NaN, i.e. padding)."""
+    if frames:
+        from trainer.frames import frame_std
+
+        return frame_std(X, pools)
     return torch.stack([X[p].std(0) for p in pools]).nan_to_num(0.0).unsqueeze(1)

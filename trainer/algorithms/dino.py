@@ -66,7 +66,7 @@ def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor
     steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
     schedule = momentum_schedule(cfg.dino_momentum, epochs * steps_per_epoch)
     center = torch.zeros(m, 1, student.w2.shape[2])  # (M, 1, C)
-    std = pool_std(Xu, pools)  # (M, 1, D)
+    std = pool_std(Xu, pools, cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
     step = 0
     for epoch in range(epochs):
         tau_t = teacher_temperature(epoch, epochs, cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp,

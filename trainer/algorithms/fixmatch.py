@@ -45,7 +45,7 @@ def train_fixmatch(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epo
     them the strong view perturbs the pooled vector. Run r draws its views from its own ``view_gens[r]``. Curves
     get ``mask_rate``, the share of unlabelled samples whose weak-view confidence reaches tau.
     """
-    std = pool_std(Xu, pools)  # (M, 1, D)
+    std = pool_std(Xu, pools, cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
     for _ in range(epochs):
         for idx, valid, active in epoch_batches(pools, batch_size, gens):
             x_l, y_l, valid_l = labelled.batch(active)  # (M, B, D), (M, B), (M, B)

@@ -1,0 +1,144 @@
+"""Frame-level inputs of the policy (ours): stored frames read once into a padded tensor, and the heads that pool them.
+
+The paper's policy reads each utterance's pooled vector (``--head pooled``). ``--head mean`` and ``--head attention``
+read the entry's stored frames instead: X is (N, T_max, D), padded positions hold NaN (so every row index, gather
+and noise view of the training code carries the mask along with the frames; NaN + noise stays NaN), and the
+policy pools a run's frames itself before its MLP (:class:`trainer.models.StackedMLP` with ``head``).
+
+- mean: masked mean over the valid frames, eq. F1: ``h = sum_t m_t x_t / sum_t m_t``.
+- attention: single-head attentive pooling with a learned query per stacked member, eq. F2:
+  ``s_t = q . x_t / sqrt(D)``, ``w = softmax over valid t of s``, ``h = sum_t w_t x_t``. The query starts at zero,
+  so the head starts as the mean head and learns where to look. This is the "simpler learned-query score"; the
+  additive form ``v^T tanh(W x_t)`` of self-attentive pooling costs a (D, A) matrix per member for no gain we
+  could show at these sizes. EmoBox and SUPERB's emotion task both pool frames by their mean before a small
+  classifier; attentive pooling is ours.
+
+A row with no valid frame (a teacher row missing from the teacher entry) pools to the zero vector.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+FRAME_PAD = float("nan")
+"""Value of padded frame positions in the (N, T, D) tensors: the mask is ``~isnan(x[..., 0])``."""
+
+
+class FramesTooLarge(ValueError):
+    """The padded frame tensor would exceed --frames-memory-gb."""
+
+
+def frames_bytes(n: int, t_max: int, dim: int, dtype=torch.float16) -> int:
+    """Bytes of the padded (n, t_max, dim) tensor."""
+    return n * t_max * dim * torch.empty((), dtype=dtype).element_size()
+
+
+def read_frames(store, model: str, dataset: str, keys: list[str]):
+    """(key, (T, D) array) for ``keys`` in store order: the one place the trainer reads frames from a store (the
+    store's public ``iter_frames``, each block read once), so a faster bulk reader can replace it."""
+    return store.iter_frames(model, dataset, keys)
+
+
+def frame_lengths(store, model: str, dataset: str, keys: list[str]) -> np.ndarray:
+    """Frames per key, (N,) int64, from the entry's index (no frame data read)."""
+    e = store.entry(model, dataset)
+    pos = {k: i for i, k in enumerate(e.keys)}
+    idx = e.index()  # (N_entry, 2) offset, length
+    return np.array([int(idx[pos[k], 1]) for k in keys], dtype=np.int64)
+
+
+def load_frames(store, model: str, dataset: str, keys: list[str], memory_gb: float = 8.0,
+                dtype=torch.float16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of ``keys`` as a padded tensor (N, T_max, D) (NaN at padded positions) and lengths (N,).
+
+    Read once per run. Kept in ``dtype`` (float16, the stored precision, by default; the head computes in
+    float32). The padded size N * T_max * D * bytes is checked against ``memory_gb`` before anything is read
+    (from the entry's index): above it a :class:`FramesTooLarge` names the size needed. Non-finite frames are an
+    error (NaN marks padding).
+    """
+    lengths = frame_lengths(store, model, dataset, keys)
+    if (lengths <= 0).any():
+        bad = [k for k, n in zip(keys, lengths) if n <= 0][:3]
+        raise ValueError(f"{model}/{dataset}: utterances with no frames (e.g. {', '.join(bad)})")
+    pos = {k: i for i, k in enumerate(keys)}
+    out = None
+    for key, F in read_frames(store, model, dataset, keys):
+        if out is None:
+            need = frames_bytes(len(keys), int(lengths.max()), F.shape[1], dtype)
+            if need > memory_gb * 2**30:
+                raise FramesTooLarge(
+                    f"{model}/{dataset}: the padded frames ({len(keys)} x {int(lengths.max())} x {F.shape[1]} "
+                    f"{str(dtype).removeprefix('torch.')}) need {need / 2**30:.2f} GiB, over --frames-memory-gb "
+                    f"{memory_gb:g}; raise it if the machine has the memory, or use --head pooled")
+            out = torch.full((len(keys), int(lengths.max()), F.shape[1]), FRAME_PAD, dtype=dtype)  # (N, T, D)
+        F = torch.from_numpy(np.asarray(F, dtype=np.float32))  # (T_i, D)
+        if not torch.isfinite(F).all():
+            raise ValueError(f"{model}/{dataset}: utterance {key!r} has NaN/inf frames; re-extract it")
+        i = pos[key]
+        out[i, :len(F)] = F.to(dtype)
+    if out is None:
+        raise ValueError(f"{model}/{dataset}: no frames read")
+    return out, torch.as_tensor(lengths)
+
+
+def frame_mask(x: torch.Tensor) -> torch.Tensor:
+    """Valid-frame mask of padded frames x (..., T, D) -> (..., T) bool."""
+    return ~torch.isnan(x[..., 0])
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. F1: mean over the valid frames; x (..., T, D), mask (..., T) -> (..., D). Padded values never enter
+    (they are replaced before the sum, so NaN or garbage padding is the same); no valid frame -> zeros."""
+    m = mask.unsqueeze(-1)  # (..., T, 1)
+    s = torch.where(m, x, torch.zeros((), dtype=x.dtype)).sum(-2)  # (..., D)
+    return s / m.sum(-2).clamp_min(1).to(x.dtype)
+
+
+def attention_weights(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Eq. F2 weights: softmax over valid t of q . x_t / sqrt(D); x (M, B, T, D), mask (M, B, T), query (M, D)
+    -> (M, B, T), zero at padded positions (all zero for a row without valid frames)."""
+    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    s = torch.einsum("mbtd,md->mbt", x0, query) / math.sqrt(x.shape[-1])  # (M, B, T)
+    w = s.masked_fill(~mask, float("-inf")).softmax(-1)  # (M, B, T)
+    return w.nan_to_num(0.0)  # all -inf rows (no valid frame) -> 0
+
+
+def attentive_pool(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Eq. F2: sum_t w_t x_t; x (M, B, T, D), mask (M, B, T), query (M, D) -> (M, B, D)."""
+    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    return torch.einsum("mbt,mbtd->mbd", attention_weights(x, mask, query), x0)
+
+
+def pooled_mean(X: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Masked frame means of padded frames X (N, T, D) -> float32 (N, D): what the mean head reads at start
+    (the reference's logistic regression and the feature-scale warning use it)."""
+    return torch.cat([masked_mean(X[s:s + chunk].float(), frame_mask(X[s:s + chunk]))
+                      for s in range(0, len(X), chunk)])
+
+
+def frame_std(X: torch.Tensor, pools: list[torch.Tensor]) -> torch.Tensor:
+    """Per-feature std over the valid frames of each run's pool rows: (M, 1, 1, D) (broadcasts over (M, B, T, D))."""
+    out = []
+    for p in pools:
+        x = X[p].float()  # (n, T, D)
+        f = x[frame_mask(x)]  # (n_frames, D)
+        out.append(f.std(0) if len(f) > 1 else torch.zeros(X.shape[-1]))
+    return torch.stack(out).nan_to_num(0.0)[:, None, None]
+
+
+def use_frames(store, feats, memory_gb: float):
+    """Replace ``feats.X`` (pooled, (N, D)) by the entry's padded frames (N, T_max, D) for a frame --head; a
+    DataError (naming --head) when the entry has no frames or they do not fit ``memory_gb``."""
+    from trainer.data import DataError
+
+    if not feats.frames_available:
+        raise DataError(f"--head: {feats.model}/{feats.dataset} was extracted with --no-frames; re-extract it with "
+                        "frames or use --head pooled")
+    try:
+        feats.X, _ = load_frames(store, feats.model, feats.dataset, feats.keys, memory_gb)
+    except ValueError as e:
+        raise DataError(f"--head: {e}") from None
+    return feats
