@@ -37,9 +37,18 @@ def frames_bytes(n: int, t_max: int, dim: int, dtype=torch.float16) -> int:
 
 
 def read_frames(store, model: str, dataset: str, keys: list[str]):
-    """(key, (T, D) array) for ``keys`` in store order: the one place the trainer reads frames from a store (the
-    store's public ``iter_frames``, each block read once), so a faster bulk reader can replace it."""
-    return store.iter_frames(model, dataset, keys)
+    """(key, (T, D) float16 array) for ``keys`` in store order: the one place the trainer reads frames from a
+    store (``Store.all_frames``: every chunk read once, checksum-verified and decoded on threads)."""
+    from emocache.store import StoreError
+
+    try:
+        fs = store.all_frames(model, dataset, list(keys), dtype=np.float16)
+    except StoreError as e:
+        if "float32 frames" not in str(e):
+            raise
+        raise ValueError(f"{model}/{dataset}: frames beyond float16's range, which the frame heads keep in float16; "
+                         "use --head pooled for this entry") from None
+    return ((k, fs.data[fs.offsets[i]:fs.offsets[i + 1]]) for i, k in enumerate(fs.keys))
 
 
 def frame_lengths(store, model: str, dataset: str, keys: list[str]) -> np.ndarray:

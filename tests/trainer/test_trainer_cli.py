@@ -134,7 +134,7 @@ def test_every_config_field_is_a_run_option_with_its_docstring():
     assert opts["standardize"].annotation is bool and opts["seeds"].default.default == "0"
     assert opts["store"].default.default is ...  # required
     assert opts["reward"].default.help.startswith(field_docs(TrainConfig)["reward"])
-    assert "(one of: r1, r2, r3, r4, r5)" in opts["reward"].default.help
+    assert "(one of: r1, r2, r3, r4, r5, eswr, wheel)" in opts["reward"].default.help
     assert set(CHOICES) <= set(opts)
 
 
