@@ -145,11 +145,26 @@ def bench(
                                                  "IEMOCAP size)"),
     val_fraction: float = typer.Option(0.0, help="Hold out this share of the labelled rows as validation (timed)"),
     group_size: int = typer.Option(8, help="Also time per-input GRPO (trainer run grpo) with this G; 0 = skip"),
+    frame_heads: bool = typer.Option(False, "--frame-heads", help="Instead: the cost of --head pooled / mean / "
+                                     "attention on random float16 frames (--n utterances, --frames T, --frame-dim "
+                                     "D, --folds stacked runs, one epoch each), each head in its own process"),
+    frames: int = typer.Option(250, help="--frame-heads: mean frames per utterance (lengths T/2..3T/2)"),
+    frame_dim: int = typer.Option(512, help="--frame-heads: frame dim (SenseVoice-like: 512)"),
 ):
     """Time the stacked whole-tensor b-grpo run against a per-sample DataLoader loop on the same data."""
     from trainer.bench import bench as run_bench
-    from trainer.bench import markdown
+    from trainer.bench import frame_heads_bench, frame_heads_markdown, markdown
     from trainer.data import DataError
+
+    if frame_heads:
+        rows = frame_heads_bench(n=n, t=frames, dim=frame_dim, folds=folds, threads=threads)
+        md = frame_heads_markdown(rows)
+        typer.echo(md)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "frame_heads.json").write_text(json.dumps(rows, indent=2))
+            (out / "frame_heads.md").write_text(md + "\n")
+        return
 
     try:
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,

@@ -122,6 +122,16 @@ def test_bench_small(tmp_path):
     assert "per-sample DataLoader" in p.stdout and "one .npy per utterance" in p.stdout
 
 
+def test_bench_frame_heads_small(tmp_path):
+    p = sh("bench", "--frame-heads", "--n", 64, "--frames", 20, "--frame-dim", 8, "--folds", 2, "--threads", 1,
+           "--out", tmp_path)
+    rows = json.loads((tmp_path / "frame_heads.json").read_text())
+    assert [r["head"] for r in rows] == ["pooled", "mean", "attention"]
+    assert all(r["epoch_seconds"] > 0 and r["peak_rss_gib"] > 0 for r in rows)
+    assert rows[0]["t_max"] == 1 and rows[1]["t_max"] == rows[2]["t_max"] <= 30  # lengths 10..30
+    assert rows[1]["input_gib"] > rows[0]["input_gib"] and "| attention |" in p.stdout
+
+
 def test_every_config_field_is_a_run_option_with_its_docstring():
     import dataclasses
 
