@@ -136,7 +136,8 @@ class TrainConfig:
     classes 90 degrees apart or neutral (S = 0.5)."""
     similarity: str = ""
     """JSON file extending the emotion wheel (trainer.emotion_space: angles, aliases, neutral); '' = the built-in
-    Plutchik placement. Used by eswr, wheel and the wheel metric."""
+    Plutchik placement. Used by eswr, wheel and the wheel metric. The path is hashed, not the file's content: give
+    an edited file a new name."""
     group_size: int = 8
     """grpo (ours): G, the labels drawn from pi_old per input; eq. 6 normalises each input's G rewards (b-grpo
     ignores it: its group is the batch)."""
