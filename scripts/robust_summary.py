@@ -1,4 +1,5 @@
-"""One markdown table per folder of scripts/robust_teachers.sh (docs/STUDY.md): the RRPO Table-2 ablation.
+"""One markdown table per folder of `scripts/teacher_studies.sh ... robust_teachers` (docs/STUDY.md): the RRPO
+Table-2 ablation.
 
 Usage: python scripts/robust_summary.py ROBUST_OUT
 Per (policy method + reward, teacher regularisers): the teacher alone on test (macro-F1 %), the policy's final

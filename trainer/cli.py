@@ -158,14 +158,7 @@ def bench(
 
     if frame_heads:
         rows = frame_heads_bench(n=n, t=frames, dim=frame_dim, folds=folds, threads=threads)
-        md = frame_heads_markdown(rows)
-        typer.echo(md)
-        if out:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "frame_heads.json").write_text(json.dumps(rows, indent=2))
-            (out / "frame_heads.md").write_text(md + "\n")
-        return
-
+        return _report(rows, frame_heads_markdown(rows), out, "frame_heads")
     try:
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
                         seeds=_seeds(seeds), threads=threads, store=store, model=model, dataset=dataset,
@@ -173,12 +166,16 @@ def bench(
                         val_fraction=val_fraction, group_size=group_size)
     except (DataError, ValueError) as e:
         _fail(e)
-    md = markdown(rep)
+    _report(rep, markdown(rep), out, "bench")
+
+
+def _report(obj, md: str, out: Optional[Path], name: str):
+    """Print a benchmark's markdown table and, with ``out``, write NAME.json and NAME.md there."""
     typer.echo(md)
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(rep, indent=2))
-        (out / "bench.md").write_text(md + "\n")
+        (out / f"{name}.json").write_text(json.dumps(obj, indent=2))
+        (out / f"{name}.md").write_text(md + "\n")
 
 
 if __name__ == "__main__":
