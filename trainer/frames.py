@@ -10,8 +10,8 @@ policy pools a run's frames itself before its MLP (:class:`trainer.models.Stacke
   ``s_t = q . x_t / sqrt(D)``, ``w = softmax over valid t of s``, ``h = sum_t w_t x_t``. The query starts at zero,
   so the head starts as the mean head and learns where to look. This is the "simpler learned-query score"; the
   additive form ``v^T tanh(W x_t)`` of self-attentive pooling costs a (D, A) matrix per member for no gain we
-  could show at these sizes. EmoBox and SUPERB's emotion task both pool frames by their mean before a small
-  classifier; attentive pooling is ours.
+  could show at these sizes. The attentive score is our choice (which pooling EmoBox's or SUPERB's classifiers use
+  was not checked here).
 
 A row with no valid frame (a teacher row missing from the teacher entry) pools to the zero vector.
 """
@@ -37,25 +37,23 @@ def frames_bytes(n: int, t_max: int, dim: int, dtype=torch.float16) -> int:
 
 
 def read_frames(store, model: str, dataset: str, keys: list[str]):
-    """(key, (T, D) float16 array) for ``keys`` in store order: the one place the trainer reads frames from a
-    store (``Store.all_frames``: every chunk read once, checksum-verified and decoded on threads)."""
+    """The frames of ``keys`` as a float16 :class:`emocache.store.FrameSet` (store order): the one place the trainer
+    reads frames from a store (``Store.all_frames``: every chunk read once, checksum-verified, decoded on threads)."""
     from emocache.store import StoreError
 
     try:
-        fs = store.all_frames(model, dataset, list(keys), dtype=np.float16)
+        return store.all_frames(model, dataset, list(keys), dtype=np.float16)
     except StoreError as e:
         if "float32 frames" not in str(e):
             raise
         raise ValueError(f"{model}/{dataset}: frames beyond float16's range, which the frame heads keep in float16; "
                          "use --head pooled for this entry") from None
-    return ((k, fs.data[fs.offsets[i]:fs.offsets[i + 1]]) for i, k in enumerate(fs.keys))
 
 
-def frame_lengths(store, model: str, dataset: str, keys: list[str]) -> np.ndarray:
+def frame_lengths(entry, keys: list[str]) -> np.ndarray:
     """Frames per key, (N,) int64, from the entry's index (no frame data read)."""
-    e = store.entry(model, dataset)
-    pos = {k: i for i, k in enumerate(e.keys)}
-    idx = e.index()  # (N_entry, 2) offset, length
+    pos = {k: i for i, k in enumerate(entry.keys)}
+    idx = entry.index()  # (N_entry, 2) offset, length
     return np.array([int(idx[pos[k], 1]) for k in keys], dtype=np.int64)
 
 
@@ -68,28 +66,29 @@ def load_frames(store, model: str, dataset: str, keys: list[str], memory_gb: flo
     (from the entry's index): above it a :class:`FramesTooLarge` names the size needed. Non-finite frames are an
     error (NaN marks padding).
     """
-    lengths = frame_lengths(store, model, dataset, keys)
+    entry = store.entry(model, dataset)
+    lengths = frame_lengths(entry, keys)
     if (lengths <= 0).any():
         bad = [k for k, n in zip(keys, lengths) if n <= 0][:3]
         raise ValueError(f"{model}/{dataset}: utterances with no frames (e.g. {', '.join(bad)})")
+    shape = (len(keys), int(lengths.max()), entry.frame_dim)  # (N, T, D)
+    need = frames_bytes(*shape, dtype)
+    if need > memory_gb * 2**30:
+        raise FramesTooLarge(f"{model}/{dataset}: the padded frames ({' x '.join(map(str, shape))} "
+                             f"{str(dtype).removeprefix('torch.')}) need {need / 2**30:.2f} GiB, over "
+                             f"--frames-memory-gb {memory_gb:g}; raise it if the machine has the memory, or use "
+                             "--head pooled")
+    fs = read_frames(store, model, dataset, keys)
+    data = torch.from_numpy(fs.data)  # (sum T_i, D) float16
+    finite = torch.isfinite(data).all(-1)  # (sum T_i,)
+    if not finite.all():
+        bad = fs.keys[int(np.searchsorted(fs.offsets, int((~finite).nonzero()[0, 0]), side="right")) - 1]
+        raise ValueError(f"{model}/{dataset}: utterance {bad!r} has NaN/inf frames; re-extract it")
     pos = {k: i for i, k in enumerate(keys)}
-    out = None
-    for key, F in read_frames(store, model, dataset, keys):
-        if out is None:
-            need = frames_bytes(len(keys), int(lengths.max()), F.shape[1], dtype)
-            if need > memory_gb * 2**30:
-                raise FramesTooLarge(
-                    f"{model}/{dataset}: the padded frames ({len(keys)} x {int(lengths.max())} x {F.shape[1]} "
-                    f"{str(dtype).removeprefix('torch.')}) need {need / 2**30:.2f} GiB, over --frames-memory-gb "
-                    f"{memory_gb:g}; raise it if the machine has the memory, or use --head pooled")
-            out = torch.full((len(keys), int(lengths.max()), F.shape[1]), FRAME_PAD, dtype=dtype)  # (N, T, D)
-        F = torch.from_numpy(np.asarray(F, dtype=np.float32))  # (T_i, D)
-        if not torch.isfinite(F).all():
-            raise ValueError(f"{model}/{dataset}: utterance {key!r} has NaN/inf frames; re-extract it")
-        i = pos[key]
-        out[i, :len(F)] = F.to(dtype)
-    if out is None:
-        raise ValueError(f"{model}/{dataset}: no frames read")
+    out = torch.full(shape, FRAME_PAD, dtype=dtype)  # (N, T, D)
+    for j, key in enumerate(fs.keys):
+        a, b = int(fs.offsets[j]), int(fs.offsets[j + 1])
+        out[pos[key], :b - a] = data[a:b]
     return out, torch.as_tensor(lengths)
 
 
