@@ -440,6 +440,9 @@ def folds_cmd(
     out: Path = typer.Option(..., help="Data folder to write <out>/<dataset>/ into (the trainer's --manifests)."),
     folds: str = typer.Option("5", "--folds", help="Number of folds K, or 'loso' (leave one speaker out; "
                               "needs speakers)."),
+    assign: str = typer.Option("stratified-group", help="How speakers are assigned to K folds: stratified-group "
+                               "(scikit-learn's StratifiedGroupKFold) | cover (ours: then moves speakers so that "
+                               "each class is in as many test sets as possible)."),
     speaker_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<speaker>...) searched in each wav "
                                                   "path (default: the lines' 'speaker' field, when present)."),
     speaker_field: str = typer.Option("speaker", help="Manifest field naming the speaker."),
@@ -449,14 +452,17 @@ def folds_cmd(
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing <out>/<dataset>/."),
 ) -> None:
-    """Write <out>/<dataset>/ in EmoBox's layout: all lines, label_map.json, fold_<k>/ train and test files.
+    """Write <out>/<dataset>/ in EmoBox's layout: all lines, label_map.json, fold_<k>/ train and test files,
+    and folds_labels.csv (test-set utterances per class and fold, also printed).
 
-    Speaker-independent when speakers are known (K speaker groups stratified by label, or leave-one-speaker-
-    out); otherwise stratified K-fold, with a warning.
+    Speaker-independent when speakers are known (K folds of whole speakers, or leave-one-speaker-out);
+    otherwise stratified K-fold, with a warning.
     """
     import warnings
 
-    from emocache.folds import LOSO, read_label_map_file, read_lines, write_dataset
+    import pandas as pd
+
+    from emocache.folds import LABEL_TABLE, LOSO, FoldBalanceWarning, read_label_map_file, read_lines, write_dataset
     from emocache.manifest import ManifestError
 
     if folds != LOSO and not (folds.isdigit() and int(folds) >= 2):
@@ -468,14 +474,28 @@ def folds_cmd(
             lmap = read_label_map_file(label_map, [str(d["emo"]) for d in lines]) if label_map else None
             root = write_dataset(lines, out, dataset=dataset, n_folds=folds if folds == LOSO else int(folds),
                                  speaker_field=speaker_field, speaker_pattern=speaker_pattern, label_map=lmap,
-                                 seed=seed, overwrite=overwrite)
+                                 seed=seed, overwrite=overwrite, assign=assign)
     except (ManifestError, OSError) as e:
         _fail(str(e))
     for w in caught:
-        console.print(f"[yellow]warning:[/yellow] {w.message}")
+        if not issubclass(w.category, FoldBalanceWarning):
+            console.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True, highlight=False)
     info = json.loads((root / "folds.json").read_text())
-    console.print(f"wrote {root}: {len(lines)} utterances, {info['strategy']}; "
-                  f"train with `trainer run ... --dataset {root.name} --manifests {out}`")
+    table = pd.read_csv(root / LABEL_TABLE, index_col="fold")
+    t = Table(title="test-set utterances per class and fold")
+    for c in ["fold", *table.columns]:
+        t.add_column(c.replace("n_test", "test").replace("n_speakers", "speakers"), justify="right")
+    for k, row in table.iterrows():
+        t.add_row(str(k), *[f"[red]{v}[/red]" if v == 0 else str(v) for v in row])
+    t.add_row("all", *[str(table[c].sum()) if c != "n_speakers" else str(info["n_speakers"]) for c in table.columns])
+    console.print(t)
+    for w in caught:
+        if issubclass(w.category, FoldBalanceWarning):
+            console.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {root}: {len(lines)} utterances, {info['strategy']}; test-set class shares differ from "
+                  f"the whole corpus's by up to {info['labels']['max_share_gap_points']:g} points ({LABEL_TABLE}); "
+                  f"train with `trainer run ... --dataset {root.name} --manifests {out}`", soft_wrap=True,
+                  highlight=False)
 
 
 @app.command("export")
