@@ -501,24 +501,51 @@ def folds_cmd(
 @app.command("export")
 def export_cmd(
     entry: str = typer.Argument(..., help="Store entry MODEL/DATASET (see `emocache info`)."),
-    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path, .zip."),
-    to: str = typer.Option(..., "--to", help="hf (a `datasets` dataset: key, label, pooled) | lhotse (a CutSet "
-                           "with the features attached)."),
     out: Path = typer.Argument(..., help="Output folder (must not exist)."),
+    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path, .zip."),
+    to: str = typer.Option(..., "--to", help="hf (a `datasets` dataset: key, ClassLabel label, pooled, and with "
+                           "--manifest speaker and the manifest's fields) | lhotse (a CutSet with the features "
+                           "attached; with --manifest speakers, and a Recording per audio file found)."),
+    manifest: Optional[Path] = typer.Option(None, help="The manifest (jsonl or dataset folder) the entry was "
+                                            "extracted from: adds speakers and the manifest's fields (the store "
+                                            "keeps keys, labels and features only)."),
+    audio_root: list[str] = typer.Option([], help="PREFIX=DIR remap of the manifest's wav paths, as for "
+                                         "`emocache extract`; repeatable."),
+    speaker_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<speaker>...) matching each whole key "
+                                                  "(default: the manifest's 'speaker' field, else emocache's rule "
+                                                  "for EmoBox datasets)."),
+    frames: bool = typer.Option(False, "--frames", help="hf: also export each utterance's frames (a variable-length "
+                                "sequence of float32 vectors). lhotse always attaches them."),
     storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Export a store entry to Hugging Face `datasets` or lhotse (optional extra: interop)."""
+    import warnings
+
     from emocache.interop import InteropError, export_hf, export_lhotse
     from emocache.store import StoreError
+    from emocache.suggest import did_you_mean
 
     writers = {"hf": export_hf, "lhotse": export_lhotse}
     if to not in writers:
-        _fail(f"--to {to!r}: known: {', '.join(writers)}")
+        _fail(f"--to {to!r}: {did_you_mean(to, writers)}known: {', '.join(writers)}")
+    if frames and to != "hf":
+        _fail("--frames is for --to hf; the lhotse export attaches the frames of an entry that has them")
+    if (audio_root or speaker_pattern) and manifest is None:
+        _fail("--audio-root and --speaker-pattern read the manifest: give --manifest too")
+    extra = {"frames": frames} if to == "hf" else {}
     try:
-        n = writers[to](store, entry, out, storage_options=_storage_options(storage_options))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            n = writers[to](store, entry, out, storage_options=_storage_options(storage_options), manifest=manifest,
+                            audio_root=audio_root, speaker_pattern=speaker_pattern, **extra)
     except (InteropError, StoreError, OSError) as e:
         _fail(str(e))
-    console.print(f"exported {n} utterances of {entry} to {out} ({to})")
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            console.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True, highlight=False)
+    console.print(f"exported {n} utterances of {entry} to {out} ({to})"
+                  + ("" if manifest else "; no speakers or manifest fields: give --manifest to add them"),
+                  soft_wrap=True, highlight=False)
 
 
 DEMO_GROUP = "emocache.demo"
