@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig, parse_storage_options
-from emocache.runtime import PLAIN_EVERY_SECONDS, console
+from emocache.runtime import PLAIN_EVERY_SECONDS, PLAIN_FIRST_SECONDS, console
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -39,8 +39,8 @@ X = ExtractConfig  # the CLI's defaults are the config dataclasses' defaults
 DEVICE_HELP = "auto | cpu | cuda | cuda:I (auto: the first GPU torch sees, else the CPU)."
 DTYPE_HELP = (f"{' | '.join(DTYPES)}. auto: fp32 on CPU; on GPU the first half type whose pooled vectors stay within "
               "cosine 0.999 of fp32. Weight-free encoders take auto or fp32 only.")
-PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line every {PLAIN_EVERY_SECONDS:g} s "
-                 "(done/total, rate, ETA).")
+PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line after {PLAIN_FIRST_SECONDS:g} s, then "
+                 f"every {PLAIN_EVERY_SECONDS:g} s (done/total, rate, ETA).")
 
 
 def _limit_options():
