@@ -167,9 +167,10 @@ EXPORT_BATCH = 256
 RESERVED = ("key", "label", "speaker", "pooled", "layers", "frames")
 """Columns of the Hugging Face export that manifest fields may not take."""
 
-LHOTSE_FIELDS = ("key", "wav", "emo", "speaker", "channel", "sample_rate", "num_frame", "length", "type", "task")
-"""Manifest fields the lhotse export holds in the Recording or the supervision's own attributes; the others go to
-the supervision's ``custom``."""
+LHOTSE_FIELDS = ("key", "emo", "speaker", "channel")
+"""Manifest fields the lhotse export holds in the cut and its supervision's own attributes; the others go to the
+supervision's ``custom``, except those a Recording holds (:data:`RECORDING_FIELDS`) when there is one."""
+RECORDING_FIELDS = ("wav", "sample_rate", "num_frame", "length")
 
 
 def _entry(url: str, entry: str, storage_options: dict | None = None):
@@ -417,7 +418,8 @@ def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict |
             dur = rec.duration if rec is not None else span
             custom = {"emotion": label}
             if rows is not None:
-                custom.update({k: v for k, v in rows[i].items() if k not in LHOTSE_FIELDS})
+                held = LHOTSE_FIELDS + (RECORDING_FIELDS if rec is not None else ())
+                custom.update({k: v for k, v in rows[i].items() if k not in held})
             sup = lhotse.SupervisionSegment(id=key, recording_id=key, start=0.0, duration=dur, channel=channel,
                                             speaker=speakers[i] if speakers is not None else None, custom=custom)
             cut = lhotse.MonoCut(id=key, start=0.0, duration=dur, channel=channel, recording=rec, supervisions=[sup])

@@ -244,6 +244,11 @@ def test_export_lhotse_audio_missing(extracted, tmp_path, cli):
     assert code == 0 and "cuts without recordings: none of the 6 audio files is there" in out, out
     cuts = list(lhotse.CutSet.from_file(tmp_path / "lh" / "cuts.jsonl.gz"))
     assert not cuts[0].has_recording and cuts[0].supervisions[0].speaker == lines[0]["speaker"]
+    by_key = {d["key"]: d for d in lines}
+    for c in cuts:  # without a recording the manifest's audio fields stay in the supervision
+        d = by_key[c.id]
+        assert c.supervisions[0].custom == {"emotion": d["emo"], **{k: d[k] for k in ("dataset", "wav", "gender",
+                                                                                       "length")}}
     (tmp_path / lines[2]["wav"]).unlink()
     code, out = cli("export", "fbank-stats/toy", "--store", store, "--to", "lhotse", tmp_path / "lh2",
                     "--manifest", man, "--audio-root", root)
