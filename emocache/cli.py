@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig, parse_storage_options
-from emocache.runtime import PLAIN_EVERY_SECONDS, console
+from emocache.runtime import PLAIN_EVERY_SECONDS, PLAIN_FIRST_SECONDS, console
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -39,8 +39,8 @@ X = ExtractConfig  # the CLI's defaults are the config dataclasses' defaults
 DEVICE_HELP = "auto | cpu | cuda | cuda:I (auto: the first GPU torch sees, else the CPU)."
 DTYPE_HELP = (f"{' | '.join(DTYPES)}. auto: fp32 on CPU; on GPU the first half type whose pooled vectors stay within "
               "cosine 0.999 of fp32. Weight-free encoders take auto or fp32 only.")
-PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line every {PLAIN_EVERY_SECONDS:g} s "
-                 "(done/total, rate, ETA).")
+PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line after {PLAIN_FIRST_SECONDS:g} s, then "
+                 f"every {PLAIN_EVERY_SECONDS:g} s (done/total, rate, ETA).")
 
 
 def _limit_options():
@@ -440,6 +440,9 @@ def folds_cmd(
     out: Path = typer.Option(..., help="Data folder to write <out>/<dataset>/ into (the trainer's --manifests)."),
     folds: str = typer.Option("5", "--folds", help="Number of folds K, or 'loso' (leave one speaker out; "
                               "needs speakers)."),
+    assign: str = typer.Option("stratified-group", help="How speakers are assigned to K folds: stratified-group "
+                               "(scikit-learn's StratifiedGroupKFold) | cover (ours: then moves speakers so that "
+                               "each class is in as many test sets as possible)."),
     speaker_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<speaker>...) searched in each wav "
                                                   "path (default: the lines' 'speaker' field, when present)."),
     speaker_field: str = typer.Option("speaker", help="Manifest field naming the speaker."),
@@ -449,14 +452,17 @@ def folds_cmd(
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing <out>/<dataset>/."),
 ) -> None:
-    """Write <out>/<dataset>/ in EmoBox's layout: all lines, label_map.json, fold_<k>/ train and test files.
+    """Write <out>/<dataset>/ in EmoBox's layout: all lines, label_map.json, fold_<k>/ train and test files,
+    and folds_labels.csv (test-set utterances per class and fold, also printed).
 
-    Speaker-independent when speakers are known (K speaker groups stratified by label, or leave-one-speaker-
-    out); otherwise stratified K-fold, with a warning.
+    Speaker-independent when speakers are known (K folds of whole speakers, or leave-one-speaker-out);
+    otherwise stratified K-fold, with a warning.
     """
     import warnings
 
-    from emocache.folds import LOSO, read_label_map_file, read_lines, write_dataset
+    import pandas as pd
+
+    from emocache.folds import LABEL_TABLE, LOSO, FoldBalanceWarning, read_label_map_file, read_lines, write_dataset
     from emocache.manifest import ManifestError
 
     if folds != LOSO and not (folds.isdigit() and int(folds) >= 2):
@@ -468,37 +474,78 @@ def folds_cmd(
             lmap = read_label_map_file(label_map, [str(d["emo"]) for d in lines]) if label_map else None
             root = write_dataset(lines, out, dataset=dataset, n_folds=folds if folds == LOSO else int(folds),
                                  speaker_field=speaker_field, speaker_pattern=speaker_pattern, label_map=lmap,
-                                 seed=seed, overwrite=overwrite)
+                                 seed=seed, overwrite=overwrite, assign=assign)
     except (ManifestError, OSError) as e:
         _fail(str(e))
     for w in caught:
-        console.print(f"[yellow]warning:[/yellow] {w.message}")
+        if not issubclass(w.category, FoldBalanceWarning):
+            console.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True, highlight=False)
     info = json.loads((root / "folds.json").read_text())
-    console.print(f"wrote {root}: {len(lines)} utterances, {info['strategy']}; "
-                  f"train with `trainer run ... --dataset {root.name} --manifests {out}`")
+    table = pd.read_csv(root / LABEL_TABLE, index_col="fold")
+    t = Table(title="test-set utterances per class and fold")
+    for c in ["fold", *table.columns]:
+        t.add_column(c.replace("n_test", "test").replace("n_speakers", "speakers"), justify="right")
+    for k, row in table.iterrows():
+        t.add_row(str(k), *[f"[red]{v}[/red]" if v == 0 else str(v) for v in row])
+    t.add_row("all", *[str(table[c].sum()) if c != "n_speakers" else str(info["n_speakers"]) for c in table.columns])
+    console.print(t)
+    for w in caught:
+        if issubclass(w.category, FoldBalanceWarning):
+            console.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {root}: {len(lines)} utterances, {info['strategy']}; test-set class shares differ from "
+                  f"the whole corpus's by up to {info['labels']['max_share_gap_points']:g} points ({LABEL_TABLE}); "
+                  f"train with `trainer run ... --dataset {root.name} --manifests {out}`", soft_wrap=True,
+                  highlight=False)
 
 
 @app.command("export")
 def export_cmd(
     entry: str = typer.Argument(..., help="Store entry MODEL/DATASET (see `emocache info`)."),
-    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path, .zip."),
-    to: str = typer.Option(..., "--to", help="hf (a `datasets` dataset: key, label, pooled) | lhotse (a CutSet "
-                           "with the features attached)."),
     out: Path = typer.Argument(..., help="Output folder (must not exist)."),
+    store: str = typer.Option(..., help="Store URL: local path, s3://bucket/path, gs://bucket/path, .zip."),
+    to: str = typer.Option(..., "--to", help="hf (a `datasets` dataset: key, ClassLabel label, pooled, and with "
+                           "--manifest speaker and the manifest's fields) | lhotse (a CutSet with the features "
+                           "attached; with --manifest speakers, and a Recording per audio file found)."),
+    manifest: Optional[Path] = typer.Option(None, help="The manifest (jsonl or dataset folder) the entry was "
+                                            "extracted from: adds speakers and the manifest's fields (the store "
+                                            "keeps keys, labels and features only)."),
+    audio_root: list[str] = typer.Option([], help="PREFIX=DIR remap of the manifest's wav paths, as for "
+                                         "`emocache extract`; repeatable."),
+    speaker_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<speaker>...) matching each whole key "
+                                                  "(default: the manifest's 'speaker' field, else emocache's rule "
+                                                  "for EmoBox datasets)."),
+    frames: bool = typer.Option(False, "--frames", help="hf: also export each utterance's frames (a variable-length "
+                                "sequence of float32 vectors). lhotse always attaches them."),
     storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Export a store entry to Hugging Face `datasets` or lhotse (optional extra: interop)."""
+    import warnings
+
     from emocache.interop import InteropError, export_hf, export_lhotse
     from emocache.store import StoreError
+    from emocache.suggest import did_you_mean
 
     writers = {"hf": export_hf, "lhotse": export_lhotse}
     if to not in writers:
-        _fail(f"--to {to!r}: known: {', '.join(writers)}")
+        _fail(f"--to {to!r}: {did_you_mean(to, writers)}known: {', '.join(writers)}")
+    if frames and to != "hf":
+        _fail("--frames is for --to hf; the lhotse export attaches the frames of an entry that has them")
+    if (audio_root or speaker_pattern) and manifest is None:
+        _fail("--audio-root and --speaker-pattern read the manifest: give --manifest too")
+    extra = {"frames": frames} if to == "hf" else {}
     try:
-        n = writers[to](store, entry, out, storage_options=_storage_options(storage_options))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            n = writers[to](store, entry, out, storage_options=_storage_options(storage_options), manifest=manifest,
+                            audio_root=audio_root, speaker_pattern=speaker_pattern, **extra)
     except (InteropError, StoreError, OSError) as e:
         _fail(str(e))
-    console.print(f"exported {n} utterances of {entry} to {out} ({to})")
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            console.print(f"[yellow]warning:[/yellow] {w.message}", soft_wrap=True, highlight=False)
+    console.print(f"exported {n} utterances of {entry} to {out} ({to})"
+                  + ("" if manifest else "; no speakers or manifest fields: give --manifest to add them"),
+                  soft_wrap=True, highlight=False)
 
 
 DEMO_GROUP = "emocache.demo"

@@ -7,11 +7,16 @@ Both packages are optional (``pip install -e ".[interop]"``) and imported only h
 * ``manifest_from_hf``: a dataset saved with ``save_to_disk`` with an audio column -> manifest lines; audio that
   the dataset embeds as bytes is written out to files (emocache reads files), audio given by an existing path
   is used in place.
-* ``export_hf``: a store entry -> a ``datasets`` dataset with columns key, label, pooled (float32 [D]) saved
-  with ``save_to_disk``; the store's provenance is in its description.
+* ``export_hf``: a store entry -> a ``datasets`` dataset saved with ``save_to_disk``: key, label (``ClassLabel``),
+  with a manifest the speaker and the manifest's fields, pooled (float32 [D]), the stored layers, and optionally
+  the frames (variable-length sequences); the store's provenance is in its description.
 * ``export_lhotse``: a store entry -> a CutSet with the features attached in lhotse's own storage (one
-  ``NumpyHdf5Writer`` file, lossless): frames as ``cut.features`` (``cut.load_features()``), the pooled vector
-  as the custom array ``cut.pooled`` (``cut.load_pooled()``), the label in the supervision's ``custom``.
+  ``NumpyHdf5Writer`` file, lossless): frames as ``cut.features``, the pooled vector as the custom array
+  ``cut.pooled`` (``cut.load_pooled()``), the label in the supervision's ``custom``; with a manifest the speaker,
+  the manifest's other fields and, where the audio files are, a ``Recording`` per file.
+
+The store keeps keys, labels, features and provenance; speakers and the other manifest fields come from the
+manifest the entry was extracted from (``manifest=``, the CLI's ``--manifest``).
 """
 
 from __future__ import annotations
@@ -156,16 +161,29 @@ def manifest_from_hf(path: str | Path, dataset: str, audio_dir: str | Path, audi
 
 
 # -- export ------------------------------------------------------------------------------------------------------
+EXPORT_BATCH = 256
+"""Utterances per batch of the Hugging Face export with ``--frames`` (bounds the frames held in memory)."""
+
+RESERVED = ("key", "label", "speaker", "pooled", "layers", "frames")
+"""Columns of the Hugging Face export that manifest fields may not take."""
+
+LHOTSE_FIELDS = ("key", "emo", "speaker", "channel")
+"""Manifest fields the lhotse export holds in the cut and its supervision's own attributes; the others go to the
+supervision's ``custom``, except those a Recording holds (:data:`RECORDING_FIELDS`) when there is one."""
+RECORDING_FIELDS = ("wav", "sample_rate", "num_frame", "length")
+
+
 def _entry(url: str, entry: str, storage_options: dict | None = None):
     from emocache.store import open_store
+    from emocache.suggest import did_you_mean
 
     model, sep, dataset = entry.partition("/")
     if not sep or not model or not dataset:
         raise InteropError(f"{entry!r}: name the entry as MODEL/DATASET (see `emocache info {url}`)")
     store = open_store(url, storage_options=storage_options)
     if (model, dataset) not in store.entries():
-        known = ", ".join(f"{m}/{d}" for m, d in store.entries()) or "none"
-        raise InteropError(f"{url}: no entry {entry} (entries: {known})")
+        names = [f"{m}/{d}" for m, d in store.entries()]
+        raise InteropError(f"{url}: no entry {entry}; {did_you_mean(entry, names)}entries: {', '.join(names) or 'none'}")
     return store, model, dataset
 
 
@@ -174,38 +192,195 @@ def _check_out(out: Path) -> None:
         raise InteropError(f"{out} exists; remove it or choose another output path (nothing is overwritten)")
 
 
-def export_hf(url: str, entry: str, out: str | Path, storage_options: dict | None = None) -> int:
-    """Write entry MODEL/DATASET's extracted utterances as a ``datasets`` dataset (key, label, pooled) to ``out``.
+def manifest_rows(manifest: str | Path, keys: list[str], labels: list[str], dataset: str,
+                  audio_root: list[str] | None = None, speaker_pattern: str | None = None
+                  ) -> tuple[list[dict], list[str] | None]:
+    """The manifest line of each key (``wav`` remapped by ``audio_root``, as ``emocache extract`` reads it) and
+    the speakers (None, with a warning, when neither the lines, ``speaker_pattern`` nor our rule for the
+    dataset's keys tell them). Every key must be in the manifest with the store's label."""
+    import warnings
 
-    Returns the number of rows. Failed or pending utterances are left out, as in ``Store.pooled``.
+    from emocache.manifest import ManifestError, dataset_manifest, parse_audio_root, read_manifest, remap
+    from emocache.speakers import KEY_RULES, SpeakerError, speaker_ids
+
+    path = Path(manifest)
+    try:
+        if path.is_dir():
+            path = dataset_manifest(path)
+        read_manifest(path)  # the checks and their messages
+        roots = parse_audio_root(audio_root)
+    except (ManifestError, OSError) as e:
+        raise InteropError(f"--manifest: {e}") from None
+    with open(path, encoding="utf-8") as f:
+        by_key = {str(d["key"]): d for d in (json.loads(line) for line in f if line.strip())}
+    rows = []
+    for key, label in zip(keys, labels):
+        d = by_key.get(key)
+        if d is None:
+            raise InteropError(f"--manifest {path}: no line for the entry's utterance {key!r}; pass the manifest "
+                               "the entry was extracted from")
+        if str(d["emo"]) != label:
+            raise InteropError(f"--manifest {path}: {key!r} has label {d['emo']!r}, the store {label!r}; pass the "
+                               "manifest the entry was extracted from")
+        rows.append(dict(d, key=key, wav=remap(str(d["wav"]), roots)))
+    has_field = all(isinstance(r.get("speaker"), (str, int)) and str(r["speaker"]) for r in rows)
+    if not has_field and speaker_pattern is None and dataset not in KEY_RULES:
+        warnings.warn(f"no speakers exported: {path} has no 'speaker' field and emocache has no rule for "
+                      f"{dataset}'s keys; give --speaker-pattern REGEX (a (?P<speaker>...) group matching the whole "
+                      "key) to export them", stacklevel=2)
+        return rows, None
+    try:
+        return rows, speaker_ids(rows, dataset, speaker_pattern)
+    except SpeakerError as e:
+        raise InteropError(str(e)) from None
+
+
+def _manifest_columns(rows: list[dict]) -> dict[str, list]:
+    """Manifest fields other than key, label and speaker as columns (first-seen order; a field some lines lack
+    is null there; a field mixing types is written as text)."""
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(k for k in r if k not in ("key", "emo", "speaker")))
+    bad = [n for n in names if n in RESERVED]
+    if bad:
+        raise InteropError(f"manifest field(s) {bad} would replace the export's own column(s) of that name; rename "
+                           "them in the manifest")
+    cols = {}
+    for n in names:
+        vals = [r.get(n) for r in rows]
+        kinds = {type(v) for v in vals if v is not None}
+        if kinds <= {int, float}:  # numbers; JSON's 2 and 2.0 in one column become floats
+            vals = [float(v) if float in kinds and v is not None else v for v in vals]
+        elif len(kinds) > 1 or not kinds <= {str, bool}:
+            vals = [v if v is None or isinstance(v, str) else json.dumps(v) for v in vals]
+        cols[n] = vals
+    return cols
+
+
+def export_hf(url: str, entry: str, out: str | Path, storage_options: dict | None = None,
+              manifest: str | Path | None = None, audio_root: list[str] | None = None,
+              speaker_pattern: str | None = None, frames: bool = False) -> int:
+    """Write entry MODEL/DATASET's extracted utterances as a ``datasets`` dataset to ``out`` (``save_to_disk``).
+
+    Columns: ``key``; ``label`` (a ``ClassLabel`` over the entry's raw labels, sorted); with ``manifest``, the
+    ``speaker`` (the lines' field, ``speaker_pattern`` on the keys or our rule for the dataset, see
+    :func:`emocache.speakers.speaker_ids`) and every other manifest field (``wav`` as ``audio_root`` remaps it);
+    ``pooled`` (float32 [D]); ``layers`` (float32 [L][D], entries made with ``--layers``); with ``frames``, the
+    frames (float32 [T_i][D_frames], a variable-length sequence per utterance). The store's provenance is the
+    dataset's description. Failed or pending utterances are left out, as in ``Store.pooled``. Returns the rows.
     """
     datasets = _import("datasets")
+    import shutil
+    import tempfile
+
     import pyarrow as pa
+    from datasets.arrow_writer import ArrowWriter
 
     out = Path(out)
     _check_out(out)
     store, model, dataset = _entry(url, entry, storage_options)
+    if frames and not store.has_frames(model, dataset):
+        raise InteropError(f"{url}/{entry} has no frames (extracted with --no-frames); export without --frames")
     keys, X = store.pooled(model, dataset)  # X (N, D)
     labels = store.labels(model, dataset)
-    d = X.shape[1]
-    table = pa.table({"key": pa.array(keys, pa.string()), "label": pa.array(labels, pa.string()),
-                      "pooled": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1), pa.float32()), d)})
-    features = datasets.Features({"key": datasets.Value("string"), "label": datasets.Value("string"),
-                                  "pooled": datasets.List(datasets.Value("float32"), length=d)})
-    info = datasets.DatasetInfo(description=json.dumps({"emocache_entry": entry, "store": str(url),
-                                                        "provenance": store.provenance(model, dataset)},
-                                                       default=str), features=features)
-    datasets.Dataset(table, info=info).save_to_disk(str(out))
+    names = sorted(set(labels))
+    e = store.entry(model, dataset)
+    Y = store.layers(model, dataset)[1] if e.layer_ids else None  # (N, L, D)
+    rows, speakers = (manifest_rows(manifest, keys, labels, dataset, audio_root, speaker_pattern)
+                      if manifest is not None else (None, None))
+    fields = _manifest_columns(rows) if rows is not None else {}
+    f32 = datasets.Value("float32")
+    features = {"key": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
+    if speakers is not None:
+        features["speaker"] = datasets.Value("string")
+    columns: dict[str, list] = {}
+    for n, vals in fields.items():
+        columns[n] = pa.array(vals)
+        features[n] = datasets.Features.from_arrow_schema(pa.schema([(n, columns[n].type)]))[n]
+    features["pooled"] = datasets.List(f32, length=X.shape[1])
+    if Y is not None:
+        features["layers"] = datasets.List(datasets.List(f32, length=X.shape[1]), length=Y.shape[1])
+    if frames:
+        features["frames"] = datasets.List(datasets.List(f32, length=e.frame_dim))
+    features = datasets.Features(features)
+    schema = features.arrow_schema
+    step = EXPORT_BATCH if frames else max(len(keys), 1)
+    label_id = {n: i for i, n in enumerate(names)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # the arrow file save_to_disk copies
+    try:
+        with ArrowWriter(features=features, path=str(tmp / "data.arrow")) as writer:
+            for lo in range(0, len(keys), step):
+                sl = slice(lo, lo + step)
+                batch = {"key": pa.array(keys[sl], pa.string()),
+                         "label": pa.array([label_id[lab] for lab in labels[sl]], pa.int64())}
+                if speakers is not None:
+                    batch["speaker"] = pa.array(speakers[sl], pa.string())
+                batch.update({n: col[lo:lo + step] for n, col in columns.items()})
+                batch["pooled"] = pa.FixedSizeListArray.from_arrays(pa.array(X[sl].reshape(-1), pa.float32()),
+                                                                    X.shape[1])
+                if Y is not None:
+                    inner = pa.FixedSizeListArray.from_arrays(pa.array(Y[sl].reshape(-1), pa.float32()), Y.shape[2])
+                    batch["layers"] = pa.FixedSizeListArray.from_arrays(inner, Y.shape[1])
+                if frames:
+                    fs = store.all_frames(model, dataset, keys=keys[sl])  # store order, the same as pooled's
+                    if fs.keys != keys[sl]:
+                        raise InteropError(f"{url}/{entry}: frames and pooled rows disagree; run `emocache verify "
+                                           f"{url}`")
+                    inner = pa.FixedSizeListArray.from_arrays(pa.array(fs.data.reshape(-1), pa.float32()),
+                                                              fs.data.shape[1])
+                    batch["frames"] = pa.ListArray.from_arrays(pa.array(fs.offsets, pa.int64()), inner)
+                writer.write_table(pa.table(batch).cast(schema))
+            if not keys:
+                writer.write_table(schema.empty_table())
+            writer.finalize()
+        info = datasets.DatasetInfo(description=json.dumps({"emocache_entry": entry, "store": str(url),
+                                                            "provenance": store.provenance(model, dataset)},
+                                                           default=str), features=features)
+        datasets.Dataset.from_file(str(tmp / "data.arrow"), info=info).save_to_disk(str(out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return len(keys)
 
 
-def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict | None = None) -> int:
+def _recordings(lhotse, rows: list[dict]) -> list | None:
+    """A lhotse Recording per manifest row (id = key) when its audio file is there; None (with a warning) when
+    none of them is; an error naming the first missing file when only some are."""
+    import warnings
+
+    here = [Path(r["wav"]).is_file() for r in rows]
+    if rows and not any(here):
+        warnings.warn(f"cuts without recordings: none of the {len(rows)} audio files is there (e.g. {rows[0]['wav']}); "
+                      "give --audio-root PREFIX=DIR (as for `emocache extract`) to attach them", stacklevel=2)
+        return None
+    if not all(here):
+        r = rows[here.index(False)]
+        raise InteropError(f"{r['key']}: audio file {r['wav']} is not there ({here.count(False)} of {len(rows)} "
+                           "missing); fix --audio-root PREFIX=DIR or the manifest")
+    recs = []
+    for r in rows:
+        try:
+            recs.append(lhotse.Recording.from_file(r["wav"], recording_id=r["key"]))
+        except Exception as e:  # lhotse's backends raise many types for an unreadable file
+            raise InteropError(f"{r['key']}: cannot read the audio header of {r['wav']} "
+                               f"({type(e).__name__}: {e})") from None
+    return recs
+
+
+def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict | None = None,
+                  manifest: str | Path | None = None, audio_root: list[str] | None = None,
+                  speaker_pattern: str | None = None) -> int:
     """Write entry MODEL/DATASET as ``out/cuts.jsonl.gz`` plus ``out/features.h5`` (lhotse NumpyHdf5Writer).
 
-    One MonoCut per extracted utterance (id = key, no recording: the store has features, not audio), with a
-    supervision carrying ``custom={"emotion": label}``, the pooled vector as ``cut.pooled`` and, when the entry
-    has frames, ``cut.features`` (frame shift ``1 / frame_rate``; the cut's duration is its frames' span, 0 s
-    without frames). Returns the number of cuts.
+    One MonoCut per extracted utterance (id = key) with one supervision carrying ``custom={"emotion": label}``,
+    and the pooled vector as ``cut.pooled`` (``cut.load_pooled()``). With ``manifest``: the supervision's
+    ``speaker`` (as in :func:`export_hf`) and the manifest's other fields in its ``custom``; and, when the audio
+    files are there (``audio_root`` remaps their paths as ``emocache extract`` does), a ``Recording`` per file:
+    the cut then spans the whole file on the manifest's channel. Frames, when the entry has them, are
+    ``cut.features`` (frame shift ``1 / frame_rate``): ``cut.features.load()`` gives the stored frames exactly;
+    ``cut.load_features()`` cuts them to lhotse's frame count for the cut's span, which with a recording can
+    differ by a frame. Without a recording the cut spans the frames (0 s without frames). Returns the number
+    of cuts.
     """
     lhotse = _import("lhotse")
     _import("h5py")
@@ -217,6 +392,9 @@ def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict |
     prov = store.provenance(model, dataset)
     keys, X = store.pooled(model, dataset)  # X (N, D)
     labels = store.labels(model, dataset)
+    rows, speakers = (manifest_rows(manifest, keys, labels, dataset, audio_root, speaker_pattern)
+                      if manifest is not None else (None, None))
+    recs = _recordings(lhotse, rows) if rows is not None else None
     frame_rate = prov.get("frame_rate")
     sr = int(prov.get("sample_rate") or 16000)
     frames = store.iter_frames(model, dataset, keys) if store.has_frames(model, dataset) else None
@@ -224,24 +402,34 @@ def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict |
     cuts = []
     with NumpyHdf5Writer((out / "features.h5").resolve()) as w:
         it = iter(frames) if frames is not None else None
-        for key, label, x in zip(keys, labels, X):
+        for i, (key, label, x) in enumerate(zip(keys, labels, X)):
             F = None
             if it is not None:
                 fkey, F = next(it)  # store order, the same as pooled's
                 if fkey != key:
                     raise InteropError(f"{url}/{entry}: frames and pooled rows disagree at {key!r}; "
                                        f"run `emocache verify {url}`")
-            dur = round(len(F) / frame_rate, 6) if F is not None and frame_rate else 0.0
-            cut = lhotse.MonoCut(id=key, start=0.0, duration=dur, channel=0,
-                                 supervisions=[lhotse.SupervisionSegment(id=key, recording_id=key, start=0.0,
-                                                                         duration=dur,
-                                                                         custom={"emotion": label})])
+            span = round(len(F) / frame_rate, 6) if F is not None and frame_rate else 0.0
+            rec = recs[i] if recs is not None else None
+            channel = int(rows[i].get("channel") or 1) - 1 if rows is not None else 0
+            if rec is not None and channel not in rec.channel_ids:
+                raise InteropError(f"{key}: channel {channel + 1} of the manifest, but {rows[i]['wav']} has "
+                                   f"{rec.num_channels} channel(s)")
+            dur = rec.duration if rec is not None else span
+            custom = {"emotion": label}
+            if rows is not None:
+                held = LHOTSE_FIELDS + (RECORDING_FIELDS if rec is not None else ())
+                custom.update({k: v for k, v in rows[i].items() if k not in held})
+            sup = lhotse.SupervisionSegment(id=key, recording_id=key, start=0.0, duration=dur, channel=channel,
+                                            speaker=speakers[i] if speakers is not None else None, custom=custom)
+            cut = lhotse.MonoCut(id=key, start=0.0, duration=dur, channel=channel, recording=rec, supervisions=[sup])
             cut.pooled = w.store_array(f"{key}/pooled", np.asarray(x, dtype=np.float32))
             if F is not None and frame_rate:
                 cut.features = lhotse.Features(
                     type=model, num_frames=len(F), num_features=F.shape[1], frame_shift=1.0 / frame_rate,
-                    sampling_rate=sr, start=0.0, duration=dur, storage_type=w.name,
-                    storage_path=str(w.storage_path), storage_key=w.write(f"{key}/frames", F.astype(np.float32)))
+                    sampling_rate=sr, start=0.0, duration=span, storage_type=w.name,
+                    storage_path=str(w.storage_path), storage_key=w.write(f"{key}/frames", F.astype(np.float32)),
+                    recording_id=key if rec is not None else None, channels=channel if rec is not None else None)
             elif F is not None:
                 cut.frames = w.store_array(f"{key}/frames", F.astype(np.float32))
             cuts.append(cut)
@@ -250,4 +438,3 @@ def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict |
     (out / "provenance.json").write_text(json.dumps({"emocache_entry": entry, "store": str(url),
                                                      "provenance": prov}, indent=2, default=str) + "\n")
     return len(cuts)
-

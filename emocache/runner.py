@@ -166,13 +166,15 @@ def encode_block(loaded: Loaded, n: int, enc: Encoder, on_batch: Callable[[int],
     """Run the model over a loaded block -> pooled (n, D), frames per row, errors per row, and the pooled
     vectors of the chosen layers (n, L, D) (None without ``--layers``).
 
-    ``on_batch(k)`` is called after each batch of k utterances (progress per batch).
+    ``on_batch(k)`` is called after each batch of k utterances (progress per batch), and per utterance by
+    encoders that report their own progress (:meth:`Encoder.tick`).
     """
     pooled = np.zeros((n, enc.dim), np.float32)
     layers = np.zeros((n, len(enc.layer_ids), enc.dim), np.float32) if enc.layer_ids else None
     frames: list = [None] * n
     errors = dict(loaded.errors)
     for idx, inputs, owner in loaded.batches:
+        ticks = enc.report_to(on_batch, len(idx))  # per-utterance encoders (eGeMAPS) advance it within the batch
         try:
             out = enc.run(inputs, owner)
             results = list(zip(idx, out.frames, out.pooled, out.layers if layers is not None else idx))
@@ -192,8 +194,8 @@ def encode_block(loaded: Loaded, n: int, enc: Encoder, on_batch: Callable[[int],
             frames[i] = f
             if layers is not None:
                 layers[i] = y
-        if on_batch:
-            on_batch(len(idx))
+        if on_batch and ticks.rest():
+            on_batch(ticks.rest())
     return pooled, frames, errors, layers
 
 

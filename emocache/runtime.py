@@ -1,7 +1,8 @@
 """Run-time helpers both packages use: the console, progress reporting and the dask client.
 
-- :func:`progress_bar`: in a terminal a rich bar; without one (nohup, SLURM, CI logs) a plain line every
-  :data:`PLAIN_EVERY_SECONDS` seconds and one at the end: ``done/total (pct), rate, ETA``.
+- :func:`progress_bar`: in a terminal a rich bar; without one (nohup, SLURM, CI logs) a first plain line after
+  :data:`PLAIN_FIRST_SECONDS`, then one every :data:`PLAIN_EVERY_SECONDS` seconds and one at the end:
+  ``done/total (pct), rate, ETA``.
 - :func:`client_for`: a dask ``Client`` for ``local:N`` or a scheduler address. ``local:N`` starts N
   single-threaded worker processes; on a GPU machine one worker per GPU, through ``dask_cuda.LocalCUDACluster``
   when dask-cuda is installed (it pins each worker to its GPU and sets up its CUDA context), else through worker
@@ -22,13 +23,16 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 console = Console(stderr=True)
 PLAIN_EVERY_SECONDS = 30.0
 """Seconds between plain progress lines when stderr is not a terminal (our choice: a log line per half minute)."""
+PLAIN_FIRST_SECONDS = 5.0
+"""Seconds before the first plain progress line (our choice: a log shows a run has started within 10 s)."""
 
 
 class PlainProgress:
     """The part of rich's Progress API the loops use, printing plain lines for logs instead of a live bar."""
 
-    def __init__(self, every: float = PLAIN_EVERY_SECONDS, stream=None):
+    def __init__(self, every: float = PLAIN_EVERY_SECONDS, stream=None, first: float = PLAIN_FIRST_SECONDS):
         self.every = every
+        self.first = min(first, every)
         self.stream = stream
         self.tasks: dict[int, dict] = {}
 
@@ -36,7 +40,7 @@ class PlainProgress:
         now = time.monotonic()
         task = len(self.tasks)
         self.tasks[task] = {"description": description, "total": total or 0, "done": 0, "start": now,
-                            "printed": now}
+                            "printed": now, "lines": 0}
         return task
 
     def update(self, task: int, advance: float = 0, total: float | None = None, **_) -> None:
@@ -46,9 +50,10 @@ class PlainProgress:
             t["total"] = total
         now = time.monotonic()
         finished = t["total"] and t["done"] >= t["total"]
-        if finished or now - t["printed"] >= self.every:
+        if finished or now - t["printed"] >= (self.every if t["lines"] else self.first):
             self._line(t, now)
             t["printed"] = now if not finished else float("inf")
+            t["lines"] += 1
 
     def advance(self, task: int, advance: float = 1) -> None:
         self.update(task, advance=advance)
@@ -74,7 +79,7 @@ def progress_bar(enabled: bool = True):
     """A rich Progress (counter, elapsed, remaining) in a terminal, :class:`PlainProgress` lines otherwise, or a
     silent one when disabled."""
     if enabled and not console.is_terminal:
-        yield PlainProgress(PLAIN_EVERY_SECONDS)
+        yield PlainProgress(PLAIN_EVERY_SECONDS, first=PLAIN_FIRST_SECONDS)
         return
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled)

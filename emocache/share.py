@@ -11,6 +11,7 @@ import numpy as np
 
 from emocache.store import Entry, Limits, StoreError, is_remote, open_store, zarr_store
 from emocache.store.storage import get_bytes, local_path, object_keys, quiet_zarr
+from emocache.suggest import did_you_mean
 
 MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
                 "sample_rate", "frame_rate", "manifest_sha256")
@@ -167,7 +168,9 @@ def merge(src: str, dst: str, entries: list[str] | None = None, storage_options:
         for name in entries:
             m, _, ds = name.partition("/")
             if (m, ds) not in have:
-                raise KeyError(f"{src}: no entry {name} (entries: {', '.join(f'{a}/{b}' for a, b in have) or 'none'})")
+                names = [f"{a}/{b}" for a, b in have]
+                raise KeyError(f"{src}: no entry {name}; {did_you_mean(name, names)}entries: "
+                               f"{', '.join(names) or 'none'}")
             want.append((m, ds))
     else:
         want = have

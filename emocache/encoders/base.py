@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,24 @@ class Encoded:
     """(B, D) float32."""
     layers: np.ndarray | None = None
     """(B, L, D) float32: pooled vectors of the chosen hidden-state layers (``--layers``), None for last only."""
+
+
+class Ticks:
+    """Utterances of one batch that an encoder reports done itself, passed on to a progress callback and capped
+    at the batch's size (the runner reports the rest when the batch ends)."""
+
+    def __init__(self, report: Callable[[int], None] | None, n: int):
+        self.report, self.n, self.done = report, n, 0
+
+    def __call__(self, k: int = 1) -> None:
+        k = min(k, self.n - self.done)
+        if k > 0 and self.report is not None:
+            self.done += k
+            self.report(k)
+
+    def rest(self) -> int:
+        """Utterances of the batch not reported yet."""
+        return self.n - self.done
 
 
 class Encoder(ABC):
@@ -60,6 +79,9 @@ class Encoder(ABC):
     """hidden_states layers pooled besides the final output (``--layers``; empty: last only)."""
     frames_layer: int | None = None
     """hidden_states layer stored as frames (``--frames-layer``; None: the final output)."""
+    ticks: Ticks | None = None
+    """Progress of the batch being run (:meth:`report_to`); encoders that work one utterance at a time call
+    :meth:`tick` after each, so slow ones (eGeMAPS) show progress within a batch."""
 
     def __init__(self, config: EncoderConfig | None = None):
         self.config = config or EncoderConfig()
@@ -145,6 +167,16 @@ class Encoder(ABC):
         return "fp32"
 
     # -- shared machinery -------------------------------------------------------------------------------------
+    def report_to(self, report: Callable[[int], None] | None, n: int) -> Ticks:
+        """Before running a batch of ``n`` utterances: where :meth:`tick` reports them (None: nowhere)."""
+        self.ticks = Ticks(report, n)
+        return self.ticks
+
+    def tick(self, k: int = 1) -> None:
+        """``k`` more utterances of the running batch are done (progress; a no-op outside :meth:`report_to`)."""
+        if self.ticks is not None:
+            self.ticks(k)
+
     def provenance(self) -> dict:
         return {
             "model": self.name, **self.weights_identity(),

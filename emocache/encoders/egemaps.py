@@ -59,5 +59,8 @@ class EGeMAPS(Encoder):
 
     def run(self, inputs: dict, owner: list[int]) -> Encoded:
         """Frames = descriptors, pooled = eGeMAPS functionals (not a mean of the frames)."""
-        out = [self._process(w) for w in inputs["waves"]]
+        out = []
+        for w in inputs["waves"]:  # openSMILE runs one wave at a time: progress per utterance
+            out.append(self._process(w))
+            self.tick()
         return Encoded(frames=[f for f, _ in out], pooled=np.stack([p for _, p in out]))

@@ -22,7 +22,7 @@ import yaml
 
 from emocache.encoders.base import EncoderError, conv_stack_frames
 from emocache.encoders.checkpoint import load_checkpoint, load_strict, randomize, read_yaml
-from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.neural import FUNASR_INSTALL, NeuralEncoder, import_or_hint
 from emocache.encoders.registry import register
 
 CNN_SPEC = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"
@@ -88,7 +88,7 @@ class _Emotion2vec(NeuralEncoder):
     model_types = ("Emotion2vec",)
 
     def _build(self, conf: dict) -> None:
-        import_or_hint("funasr", "funasr")
+        import_or_hint("funasr.models.emotion2vec.model", "funasr", FUNASR_INSTALL)
         from funasr.models.emotion2vec.model import Emotion2vec
         from funasr.models.emotion2vec.modules import AltAttention
 
@@ -129,7 +129,7 @@ class _Emotion2vec(NeuralEncoder):
     @classmethod
     def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
         """funasr's layout: ``config.yaml`` (model + model_conf) and ``model.pt`` holding ``{"model": state}``."""
-        import_or_hint("funasr", "funasr")
+        import_or_hint("funasr.models.emotion2vec.model", "funasr", FUNASR_INSTALL)
         from funasr.models.emotion2vec.model import Emotion2vec
 
         conf = merge_conf(cls.full_config, overrides)
@@ -141,7 +141,7 @@ class _Emotion2vec(NeuralEncoder):
     @classmethod
     def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
         """funasr's Emotion2vec.extract_features on the layer-normed, unpadded wave (as funasr's inference)."""
-        import_or_hint("funasr", "funasr")
+        import_or_hint("funasr.models.emotion2vec.model", "funasr", FUNASR_INSTALL)
         from funasr.models.emotion2vec.model import Emotion2vec
 
         model = Emotion2vec(model_conf=read_yaml(Path(path) / "config.yaml")["model_conf"], vocab_size=9).eval()

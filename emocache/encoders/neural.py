@@ -69,8 +69,16 @@ def select_dtype(encoder: "NeuralEncoder", requested: str) -> torch.dtype:
     return torch.float32
 
 
-def import_or_hint(module: str, package: str):
-    """Import a heavy optional dependency, or raise an :class:`EncoderError` that says how to install it."""
+FUNASR_REQUIREMENT = "funasr>=1.1,<1.5"
+"""The funasr releases whose emotion2vec and SenseVoice imports the ``funasr`` extra holds (checked on 1.4)."""
+FUNASR_INSTALL = f'pip install -e ".[funasr]" && pip install --no-deps "{FUNASR_REQUIREMENT}"'
+"""funasr for emotion2vec and SenseVoice without its requirements that they never import (modelscope, oss2, the
+aliyun SDKs, jieba, umap-learn, ...): the extra installs what they do import."""
+
+
+def import_or_hint(module: str, package: str, install: str | None = None):
+    """Import a heavy optional dependency, or raise an :class:`EncoderError` that says how to install it
+    (``install``, else ``pip install PACKAGE``)."""
     import importlib
     import io
 
@@ -78,8 +86,8 @@ def import_or_hint(module: str, package: str):
         with contextlib.redirect_stdout(io.StringIO()):  # funasr prints an ffmpeg notice on import; audio is ours
             return importlib.import_module(module)
     except ImportError as e:
-        raise EncoderError(f"{module} is needed for this encoder (an emocache dependency): "
-                           f"pip install '{package}' ({e})") from e
+        raise EncoderError(f"{module} is needed for this encoder: {install or f'pip install {package!r}'} "
+                           f"({e})") from e
 
 
 @contextlib.contextmanager

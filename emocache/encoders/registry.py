@@ -17,6 +17,7 @@ from importlib import metadata
 
 from emocache.config import EncoderConfig
 from emocache.encoders.base import Encoder, EncoderError
+from emocache.suggest import did_you_mean
 
 REGISTRY: dict[str, type[Encoder]] = {}
 PREFIXES: dict[str, Callable[[str], type[Encoder]]] = {}
@@ -62,13 +63,13 @@ def neural_models() -> tuple[str, ...]:
 
 
 def encoder_class(name: str) -> type[Encoder]:
-    """The class registered under ``name``; an unknown name lists the known ones."""
+    """The class registered under ``name``; an unknown name suggests the closest known one and lists them all."""
     prefix, sep, rest = name.partition(":")
     if name not in REGISTRY and sep and prefix in PREFIXES:
         return PREFIXES[prefix](rest)
     if name not in REGISTRY:
-        raise EncoderError(f"unknown model {name!r}; known models: {', '.join(names())}, "
-                           f"or {', '.join(p + ':<id>' for p in sorted(PREFIXES))}")
+        raise EncoderError(f"unknown model {name!r}; {did_you_mean(name, names())}known models: "
+                           f"{', '.join(names())}, or {', '.join(p + ':<id>' for p in sorted(PREFIXES))}")
     return REGISTRY[name]
 
 

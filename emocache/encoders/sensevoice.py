@@ -23,7 +23,7 @@ import yaml
 
 from emocache.encoders.base import EncoderError
 from emocache.encoders.checkpoint import load_checkpoint, load_strict, randomize, read_yaml, write_cmvn
-from emocache.encoders.neural import NeuralEncoder, import_or_hint
+from emocache.encoders.neural import FUNASR_INSTALL, NeuralEncoder, import_or_hint
 from emocache.encoders.registry import register
 
 QUERY_IDS = (0, 1, 2, 15)  # language "auto", event, emotion, text norm "woitn" (funasr's SenseVoiceSmall.inference)
@@ -74,7 +74,7 @@ class SenseVoiceSmall(NeuralEncoder):
                                             tp_blocks=2))
 
     def _build(self, conf: dict, cmvn: Path | None) -> None:
-        import_or_hint("funasr", "funasr")
+        import_or_hint("funasr.models.sense_voice.model", "funasr", FUNASR_INSTALL)
         from funasr.frontends.wav_frontend import WavFrontend
         from funasr.utils import fbank as kaldi
 
@@ -123,7 +123,7 @@ class SenseVoiceSmall(NeuralEncoder):
     def save_random(cls, directory: Path, overrides: dict, seed: int) -> None:
         """funasr's layout: ``config.yaml``, ``model.pt`` (encoder, query embedding and a CTC head the adapter
         ignores) and a Kaldi ``am.mvn``."""
-        import_or_hint("funasr", "funasr")
+        import_or_hint("funasr.models.sense_voice.model", "funasr", FUNASR_INSTALL)
         from funasr.models.sense_voice.model import SenseVoiceEncoderSmall
 
         d = Path(directory)
@@ -141,7 +141,7 @@ class SenseVoiceSmall(NeuralEncoder):
     @classmethod
     def reference(cls, path: Path, wave: np.ndarray) -> np.ndarray:
         """funasr's SenseVoiceSmall.inference with its own frontend; the encoder output, query positions dropped."""
-        import_or_hint("funasr", "funasr")
+        import_or_hint("funasr.models.sense_voice.model", "funasr", FUNASR_INSTALL)
         from funasr.frontends.wav_frontend import WavFrontend
         from funasr.models.sense_voice.model import SenseVoiceSmall as Library
 

@@ -45,6 +45,28 @@ def test_plain_progress_is_periodic():
     assert len([s for s in out if s.strip()]) == 1 and "10/10 (100%)" in out[0]
 
 
+def test_plain_progress_first_line_comes_early(monkeypatch):
+    """A log shows progress a few seconds in (slow encoders report per utterance), then once per period."""
+    out, now = [], [0.0]
+    monkeypatch.setattr(rt.time, "monotonic", lambda: now[0])
+
+    class Sink:
+        def write(self, s):
+            if s.strip():
+                out.append(s)
+
+        def flush(self):
+            pass
+
+    p = rt.PlainProgress(every=30.0, stream=Sink(), first=5.0)
+    task = p.add_task("egemaps", total=100)
+    for t in (1.0, 4.9, 5.1, 6.0, 34.0, 35.2, 36.0):
+        now[0] = t
+        p.update(task, advance=1)
+    assert len(out) == 2 and out[0].startswith("egemaps: 3/100 (3%)") and out[1].startswith("egemaps: 6/100")
+    assert rt.PLAIN_FIRST_SECONDS < 10
+
+
 def test_terminal_progress_advances_per_batch(tmp_path, demo_corpus, monkeypatch):
     """One block of 36 utterances in many small batches: the bar moves per batch, not once per block."""
     advances = []

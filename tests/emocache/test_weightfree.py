@@ -168,3 +168,36 @@ def test_egemaps_through_the_extraction_pipeline(tmp_path, demo_corpus):
     F = st.frames("egemaps", "demo", keys[5])
     assert F.shape == one.frames[0].shape
     np.testing.assert_allclose(F, one.frames[0], rtol=1e-3, atol=1e-3)  # frames stored as float16
+
+
+def test_egemaps_reports_progress_per_utterance(monkeypatch):
+    """openSMILE runs one wave at a time: the progress callback moves per utterance within a batch, and a batch
+    that fails part-way (rerun one by one) still counts each utterance once."""
+    pytest.importorskip("opensmile")
+    from emocache.runner import encode_block, load_waves
+
+    eg = build_encoder("egemaps", EncoderConfig(device="cpu"))
+    ws = [tone(0.3 + 0.05 * i, freq=200.0 + 40 * i) for i in range(5)]
+    loaded = load_waves(ws, eg, batch_seconds=60.0, max_batch=64)
+    assert len(loaded.batches) == 1
+    calls = []
+    encode_block(loaded, 5, eg, calls.append)
+    assert calls == [1] * 5
+
+    process = type(eg)._process
+    bad = ws[3].size
+
+    def flaky(self, w):
+        if w.size == bad:
+            raise RuntimeError("broken wave")
+        return process(self, w)
+
+    monkeypatch.setattr(type(eg), "_process", flaky)
+    calls.clear()
+    _, _, errors, _ = encode_block(loaded, 5, eg, calls.append)
+    assert sum(calls) == 5 and set(errors) == {3}
+
+    fb = build_encoder("fbank-stats", EncoderConfig(device="cpu"))  # a batched encoder: one call per batch
+    calls.clear()
+    encode_block(load_waves(ws, fb, batch_seconds=60.0, max_batch=64), 5, fb, calls.append)
+    assert calls == [5]

@@ -6,6 +6,7 @@ registered before these tests are collected is tested too, with its own tiny con
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import time
@@ -274,3 +275,16 @@ def test_other_familys_weights_named_before_loading(tiny_dirs):
             load("sensevoice-small", d)
         finally:
             (d / "am.mvn").unlink()
+
+
+@pytest.mark.parametrize("name, module", [("emotion2vec-base", "funasr.models.emotion2vec.model"),
+                                          ("sensevoice-small", "funasr.models.sense_voice.model")])
+def test_missing_funasr_names_the_lean_install(name, module, monkeypatch):
+    """funasr is not a plain requirement (its own pull modelscope, oss2, jieba, ...): the error says how to get it."""
+    import sys
+
+    from emocache.encoders.neural import FUNASR_INSTALL
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if funasr, or a module it imports, were missing
+    with pytest.raises(EncoderError, match=re.escape(f"{module} is needed for this encoder: {FUNASR_INSTALL}")):
+        build_encoder(name, EncoderConfig(device="cpu", random_init=True, config_overrides=overrides(name)))

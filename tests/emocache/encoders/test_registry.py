@@ -140,3 +140,14 @@ def test_registering_imports_no_heavy_library():
             "print(sorted({'transformers', 'funasr', 'opensmile'} & set(sys.modules)))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+
+
+def test_a_typo_gets_the_closest_name(cli):
+    with pytest.raises(EncoderError, match=r"unknown model 'wavlm-larg'; did you mean 'wavlm-large'\? known models: "
+                                           r"egemaps, "):
+        encoder_class("wavlm-larg")
+    with pytest.raises(EncoderError) as e:
+        encoder_class("qqqq")
+    assert "did you mean" not in str(e.value) and "known models" in str(e.value)
+    code, out = cli("bench", "--model", "Emotion2vec-plus-larg")
+    assert code == 2 and "did you mean 'emotion2vec-plus-large'?" in out
