@@ -39,6 +39,8 @@ X = ExtractConfig  # the CLI's defaults are the config dataclasses' defaults
 DEVICE_HELP = "auto | cpu | cuda | cuda:I (auto: the first GPU torch sees, else the CPU)."
 DTYPE_HELP = (f"{' | '.join(DTYPES)}. auto: fp32 on CPU; on GPU the first half type whose pooled vectors stay within "
               "cosine 0.999 of fp32. Weight-free encoders take auto or fp32 only.")
+TRUST_HELP = ("Load a model file that is not plain weights (a pickled model.pt / pytorch_model.bin) with full "
+              "pickle, which runs any code it holds; only for files from a source you trust (warns, naming the file).")
 PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line every {PLAIN_EVERY_SECONDS:g} s "
                  "(done/total, rate, ETA).")
 
@@ -91,6 +93,7 @@ def extract(
     part: Optional[str] = typer.Option(X.part, help="I/N: only blocks b with b % N == I (N writer processes)."),
     storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
 ) -> None:
     """Extract pooled embeddings (and frames) for every utterance of the manifests into the store."""
     from emocache.encoders import EncoderError
@@ -105,7 +108,7 @@ def extract(
                             batch_seconds=batch_seconds, long_policy=long_policy,
                             max_audio_seconds=max_audio_seconds, loader_threads=loader_threads,
                             redo_failed=redo_failed, scheduler=scheduler, part=part,
-                            storage_options=_storage_options(storage_options))
+                            storage_options=_storage_options(storage_options), trust_checkpoint=trust_checkpoint)
         report = run(cfg, progress=progress)
     except (EncoderError, ManifestError, StoreError, SchedulerError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e).strip("'\""))
@@ -299,6 +302,7 @@ def bench(
     tiny: bool = typer.Option(False, "--tiny", help="--model: tiny random model (CPU smoke run) instead of full size."),
     layers: Optional[str] = typer.Option(None, help="--model: time --layers LAYERS (all | K,K,...) against last "
                                                     "only, and the store bytes of each."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="--model: " + TRUST_HELP),
 ) -> None:
     """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
     if store == bool(model):
@@ -318,9 +322,11 @@ def bench(
         if layers:
             from emocache.bench import bench_layers, print_layers_table
 
-            print_layers_table(bench_layers(model, layers, n_utts=n, device=device, model_path=model_path, tiny=tiny))
+            print_layers_table(bench_layers(model, layers, n_utts=n, device=device, model_path=model_path, tiny=tiny,
+                                            trust_checkpoint=trust_checkpoint))
             return
-        print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny)])
+        print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny,
+                                   trust_checkpoint=trust_checkpoint)])
     except (EncoderError, ValueError) as e:
         _fail(str(e))
 
