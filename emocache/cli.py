@@ -366,23 +366,32 @@ def manifest_cmd(
     speaker_column: Optional[str] = typer.Option(None, help="--from-hf: column with speaker ids (written as "
                                                  "'speaker')."),
     audio_dir: Optional[Path] = typer.Option(None, help="--from-hf: folder for audio the dataset embeds as bytes "
-                                             "(default: <out without .jsonl>_audio/)."),
+                                             "(default: <out without .jsonl>_audio/); files are named from the keys "
+                                             "(a key that is no safe file name gets a hashed one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="--from-hf: replace audio files in --audio-dir that "
+                                   "exist with other content (files with the same bytes are kept as they are)."),
 ) -> None:
     """Build an EmoBox-format manifest from a folder of audio plus a labels CSV or a filename pattern."""
     from emocache.audio import AudioError
-    from emocache.manifest import ManifestError, build_manifest, write_manifest
+    from emocache.manifest import ManifestError, build_manifest, check_name, write_manifest
 
     import warnings
+
+    try:
+        check_name(dataset, "--dataset")
+    except ManifestError as e:
+        _fail(str(e))
 
     if from_lhotse is not None or from_hf is not None:
         if labels_csv is not None or pattern or speaker_pattern:
             _fail("--labels-csv, --pattern and --speaker-pattern label a FOLDER; with --from-lhotse / --from-hf "
                   "the labels come from the corpus (--label-field)")
         _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
-                               speaker_column, audio_dir)
+                               speaker_column, audio_dir, overwrite)
         return
-    if label_field or key_column or speaker_column or audio_dir:
-        _fail("--label-field, --key-column, --speaker-column and --audio-dir go with --from-lhotse / --from-hf")
+    if label_field or key_column or speaker_column or audio_dir or overwrite:
+        _fail("--label-field, --key-column, --speaker-column, --audio-dir and --overwrite go with --from-lhotse / "
+              "--from-hf")
     if folder is None:
         _fail("give a FOLDER of audio, or --from-lhotse CUTS / --from-hf DATASET")
     try:
@@ -417,7 +426,7 @@ def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) ->
 
 
 def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
-                           speaker_column, audio_dir) -> None:
+                           speaker_column, audio_dir, overwrite=False) -> None:
     from emocache.manifest import write_lines
     from emocache.interop import InteropError, manifest_from_hf, manifest_from_lhotse
 
@@ -430,7 +439,7 @@ def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_fie
             audio_dir = audio_dir or out.with_name(out.name.removesuffix(".jsonl") + "_audio")
             lines = manifest_from_hf(from_hf, dataset, audio_dir, audio_column=audio_column,
                                      label_column=label_field or "label", key_column=key_column,
-                                     speaker_column=speaker_column)
+                                     speaker_column=speaker_column, overwrite=overwrite)
     except InteropError as e:
         _fail(str(e))
     write_lines(lines, out)
