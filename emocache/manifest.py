@@ -104,6 +104,8 @@ def check_name(name: str, what: str = "dataset", where: str = "") -> str:
 def _field(d: dict, name: str, limit: int, where: str, fix: str) -> str:
     """A manifest field as text: a string or a number (not a bool, list or object), at most ``limit`` bytes."""
     v = d[name]
+    if type(v) is str and len(v) * 4 <= limit:  # the common case: at most 4 UTF-8 bytes a character
+        return v
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise ManifestError(f"{where}: {name} is a {type(v).__name__}; give it as a string")
     text = str(v)
@@ -133,6 +135,13 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
     seen: dict[str, int] = {}
     out: list[Utterance] = []
     with open(path, "rb") as f:
+        n = 0
+        while (chunk := f.read(1 << 20)) and n <= LIMITS.manifest_lines:  # counted before any line is parsed
+            n += chunk.count(b"\n")
+        if n > LIMITS.manifest_lines:
+            raise ManifestError(f"{path}: more than {LIMITS.manifest_lines} lines, the limit of one manifest; "
+                                "split the dataset into several manifests (the dataset field groups them)")
+        f.seek(0)
         lineno = 0
         while raw := f.readline(LIMITS.line_bytes + 1):
             lineno += 1
