@@ -203,6 +203,28 @@ def _extract(box, man, *extra):
     return ["extract", "--manifest", man, "--store", box / "store", "--device", "cpu", "--no-progress", *extra]
 
 
+def _store(box: Path, keys: list[str]) -> Path:
+    from emocache.store import write_arrays
+
+    X = np.arange(len(keys) * 3, dtype=np.float32).reshape(len(keys), 3)
+    frames = [np.full((2, 3), i, dtype=np.float32) for i in range(len(keys))]
+    write_arrays(str(box / "s.zarr"), "m", "d", keys, ["x"] * len(keys), X, frames)
+    return box / "s.zarr"
+
+
+def _export_check(box):
+    lhotse = pytest.importorskip("lhotse")
+    cuts = list(lhotse.CutSet.from_file(box / "lh" / "cuts.jsonl.gz"))
+    assert [c.id for c in cuts] == ["a/pooled", "a", "../x"]
+    assert [float(c.load_pooled()[0]) for c in cuts] == [0.0, 3.0, 6.0]
+    assert [float(c.load_frames()[0, 0]) for c in cuts] == [0.0, 1.0, 2.0]  # no frame rate: a custom array
+
+
+def _deep(path: Path) -> Path:
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return path
+
+
 ROWS = [
     Row("from-hf keys with ../, absolute, trailing / and dot-file names", _hf_escape, 0, "wrote 6 utterances",
         writes=("toy.jsonl", "audio", "hf"), check=_hf_escape_check),
@@ -245,14 +267,15 @@ ROWS = [
     Row("label map nested 100,000 deep", lambda b, m, t: ["folds", manifest(b), "--out", b / "data", "--label-map",
                                                           _deep(b / "map.json")], 2, "JSON nested too deeply",
         writes=("data",)),
+    Row("export --to lhotse of keys with / and ..", lambda b, m, t: [
+        "export", "m/d", "--store", _store(b, ["a/pooled", "a", "../x"]), "--to", "lhotse", b / "lh"], 0,
+        "exported 3 utterances", writes=("lh",), check=_export_check),
+    Row("export --to lhotse of repeated keys", lambda b, m, t: [
+        "export", "m/d", "--store", _store(b, ["a", "b", "a"]), "--to", "lhotse", b / "lh"], 2, "emocache verify",
+        writes=("lh",)),
     Row("--dataset ../x", lambda b, m, t: ["manifest", b, "--dataset", "../x", "--out", b / "m2.jsonl", "--pattern",
                                            "(?P<emo>a)"], 2, "'../x' cannot name a store entry or file"),
 ]
-
-
-def _deep(path: Path) -> Path:
-    path.write_text("[" * 100_000 + "]" * 100_000)
-    return path
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
@@ -378,7 +401,8 @@ def save_like_funasr(state: dict, out: Path) -> Path:
     model = types.SimpleNamespace(state_dict=lambda: state)
     fake = types.SimpleNamespace(
         rank=0, local_rank=0, output_dir=str(out), batch_total=3, saved_ckpts={}, best_step_or_epoch="",
-        val_acc_step_or_epoch={"model.pt.ep1": np.float64(0.5)}, val_loss_step_or_epoch={"model.pt.ep1": np.float32(1.5)},
+        val_acc_step_or_epoch={"model.pt.ep1": np.float64(0.5)},
+        val_loss_step_or_epoch={"model.pt.ep1": np.float32(1.5)},
         avg_keep_nbest_models_type="acc", keep_nbest_models=2, use_ddp=False, use_fsdp=False)
     Trainer.save_checkpoint(fake, 1, model=model, optim=opt, scheduler=sched, scaler=torch.amp.GradScaler("cpu"),
                             train_loss_avg=np.float64(0.25), train_acc_avg=np.float32(0.75))

@@ -257,7 +257,8 @@ def _deep_similarity(saved, tmp_path):
 
 
 def _hidden(saved, tmp_path):
-    return ["baseline", "--hidden", 100_000_000], "--hidden 100000000: 2 stacked MLP(s) of 16 -> 100000000 -> 4 need about"
+    return ["baseline", "--hidden", 100_000_000], \
+        "--hidden 100000000: 2 stacked MLP(s) of 16 -> 100000000 -> 4 need about"
 
 
 CLI_ROWS = [_fifo_teacher, _nan_teacher, _fifo_similarity, _deep_similarity, _hidden]
