@@ -286,8 +286,9 @@ def check_label_map(m, where: str) -> dict[str, str]:
     """``m`` when it is a label map (an object of strings to strings, each at most the label limit); else
     ManifestError naming ``where``."""
     if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
-        raise ManifestError(f"{where}: a label map is a JSON object {{\"raw label\": \"Class\", ...}}, not "
-                            f"{type(m).__name__ if not isinstance(m, dict) else 'one with non-string values'}; fix the file")
+        what = f"a {type(m).__name__}" if not isinstance(m, dict) else "one with non-string values"
+        raise ManifestError(f"{where}: a label map is a JSON object {{\"raw label\": \"Class\", ...}}, not {what}; "
+                            "fix the file")
     long = [k for k, v in m.items() if max(len(k.encode()), len(v.encode())) > LIMITS.label_bytes]
     if long:
         raise ManifestError(f"{where}: label {long[0][:40]!r} (or its name) is over the limit of {LIMITS.label_bytes} "

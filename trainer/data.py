@@ -165,8 +165,8 @@ def read_label_map(manifests: str, dataset: str) -> dict[str, str]:
                         "(copy it there, or write {\"raw label\": \"Class\", ...})")
     try:
         m = load_label_map(p)
-    except ValueError as e:
-        raise DataError(f"{p}: not a JSON label map ({e})") from None
+    except ValueError as e:  # the message names the file
+        raise DataError(str(e)) from None
     if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
         raise DataError(f"{p}: a label map is a JSON object {{\"raw label\": \"Class\", ...}}, "
                         f"not a {type(m).__name__}; fix the file")
