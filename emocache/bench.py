@@ -92,7 +92,7 @@ def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: in
 def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: str = "auto",
                   model_path: str | None = None, tiny: bool = False, seed: int = 0,
                   budget_seconds: float | None = None, naive_utts: int | None = None, workers: int = 2,
-                  warmup: bool = True) -> dict:
+                  warmup: bool = True, trust_checkpoint: bool = False) -> dict:
     """Time the naive and the batched way on the same encoder and synthetic utterances; one result row.
 
     ``warmup`` runs both ways once untimed first (per-shape kernel set-up would otherwise be charged to whichever
@@ -109,7 +109,8 @@ def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: st
         label = "tiny random"
     else:
         try:
-            enc = build_encoder(model, EncoderConfig(model_path=model_path, device=device, dtype=dtype))
+            enc = build_encoder(model, EncoderConfig(model_path=model_path, device=device, dtype=dtype,
+                                                     trust_checkpoint=trust_checkpoint))
             label = "weights"
         except EncoderError:
             if model_path:
@@ -180,7 +181,8 @@ def print_table(rows: list[dict]) -> None:
 
 def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str = "auto",
                  model_path: str | None = None, tiny: bool = False, seed: int = 0,
-                 budget_seconds: float | None = None, workers: int = 2, workdir=None, repeats: int = 2) -> list[dict]:
+                 budget_seconds: float | None = None, workers: int = 2, workdir=None, repeats: int = 2,
+                 trust_checkpoint: bool = False) -> list[dict]:
     """The extra cost of ``--layers`` over last only: the extraction loop's time on the same encoder and waves
     (pooled only, no frames), and the bytes of a store entry of the pooled vectors with and without the layers.
 
@@ -197,7 +199,7 @@ def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str
     waves = synthetic_waves(lengths, seed)
     extra = dict(config_overrides=overrides(model, "tiny"), random_init=True) if tiny else {}
     label = "tiny random" if tiny else "weights"
-    cfg = EncoderConfig(model_path=model_path, device=device, layers=layers, **extra)
+    cfg = EncoderConfig(model_path=model_path, device=device, layers=layers, trust_checkpoint=trust_checkpoint, **extra)
     try:
         enc = build_encoder(model, cfg)
     except EncoderError:

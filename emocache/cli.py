@@ -39,6 +39,8 @@ X = ExtractConfig  # the CLI's defaults are the config dataclasses' defaults
 DEVICE_HELP = "auto | cpu | cuda | cuda:I (auto: the first GPU torch sees, else the CPU)."
 DTYPE_HELP = (f"{' | '.join(DTYPES)}. auto: fp32 on CPU; on GPU the first half type whose pooled vectors stay within "
               "cosine 0.999 of fp32. Weight-free encoders take auto or fp32 only.")
+TRUST_HELP = ("Load a model file that is not plain weights (a pickled model.pt / pytorch_model.bin) with full "
+              "pickle, which runs any code it holds; only for files from a source you trust (warns, naming the file).")
 PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line after {PLAIN_FIRST_SECONDS:g} s, then "
                  f"every {PLAIN_EVERY_SECONDS:g} s (done/total, rate, ETA).")
 
@@ -91,6 +93,7 @@ def extract(
     part: Optional[str] = typer.Option(X.part, help="I/N: only blocks b with b % N == I (N writer processes)."),
     storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help=PROGRESS_HELP),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help=TRUST_HELP),
 ) -> None:
     """Extract pooled embeddings (and frames) for every utterance of the manifests into the store."""
     from emocache.encoders import EncoderError
@@ -105,7 +108,7 @@ def extract(
                             batch_seconds=batch_seconds, long_policy=long_policy,
                             max_audio_seconds=max_audio_seconds, loader_threads=loader_threads,
                             redo_failed=redo_failed, scheduler=scheduler, part=part,
-                            storage_options=_storage_options(storage_options))
+                            storage_options=_storage_options(storage_options), trust_checkpoint=trust_checkpoint)
         report = run(cfg, progress=progress)
     except (EncoderError, ManifestError, StoreError, SchedulerError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e).strip("'\""))
@@ -299,6 +302,7 @@ def bench(
     tiny: bool = typer.Option(False, "--tiny", help="--model: tiny random model (CPU smoke run) instead of full size."),
     layers: Optional[str] = typer.Option(None, help="--model: time --layers LAYERS (all | K,K,...) against last "
                                                     "only, and the store bytes of each."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="--model: " + TRUST_HELP),
 ) -> None:
     """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
     if store == bool(model):
@@ -318,9 +322,11 @@ def bench(
         if layers:
             from emocache.bench import bench_layers, print_layers_table
 
-            print_layers_table(bench_layers(model, layers, n_utts=n, device=device, model_path=model_path, tiny=tiny))
+            print_layers_table(bench_layers(model, layers, n_utts=n, device=device, model_path=model_path, tiny=tiny,
+                                            trust_checkpoint=trust_checkpoint))
             return
-        print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny)])
+        print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny,
+                                   trust_checkpoint=trust_checkpoint)])
     except (EncoderError, ValueError) as e:
         _fail(str(e))
 
@@ -360,23 +366,32 @@ def manifest_cmd(
     speaker_column: Optional[str] = typer.Option(None, help="--from-hf: column with speaker ids (written as "
                                                  "'speaker')."),
     audio_dir: Optional[Path] = typer.Option(None, help="--from-hf: folder for audio the dataset embeds as bytes "
-                                             "(default: <out without .jsonl>_audio/)."),
+                                             "(default: <out without .jsonl>_audio/); files are named from the keys "
+                                             "(a key that is no safe file name gets a hashed one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="--from-hf: replace audio files in --audio-dir that "
+                                   "exist with other content (files with the same bytes are kept as they are)."),
 ) -> None:
     """Build an EmoBox-format manifest from a folder of audio plus a labels CSV or a filename pattern."""
     from emocache.audio import AudioError
-    from emocache.manifest import ManifestError, build_manifest, write_manifest
+    from emocache.manifest import ManifestError, build_manifest, check_name, write_manifest
 
     import warnings
+
+    try:
+        check_name(dataset, "--dataset")
+    except ManifestError as e:
+        _fail(str(e))
 
     if from_lhotse is not None or from_hf is not None:
         if labels_csv is not None or pattern or speaker_pattern:
             _fail("--labels-csv, --pattern and --speaker-pattern label a FOLDER; with --from-lhotse / --from-hf "
                   "the labels come from the corpus (--label-field)")
         _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
-                               speaker_column, audio_dir)
+                               speaker_column, audio_dir, overwrite)
         return
-    if label_field or key_column or speaker_column or audio_dir:
-        _fail("--label-field, --key-column, --speaker-column and --audio-dir go with --from-lhotse / --from-hf")
+    if label_field or key_column or speaker_column or audio_dir or overwrite:
+        _fail("--label-field, --key-column, --speaker-column, --audio-dir and --overwrite go with --from-lhotse / "
+              "--from-hf")
     if folder is None:
         _fail("give a FOLDER of audio, or --from-lhotse CUTS / --from-hf DATASET")
     try:
@@ -411,7 +426,7 @@ def _write_with_speakers(utts, folder: Path, speaker_pattern: str, out: Path) ->
 
 
 def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_field, audio_column, key_column,
-                           speaker_column, audio_dir) -> None:
+                           speaker_column, audio_dir, overwrite=False) -> None:
     from emocache.manifest import write_lines
     from emocache.interop import InteropError, manifest_from_hf, manifest_from_lhotse
 
@@ -424,7 +439,7 @@ def _manifest_from_interop(folder, dataset, out, from_lhotse, from_hf, label_fie
             audio_dir = audio_dir or out.with_name(out.name.removesuffix(".jsonl") + "_audio")
             lines = manifest_from_hf(from_hf, dataset, audio_dir, audio_column=audio_column,
                                      label_column=label_field or "label", key_column=key_column,
-                                     speaker_column=speaker_column)
+                                     speaker_column=speaker_column, overwrite=overwrite)
     except InteropError as e:
         _fail(str(e))
     write_lines(lines, out)

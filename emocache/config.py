@@ -35,12 +35,24 @@ def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
     return value
 
 
-def check_positive(value: float, option: str, integer: bool = False) -> None:
-    """A count or size that must be a finite number above zero."""
+MAX_BATCH_SECONDS = 3600.0
+"""Largest --batch-seconds: an hour of padded audio per model batch (230 MB of 16 kHz float32 samples)."""
+MAX_AUDIO_SECONDS = 86400.0
+"""Largest --max-audio-seconds: a day."""
+MAX_ROWS = 1 << 24
+"""Largest --block-size and --max-batch (the store's most utterances per entry)."""
+MAX_THREADS = 1024
+"""Most --loader-threads."""
+
+
+def check_positive(value: float, option: str, integer: bool = False, high: float | None = None) -> None:
+    """A count or size that must be a finite number above zero (and at most ``high`` when given)."""
     if integer and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"{option} {value!r}: expected a whole number")
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
         raise ValueError(f"{option} {value!r}: must be a number above 0")
+    if high is not None and value > high:
+        raise ValueError(f"{option} {value!r}: at most {high:g}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,9 @@ class EncoderConfig:
     """last | all | K,K,...: hidden_states layers (0 = embeddings) pooled besides the final output."""
     frames_layer: int | None = None
     """hidden_states layer stored as frames (None: the final output, as ``--layers last``)."""
+    trust_checkpoint: bool = False
+    """Load a checkpoint that is not plain weights with full pickle (runs any code it holds; ``--trust-checkpoint``,
+    only for files from a source you trust). Off: weights-only loading, and such a file is an error."""
 
     @property
     def torch_device(self):
@@ -134,13 +149,18 @@ class ExtractConfig:
     """fsspec options for remote stores (else $EMOCACHE_STORAGE_OPTIONS, else the filesystem's defaults)."""
     encoder_overrides: dict = field(default_factory=dict)
     """Encoder config overrides (tests build tiny random models this way)."""
+    trust_checkpoint: bool = False
+    """Allow a full-pickle load of a checkpoint that is not plain weights (``--trust-checkpoint``; runs its code)."""
 
     def __post_init__(self):
-        check_positive(self.block_size, "--block-size", integer=True)
-        check_positive(self.max_batch, "--max-batch", integer=True)
-        check_positive(self.loader_threads, "--loader-threads", integer=True)
-        check_positive(self.batch_seconds, "--batch-seconds")
-        check_positive(self.max_audio_seconds, "--max-audio-seconds")
+        check_positive(self.block_size, "--block-size", integer=True, high=MAX_ROWS)
+        check_positive(self.max_batch, "--max-batch", integer=True, high=MAX_ROWS)
+        check_positive(self.loader_threads, "--loader-threads", integer=True, high=MAX_THREADS)
+        check_positive(self.batch_seconds, "--batch-seconds", high=MAX_BATCH_SECONDS)
+        check_positive(self.max_audio_seconds, "--max-audio-seconds", high=MAX_AUDIO_SECONDS)
+        if self.name is not None and not self.model.startswith("hf:"):
+            raise ValueError(f"--name {self.name!r}: only hf: models take a store entry name; {self.model}'s entry is "
+                             f"named {self.model!r} (drop --name)")
         check_device(self.device)
         check_choice(self.dtype, DTYPES, "--dtype")
         check_choice(self.long_policy, LONG_POLICIES, "--long-policy")
@@ -150,7 +170,8 @@ class ExtractConfig:
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(model_path=self.model_path, device=self.device, dtype=self.dtype,
                              long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides),
-                             name=self.name, layers=self.layers, frames_layer=self.frames_layer)
+                             name=self.name, layers=self.layers, frames_layer=self.frames_layer,
+                             trust_checkpoint=self.trust_checkpoint)
 
 
 def parse_part(part: str | None) -> tuple[int, int]:

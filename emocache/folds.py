@@ -28,7 +28,6 @@ and does not use one. Our choices: 5 folds by default (as EmoBox's EmoDB), speak
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import warnings
 from collections import Counter
@@ -36,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emocache.manifest import Fold, ManifestError, lookup_label, read_manifest, six_class_map, write_lines
+from emocache.inputs import InputError, load_json
+from emocache.manifest import (Fold, ManifestError, check_label_map, check_name, lookup_label, read_manifest,
+                               six_class_map, write_lines)
 from emocache.speakers import compile_speaker_pattern
 from emocache.suggest import did_you_mean
 
@@ -127,11 +128,10 @@ def read_label_map_file(path: str | Path, labels: list[str]) -> dict[str, str]:
     """A user's label map (JSON object raw -> canonical); every label of the manifest must be in it. Warns about
     labels it maps against their name and labels outside the six classes."""
     try:
-        m = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ManifestError(f"--label-map {path}: not a readable JSON file ({e})") from None
-    if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
-        raise ManifestError(f"--label-map {path}: expected a JSON object mapping raw labels to names")
+        m = load_json(path, "--label-map")
+    except InputError as e:
+        raise ManifestError(str(e)) from None
+    check_label_map(m, f"--label-map {path}")
     missing = sorted(set(labels) - set(m))
     if missing:
         raise ManifestError(f"--label-map {path}: no entry for label(s) {missing}; add them")
@@ -364,8 +364,7 @@ def write_dataset(lines: list[dict], out: str | Path, dataset: str | None = None
         if len(names) != 1 or not names[0]:
             raise ManifestError(f"the manifest's lines name datasets {names}; pass --dataset NAME")
         dataset = names[0]
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", dataset):
-        raise ManifestError(f"dataset name {dataset!r}: use letters, digits, '_', '-', '.' (it names folders)")
+    check_name(dataset, "dataset")  # it names folders and files
     keys = [str(d["key"]) for d in lines]
     labels = [str(d["emo"]) for d in lines]
     if speaker_pattern:

@@ -57,9 +57,15 @@ def manifest_from_lhotse(cuts_path: str | Path, dataset: str, label_field: str =
         cuts = lhotse.CutSet.from_file(path)
     except Exception as e:  # lhotse raises many types for a file that is not a CutSet
         raise InteropError(f"--from-lhotse {path}: not a lhotse CutSet ({type(e).__name__}: {e})") from None
+    from emocache.inputs import LIMITS
+
     lines = []
     for cut in cuts:
-        where = f"{path}: cut {cut.id!r}"
+        where = f"{path}: cut {str(cut.id)[:60]!r}"
+        if len(lines) >= LIMITS.manifest_lines:
+            raise InteropError(f"--from-lhotse {path}: more than {LIMITS.manifest_lines} cuts, the limit of one "
+                               "manifest; split the CutSet")
+        _text(cut.id, LIMITS.key_bytes, "cut id", where)
         rec = getattr(cut, "recording", None)
         if rec is None:
             raise InteropError(f"{where} has no recording; emocache reads audio files")
@@ -82,26 +88,57 @@ def manifest_from_lhotse(cuts_path: str | Path, dataset: str, label_field: str =
         if label in (None, ""):
             raise InteropError(f"{where}: its supervision has no {label_field!r} (attribute or custom field); "
                                "pass --label-field NAME")
-        d = {"key": cut.id, "dataset": dataset, "wav": str(files[0].source), "type": "raw",
-             "sample_rate": rec.sampling_rate, "num_frame": rec.num_samples, "task": "category",
-             "length": rec.duration, "emo": str(label), "channel": channel + 1}
+        d = {"key": cut.id, "dataset": dataset, "wav": _text(files[0].source, LIMITS.path_bytes, "audio path", where),
+             "type": "raw", "sample_rate": rec.sampling_rate, "num_frame": rec.num_samples, "task": "category",
+             "length": rec.duration, "emo": _text(label, LIMITS.label_bytes, "label", where), "channel": channel + 1}
         if sup.speaker:
-            d["speaker"] = str(sup.speaker)
+            d["speaker"] = _text(sup.speaker, LIMITS.key_bytes, "speaker", where)
         lines.append(d)
     if not lines:
         raise InteropError(f"--from-lhotse {path}: the CutSet is empty")
     return lines
 
 
+def _text(value, limit: int, what: str, where: str) -> str:
+    """A key, label or speaker from a corpus as text of at most ``limit`` bytes (InputLimits), else InteropError."""
+    text = str(value)
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise InteropError(f"{where}: {what} {text[:40]!r}... is over the limit of {limit} bytes")
+    return text
+
+
+def audio_file_name(key: str, source_path: str | None) -> str:
+    """The file name of embedded audio: the key through :func:`emocache.paths.safe_name` (a key with ``/``,
+    ``..`` or an absolute path becomes a readable prefix plus a hash) and the source's suffix when it is a known
+    audio suffix, else ``.wav`` (decoders read the content, not the name)."""
+    from emocache.manifest import AUDIO_SUFFIXES
+    from emocache.paths import safe_name
+
+    suffix = Path(source_path or "").suffix.lower()
+    return safe_name(key, "utt") + (suffix if suffix in AUDIO_SUFFIXES else ".wav")
+
+
+def _exists(p: str) -> bool:
+    try:
+        return Path(p).exists()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
 def manifest_from_hf(path: str | Path, dataset: str, audio_dir: str | Path, audio_column: str = "audio",
                      label_column: str = "label", key_column: str | None = None,
-                     speaker_column: str | None = None) -> list[dict]:
+                     speaker_column: str | None = None, overwrite: bool = False) -> list[dict]:
     """Manifest lines from a ``datasets`` dataset saved with ``save_to_disk`` (a Dataset, not a DatasetDict).
 
-    Audio is not decoded here: an ``audio_column`` entry with bytes is written to ``audio_dir/<key><suffix>``,
-    one with only a path must name an existing file. Labels of a ClassLabel column become their names.
-    Keys: ``key_column``, else ``<dataset>-<file stem>`` (``<dataset>-<row>`` when stems repeat).
+    Audio is not decoded here: an ``audio_column`` entry with bytes is written to ``audio_dir/<file name>``
+    (:func:`audio_file_name`: never outside ``audio_dir``, never through a link; an existing file with other bytes
+    is an error unless ``overwrite``), one with only a path must name an existing file. Labels of a ClassLabel
+    column become their names. Keys: ``key_column``, else ``<dataset>-<file stem>`` (``<dataset>-<row>`` when stems
+    repeat). Keys, labels and speakers are bounded by :class:`emocache.inputs.InputLimits`.
     """
+    from emocache.inputs import LIMITS
+    from emocache.paths import UnsafeNameError, confined, write_new
+
     datasets = _import("datasets")
     path = Path(path)
     if not path.exists():
@@ -128,32 +165,50 @@ def manifest_from_hf(path: str | Path, dataset: str, audio_dir: str | Path, audi
     paths = pc.struct_field(arrow[audio_column], "path").to_pylist()
     stems = [Path(p).stem if p else "" for p in paths]
     unique = all(stems) and len(set(stems)) == len(stems)
-    keys = ([str(k) for k in ds[key_column]] if key_column else
-            [f"{dataset}-{s}" for s in stems] if unique else [f"{dataset}-{i:06d}" for i in range(len(paths))])
+    if len(paths) > LIMITS.manifest_lines:
+        raise InteropError(f"--from-hf {path}: {len(paths)} rows, over the limit of {LIMITS.manifest_lines} lines of "
+                           "one manifest; save the dataset in parts")
+    where = f"--from-hf {path}"
+    keys = ([_text(k, LIMITS.key_bytes, "key", where) for k in ds[key_column]] if key_column else
+            [f"{dataset}-{s}" for s in stems] if unique and all(len(s.encode()) < LIMITS.key_bytes - len(dataset) - 1
+                                                                 for s in stems)
+            else [f"{dataset}-{i:06d}" for i in range(len(paths))])
     if len(set(keys)) != len(keys):
         raise InteropError(f"--from-hf {path}: column {key_column!r} repeats keys; keys must be unique")
     labels = list(ds[label_column])
     speakers = list(ds[speaker_column]) if speaker_column else None
-    out_dir = Path(audio_dir).resolve()
-    lines = []
+    out_dir = Path(audio_dir)
+    lines, made = [], {}
     rows = (b for batch in arrow.select_columns([audio_column]).iter(batch_size=64)
             for b in pc.struct_field(batch[audio_column], "bytes").to_pylist())  # one batch of audio at a time
     for i, (key, p, blob, lab) in enumerate(zip(keys, paths, rows, labels)):
-        if lab is None or (names is not None and not 0 <= lab < len(names)):
-            raise InteropError(f"--from-hf {path}: row {i} ({key}) has no {label_column!r} (value {lab!r})")
+        if lab is None or (names is not None and not (isinstance(lab, int) and 0 <= lab < len(names))):
+            raise InteropError(f"--from-hf {path}: row {i} ({key!r}) has no {label_column!r} (value {lab!r})")
+        label = _text(names[lab] if names is not None else lab, LIMITS.label_bytes, "label", f"{where} row {i}")
         if blob:
-            wav = out_dir / f"{key}{Path(p or '').suffix or '.wav'}"
-            wav.parent.mkdir(parents=True, exist_ok=True)
-            wav.write_bytes(blob)
-        elif p and Path(p).exists():
+            name = audio_file_name(key, p)
+            if name in made:
+                raise InteropError(f"{where}: rows {made[name]} and {i} both make the audio file {name}; give unique "
+                                   "keys (--key-column)")
+            made[name] = i
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                wav = confined(out_dir, name, "audio file")
+                write_new(wav, blob, overwrite, "audio file")
+            except UnsafeNameError as e:
+                raise InteropError(f"{where} row {i} ({key[:60]!r}): {e}") from None
+            except OSError as e:
+                raise InteropError(f"{where}: cannot write {out_dir / name} ({e.strerror or e})") from None
+            wav = wav.resolve()
+        elif p and _exists(p):
             wav = Path(p).resolve()
         else:
-            raise InteropError(f"--from-hf {path}: row {i} ({key}) has no audio bytes and its path "
-                               f"{p!r} does not exist here")
+            raise InteropError(f"--from-hf {path}: row {i} ({key[:60]!r}) has no audio bytes and its path "
+                               f"{str(p)[:200]!r} does not exist here")
         d = {"key": key, "dataset": dataset, "wav": str(wav), "type": "raw", "task": "category",
-             "emo": names[lab] if names is not None else str(lab), "channel": 1}
+             "emo": label, "channel": 1}
         if speakers is not None:
-            d["speaker"] = str(speakers[i])
+            d["speaker"] = _text(speakers[i], LIMITS.key_bytes, "speaker", f"{where} row {i}")
         lines.append(d)
     if not lines:
         raise InteropError(f"--from-hf {path}: the dataset has no rows")
@@ -388,10 +443,14 @@ def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict |
 
     out = Path(out)
     _check_out(out)
+    from emocache.paths import safe_name
+
     store, model, dataset = _entry(url, entry, storage_options)
     prov = store.provenance(model, dataset)
     keys, X = store.pooled(model, dataset)  # X (N, D)
     labels = store.labels(model, dataset)
+    if len(set(keys)) != len(keys):
+        raise InteropError(f"{url}/{entry}: repeats keys; a damaged store (run `emocache verify {url}`)")
     rows, speakers = (manifest_rows(manifest, keys, labels, dataset, audio_root, speaker_pattern)
                       if manifest is not None else (None, None))
     recs = _recordings(lhotse, rows) if rows is not None else None
@@ -423,15 +482,16 @@ def export_lhotse(url: str, entry: str, out: str | Path, storage_options: dict |
             sup = lhotse.SupervisionSegment(id=key, recording_id=key, start=0.0, duration=dur, channel=channel,
                                             speaker=speakers[i] if speakers is not None else None, custom=custom)
             cut = lhotse.MonoCut(id=key, start=0.0, duration=dur, channel=channel, recording=rec, supervisions=[sup])
-            cut.pooled = w.store_array(f"{key}/pooled", np.asarray(x, dtype=np.float32))
+            name = safe_name(key, "utt")  # an HDF5 path: a key's '/' would nest groups and collide
+            cut.pooled = w.store_array(f"{name}/pooled", np.asarray(x, dtype=np.float32))
             if F is not None and frame_rate:
                 cut.features = lhotse.Features(
                     type=model, num_frames=len(F), num_features=F.shape[1], frame_shift=1.0 / frame_rate,
                     sampling_rate=sr, start=0.0, duration=span, storage_type=w.name,
-                    storage_path=str(w.storage_path), storage_key=w.write(f"{key}/frames", F.astype(np.float32)),
+                    storage_path=str(w.storage_path), storage_key=w.write(f"{name}/frames", F.astype(np.float32)),
                     recording_id=key if rec is not None else None, channels=channel if rec is not None else None)
             elif F is not None:
-                cut.frames = w.store_array(f"{key}/frames", F.astype(np.float32))
+                cut.frames = w.store_array(f"{name}/frames", F.astype(np.float32))
             cuts.append(cut)
     cs = lhotse.CutSet.from_cuts(cuts)
     cs.to_file(out / "cuts.jsonl.gz")

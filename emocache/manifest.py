@@ -21,6 +21,10 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from emocache.inputs import LIMITS, InputError, check_file, load_json, parse_json
+from emocache.paths import NAME_MAX, RESERVED_NAMES, UnsafeNameError  # noqa: F401  (re-exported)
+from emocache.paths import check_name as _check_name
+
 REQUIRED = ("key", "wav", "emo")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a", ".aiff", ".aif", ".opus", ".webm")
 
@@ -29,7 +33,7 @@ class ManifestError(ValueError):
     """A manifest line that cannot be used; the message names the file, the line and the fix."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Utterance:
     """One manifest line."""
 
@@ -87,40 +91,67 @@ def remap(wav: str, roots: list[tuple[str, str]], base: Path | None = None) -> s
     return wav
 
 
-NAME_MAX = 128
-"""Longest model or dataset name (one path component of a store; file systems allow 255 bytes)."""
-RESERVED_NAMES = frozenset({"zarr.json", "blocks", "c", "keys", "labels", "pooled", "index"})
-"""Names that collide with the store's own objects."""
-_NAME = re.compile(r"[\w][\w.+:=@-]*")
-
-
 def check_name(name: str, what: str = "dataset", where: str = "") -> str:
-    """``name`` when it is usable as a model or dataset name in a store (one path component: word characters and
-    ``. + : = @ -``, not starting with a dot, at most NAME_MAX characters, not reserved); else ManifestError."""
-    at = f"{where}: " if where else ""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > NAME_MAX or name in RESERVED_NAMES \
-            or name.endswith(".partial"):
-        raise ManifestError(f"{at}{what} name {str(name)[:60]!r}{'...' if len(str(name)) > 60 else ''} cannot name a "
-                            f"store entry: use letters, digits and . _ + : = @ - (no '/'), at most {NAME_MAX} "
-                            f"characters, not one of {sorted(RESERVED_NAMES)}")
-    return name
+    """``name`` when it can name a model or dataset in a store (the one rule of :mod:`emocache.paths`: one path
+    component of letters, digits and ``. _ + : = @ -``, not starting with a dot, at most NAME_MAX bytes, not
+    reserved); else ManifestError."""
+    try:
+        return _check_name(name, what, where)
+    except UnsafeNameError as e:
+        raise ManifestError(str(e)) from None
+
+
+def _field(d: dict, name: str, limit: int, where: str, fix: str) -> str:
+    """A manifest field as text: a string or a number (not a bool, list or object), at most ``limit`` bytes."""
+    v = d[name]
+    if type(v) is str and len(v) * 4 <= limit:  # the common case: at most 4 UTF-8 bytes a character
+        return v
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ManifestError(f"{where}: {name} is a {type(v).__name__}; give it as a string")
+    text = str(v)
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise ManifestError(f"{where}: {name} is {len(text.encode('utf-8', 'surrogatepass'))} bytes, over the limit "
+                            f"of {limit}; {fix}")
+    return text
 
 
 def read_manifest(path: str | Path, audio_root: list[str] | None = None,
-                  label_map: dict[str, str] | None = None, base: Path | None = None) -> list[Utterance]:
-    """Read and validate one EmoBox jsonl file.
+                  label_map: dict[str, str] | None = None, base: Path | None = None,
+                  links: bool = True) -> list[Utterance]:
+    """Read and validate one EmoBox jsonl file, streamed line by line within :class:`~emocache.inputs.InputLimits`.
 
-    Raises :class:`ManifestError` naming the file and line for malformed JSON, missing fields, duplicate
-    keys, bad channels, and (when ``label_map`` is given) labels the map does not know.
+    Raises :class:`ManifestError` naming the file and line for a file that is not regular or too big (checked
+    before a line is read), too many or too long lines, malformed or too deeply nested JSON, missing fields or
+    fields over their length limit, duplicate keys, bad channels, and (when ``label_map`` is given) labels the
+    map does not know. ``links``: whether ``path`` may be a symbolic link (False for a file found in a folder).
     Missing audio files are not checked here: extraction records them per utterance.
     """
     path = Path(path)
+    try:
+        check_file(path, LIMITS.manifest_bytes, "manifest", links)
+    except InputError as e:
+        raise ManifestError(str(e)) from None
     roots = parse_audio_root(audio_root)
     seen: dict[str, int] = {}
     out: list[Utterance] = []
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        n = 0
+        while (chunk := f.read(1 << 20)) and n <= LIMITS.manifest_lines:  # counted before any line is parsed
+            n += chunk.count(b"\n")
+        if n > LIMITS.manifest_lines:
+            raise ManifestError(f"{path}: more than {LIMITS.manifest_lines} lines, the limit of one manifest; "
+                                "split the dataset into several manifests (the dataset field groups them)")
+        f.seek(0)
+        lineno = 0
+        while raw := f.readline(LIMITS.line_bytes + 1):
+            lineno += 1
             where = f"{path}:{lineno}"
+            if lineno > LIMITS.manifest_lines:
+                raise ManifestError(f"{path}: more than {LIMITS.manifest_lines} lines, the limit of one manifest; "
+                                    "split the dataset into several manifests")
+            if len(raw) > LIMITS.line_bytes and not raw.endswith(b"\n"):
+                raise ManifestError(f"{where}: longer than {LIMITS.line_bytes} bytes, the limit of a manifest line; "
+                                    "a damaged or hostile manifest")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -129,16 +160,18 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
             if not line.strip():
                 continue
             try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+                d = parse_json(line, where)
+            except InputError as e:
+                raise ManifestError(f"{e}; each line must be one JSON object") from None
             if not isinstance(d, dict):
                 raise ManifestError(f"{where}: expected a JSON object, got {type(d).__name__}")
             missing = [k for k in REQUIRED if k not in d or d[k] in (None, "")]
             if missing:
                 raise ManifestError(f"{where}: missing field(s) {', '.join(missing)}; every line needs "
                                     f"{', '.join(REQUIRED)}")
-            key = str(d["key"])
+            key = _field(d, "key", LIMITS.key_bytes, where, "use short unique keys")
+            emo = _field(d, "emo", LIMITS.label_bytes, where, "a label is a short class name")
+            wav = _field(d, "wav", LIMITS.path_bytes, where, "give a path the file system can open")
             if key in seen:
                 raise ManifestError(f"{where}: duplicate key {key!r} (first on line {seen[key]}); "
                                     "keys must be unique within a dataset: rename or drop one of the lines")
@@ -148,13 +181,12 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
                 channel = 1 if ch in (None, "") else int(ch)  # an explicit 0 is a 0-based channel: refuse it
                 if ch not in (None, "") and float(ch) != channel:
                     raise ValueError
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ManifestError(f"{where}: channel {d.get('channel')!r} is not an integer; "
                                     "use a 1-based channel number") from None
-            if channel < 1:
+            if not 1 <= channel <= 1024:
                 raise ManifestError(f"{where}: channel {channel} is out of range; channels are 1-based "
                                     "(1 = first channel)")
-            emo = str(d["emo"])
             if label_map is not None and lookup_label(emo, label_map) is None:
                 raise ManifestError(f"{where}: label {emo!r} is not in the label map "
                                     f"(known: {', '.join(sorted(label_map))}); add it to label_map.json "
@@ -163,7 +195,7 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
                 meta = dict(sample_rate=int(d["sample_rate"]) if d.get("sample_rate") else None,
                             num_frame=int(float(d["num_frame"])) if d.get("num_frame") else None,
                             length=float(d["length"]) if d.get("length") else None)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ManifestError(f"{where}: sample_rate, num_frame and length must be numbers (got "
                                     f"{d.get('sample_rate')!r}, {d.get('num_frame')!r}, {d.get('length')!r}); "
                                     "fix them or drop the fields (the audio file is read anyway)") from None
@@ -171,9 +203,10 @@ def read_manifest(path: str | Path, audio_root: list[str] | None = None,
             if not isinstance(dataset, (str, int)) or isinstance(dataset, bool):
                 raise ManifestError(f"{where}: dataset {dataset!r} is not a name; give the dataset's name as a "
                                     "string, or drop the field to use the manifest's file name")
+            dataset = _field(d, "dataset", LIMITS.key_bytes, where, "a dataset name is short") if dataset != "" else ""
             out.append(Utterance(
-                key=key, wav=remap(str(d["wav"]), roots, base), emo=emo,
-                dataset=str(dataset), channel=channel, **meta,
+                key=key, wav=remap(wav, roots, base), emo=emo,
+                dataset=dataset, channel=channel, **meta,
             ))
     if not out:
         raise ManifestError(f"{path}: no utterances; the file is empty")
@@ -186,10 +219,10 @@ def read_manifests(paths: list[str | Path], audio_root: list[str] | None = None,
     by_ds: dict[str, list[Utterance]] = {}
     where: dict[str, str] = {}
     for p in paths:
-        p = Path(p)
-        if p.is_dir():
+        p, inside = Path(p), Path(p).is_dir()
+        if inside:
             p = dataset_manifest(p)
-        for u in read_manifest(p, audio_root, base=base):
+        for u in read_manifest(p, audio_root, base=base, links=not inside):
             ds = check_name(u.dataset or p.stem, "dataset", str(p))
             lst = by_ds.setdefault(ds, [])
             if u.key in where and where[u.key] != str(p):
@@ -210,7 +243,7 @@ def dataset_manifest(folder: str | Path) -> Path:
     """The whole-dataset jsonl in an EmoBox dataset folder (``<ds>/<ds>.jsonl``); ManifestError without one."""
     folder = Path(folder)
     whole = folder / f"{folder.name}.jsonl"
-    if whole.exists():
+    if whole.exists() or whole.is_symlink():
         return whole
     raise ManifestError(f"{folder}: no {whole.name}; pass the fold files instead "
                         f"(e.g. {folder}/fold_1/{folder.name}_test_fold_1.jsonl)")
@@ -226,7 +259,7 @@ def read_folds(folder: str | Path) -> list[Fold]:
         splits = {}
         for split in ("train", "valid", "test"):
             files = list(d.glob(f"*_{split}_fold_{k}.jsonl"))
-            splits[split] = tuple(u.key for f in files for u in read_manifest(f))
+            splits[split] = tuple(u.key for f in files for u in read_manifest(f, links=False))
         if not splits["test"]:
             raise ManifestError(f"{d}: no *_test_fold_{k}.jsonl; every fold needs a test split")
         folds.append(Fold(k=k, **splits))
@@ -235,13 +268,32 @@ def read_folds(folder: str | Path) -> list[Fold]:
     return folds
 
 
-def load_label_map(folder_or_file: str | Path) -> dict[str, str]:
-    """EmoBox ``label_map.json`` (raw label -> canonical name)."""
+def load_label_map(folder_or_file: str | Path, links: bool = False) -> dict[str, str]:
+    """EmoBox ``label_map.json`` (raw label -> canonical name), read within the input limits and checked: a JSON
+    object of short strings. ``links``: whether the file may be a symbolic link (not by default: it is found in
+    a data folder)."""
     p = Path(folder_or_file)
     if p.is_dir():
         p = p / "label_map.json"
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        m = load_json(p, "label map", links=links)
+    except InputError as e:
+        raise ManifestError(str(e)) from None
+    return check_label_map(m, str(p))
+
+
+def check_label_map(m, where: str) -> dict[str, str]:
+    """``m`` when it is a label map (an object of strings to strings, each at most the label limit); else
+    ManifestError naming ``where``."""
+    if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
+        what = f"a {type(m).__name__}" if not isinstance(m, dict) else "one with non-string values"
+        raise ManifestError(f"{where}: a label map is a JSON object {{\"raw label\": \"Class\", ...}}, not {what}; "
+                            "fix the file")
+    long = [k for k, v in m.items() if max(len(k.encode()), len(v.encode())) > LIMITS.label_bytes]
+    if long:
+        raise ManifestError(f"{where}: label {long[0][:40]!r} (or its name) is over the limit of {LIMITS.label_bytes} "
+                            "bytes; labels are short class names")
+    return m
 
 
 def six_class_map() -> dict[str, str]:

@@ -165,8 +165,8 @@ def read_label_map(manifests: str, dataset: str) -> dict[str, str]:
                         "(copy it there, or write {\"raw label\": \"Class\", ...})")
     try:
         m = load_label_map(p)
-    except ValueError as e:
-        raise DataError(f"{p}: not a JSON label map ({e})") from None
+    except ValueError as e:  # the message names the file
+        raise DataError(str(e)) from None
     if not isinstance(m, dict) or not all(isinstance(v, str) for v in m.values()):
         raise DataError(f"{p}: a label map is a JSON object {{\"raw label\": \"Class\", ...}}, "
                         f"not a {type(m).__name__}; fix the file")
@@ -334,15 +334,19 @@ def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def row_speakers(manifests: str, dataset: str, keys: list[str], pattern: str = "") -> np.ndarray:
     """Speaker id of each key (emocache.speakers: the manifests' 'speaker' field, else --speaker-pattern, else
     the dataset's key rule); (N,) str. Only keys and speaker fields are read, never labels."""
-    import json
-
+    from emocache.manifest import ManifestError, read_manifest
+    from emocache.inputs import parse_json
     from emocache.speakers import SpeakerError, speaker_ids
 
     field_of: dict[str, str] = {}
     for p in sorted(dataset_folder(manifests, dataset).glob("fold_*/*.jsonl")):
+        try:
+            read_manifest(p, links=False)  # the bounds and checks of every manifest read (regular file, sizes)
+        except ManifestError as e:
+            raise DataError(str(e)) from None
         for line in p.read_text().splitlines():
             if line.strip():
-                d = json.loads(line)
+                d = parse_json(line, str(p))
                 if "speaker" in d:
                     field_of[str(d["key"])] = d["speaker"]
     rows = [{"key": k, **({"speaker": field_of[k]} if k in field_of else {})} for k in keys]

@@ -67,27 +67,55 @@ def _midpoint(a: str, b: str) -> float:
     return (x + y) / 2 if abs(x - y) <= 180 else ((x + y + 360) / 2) % 360
 
 
+SIMILARITY_BYTES = 1 << 20
+"""Largest --similarity file (a few hundred class names fit in a few KiB)."""
+
+
 def load_similarity_file(path: str | Path) -> dict:
-    """Read and check a --similarity JSON file (keys angles, aliases, neutral, neutral_similarity)."""
+    """Read and check a --similarity JSON file: a regular file of at most SIMILARITY_BYTES, depth-bounded
+    (:mod:`emocache.inputs`), then the schema ``{"angles": {name: finite degrees}, "aliases": {name: primary},
+    "neutral": [names], "neutral_similarity": number in [0, 1]}`` (every key optional; names are strings of at most
+    the label limit). A ValueError names the file and the key."""
+    from emocache.inputs import LIMITS, InputError, finite_number, load_json
+
     path = Path(path)
+    where = f"--similarity {path}"
     try:
-        spec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--similarity {path}: cannot read it as JSON ({e})") from None
-    unknown = set(spec) - {"angles", "aliases", "neutral", "neutral_similarity"} if isinstance(spec, dict) else None
-    if unknown is None or unknown:
-        raise ValueError(f"--similarity {path}: expected an object with keys angles, aliases, neutral, "
-                         f"neutral_similarity; got {sorted(unknown) if unknown else type(spec).__name__}")
+        spec = load_json(path, "--similarity", max_bytes=SIMILARITY_BYTES, max_depth=4)
+    except InputError as e:
+        raise ValueError(str(e)) from None
+    keys = ("angles", "aliases", "neutral", "neutral_similarity")
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected an object with keys {', '.join(keys)}; got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected {', '.join(keys)}")
+
+    def names(values, key: str):
+        for name in values:
+            if not isinstance(name, str) or not name or len(name.encode()) > LIMITS.label_bytes:
+                raise ValueError(f"{where}: {key} holds {str(name)[:40]!r}; class names are non-empty strings of at "
+                                 f"most {LIMITS.label_bytes} bytes")
+
+    for key, example in (("angles", '{"Frustrated": 260}'), ("aliases", '{"Excitement": "joy"}')):
+        if key in spec and not isinstance(spec[key], dict):
+            raise ValueError(f"{where}: {key} must be an object like {example}, not a {type(spec[key]).__name__}")
+    if "neutral" in spec and not isinstance(spec["neutral"], list):
+        raise ValueError(f"{where}: neutral must be a list of class names like [\"Calm\"], not a "
+                         f"{type(spec['neutral']).__name__}")
+    names(spec.get("angles", {}), "angles")
+    names(spec.get("aliases", {}), "aliases")
+    names(spec.get("neutral", []), "neutral")
     for name, angle in spec.get("angles", {}).items():
-        if not isinstance(angle, (int, float)) or not math.isfinite(angle):
-            raise ValueError(f"--similarity {path}: angles[{name!r}] = {angle!r} is not a number of degrees")
+        if not finite_number(angle):
+            raise ValueError(f"{where}: angles[{name!r}] = {angle!r} is not a number of degrees")
     for name, target in spec.get("aliases", {}).items():
-        if str(target).lower() not in PLUTCHIK_ANGLES:
-            raise ValueError(f"--similarity {path}: aliases[{name!r}] = {target!r}; an alias names one of "
+        if not isinstance(target, str) or target.lower() not in PLUTCHIK_ANGLES:
+            raise ValueError(f"{where}: aliases[{name!r}] = {str(target)[:40]!r}; an alias names one of "
                              f"{', '.join(PLUTCHIK_ANGLES)}")
     ns = spec.get("neutral_similarity", NEUTRAL_SIMILARITY)
-    if not isinstance(ns, (int, float)) or not 0 <= ns <= 1:
-        raise ValueError(f"--similarity {path}: neutral_similarity {ns!r} must be in [0, 1]")
+    if not finite_number(ns) or not 0 <= ns <= 1:
+        raise ValueError(f"{where}: neutral_similarity {ns!r} must be a number in [0, 1]")
     return spec
 
 

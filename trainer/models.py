@@ -24,6 +24,33 @@ def chunk_rows(X: torch.Tensor, budget: int = 2**22) -> int:
     return max(1, min(2048, budget // max(1, X[0].numel())))
 
 
+TRAINING_COPIES = 4
+"""Float32 copies of every weight while training: the weight, its gradient and Adam's two moments."""
+BATCH_ROWS = 2048
+"""Rows of one forward pass counted in the activation estimate (the evaluation chunk of :func:`chunk_rows`)."""
+
+
+def training_bytes(members: int, dim: int, n_classes: int, hidden: int) -> int:
+    """Estimated memory of training M stacked MLPs Linear(D, H) -> ReLU -> Linear(H, C): TRAINING_COPIES float32
+    copies of the M (D H + H + H C + C) weights, plus the hidden activations of BATCH_ROWS rows per member (and
+    their gradients)."""
+    weights = members * (dim * hidden + hidden + hidden * n_classes + n_classes)
+    return 4 * (TRAINING_COPIES * weights + 2 * members * BATCH_ROWS * hidden)
+
+
+def check_model_memory(members: int, dim: int, n_classes: int, hidden: int) -> None:
+    """Refuse sizes whose :func:`training_bytes` exceed ``InputLimits.model_bytes`` (ValueError with the
+    estimate), before anything is allocated: ``--hidden 100000000`` would otherwise ask the allocator for tens of
+    GB."""
+    from emocache.inputs import LIMITS
+
+    need = training_bytes(members, dim, n_classes, hidden)
+    if need > LIMITS.model_bytes:
+        raise ValueError(f"--hidden {hidden}: {members} stacked MLP(s) of {dim} -> {hidden} -> {n_classes} need about "
+                         f"{need / 2**30:.1f} GiB to train (weights, gradients, Adam moments, activations), over the "
+                         f"limit of {LIMITS.model_bytes / 2**30:g} GiB; lower --hidden (the paper: 128)")
+
+
 class PolicyMLP(nn.Sequential):
     """Linear(D, H) -> ReLU -> Linear(H, C): the B-GRPO policy, the DINO student and the teacher MLP."""
 
@@ -66,7 +93,9 @@ class StackedMLP(nn.Module):
     def from_seeds(cls, seeds: list[int], dim: int, n_classes: int, hidden: int = 128,
                    n_layers: int = 0, head: str = "pooled") -> "StackedMLP":
         """Member r is initialised exactly as ``PolicyMLP`` under ``torch.manual_seed(seeds[r])``; ``n_layers`` > 0
-        adds uniform layer weights (inputs (M, B, L, D)); ``head`` 'mean'/'attention' pools frames (M, B, T, D)."""
+        adds uniform layer weights (inputs (M, B, L, D)); ``head`` 'mean'/'attention' pools frames (M, B, T, D).
+        Sizes whose :func:`training_bytes` exceed the limit are refused before anything is allocated."""
+        check_model_memory(len(seeds), dim, n_classes, hidden)
         members = []
         for s in seeds:
             torch.manual_seed(s)
@@ -210,11 +239,26 @@ def load_saved(folder: str | Path) -> SavedRun:
     computes exactly what the run's member r did (same weights, input standardisation and layer weights)."""
     from safetensors.torch import load_file
 
+    from emocache.inputs import LIMITS, InputError, check_file, load_json
+    from emocache.paths import UnsafeNameError, check_name, confined
+
     folder = Path(folder)
     if not (folder / "config.json").exists() and (folder / "model" / "config.json").exists():
         folder = folder / "model"
-    meta = json.loads((folder / "config.json").read_text())
-    tensors = [load_file(str(folder / info["file"])) for info in meta["runs"]]
+    try:  # a saved model may come from someone else: bounded JSON, files named by the rule, inside the folder
+        meta = load_json(folder / "config.json", "saved model", links=False)
+        runs = meta.get("runs") if isinstance(meta, dict) else None
+        if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+            raise InputError(f"saved model {folder / 'config.json'}: 'runs' must be a non-empty list of objects")
+        files = [confined(folder, check_name(r.get("file"), "file"), "saved model file") for r in runs]
+        for f in files:
+            check_file(f, LIMITS.teacher_bytes, "saved model", links=False)
+        tensors = [load_file(str(f)) for f in files]
+    except (InputError, UnsafeNameError) as e:
+        raise ValueError(str(e)) from None
+    except Exception as e:  # safetensors' own error types for a damaged file
+        raise ValueError(f"saved model {folder}: a damaged safetensors file ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:160]})") from None
     members = []
     for t in tensors:
         m = PolicyMLP(t["0.weight"].shape[1], t["2.weight"].shape[0], t["0.weight"].shape[0])

@@ -107,44 +107,133 @@ def save_teacher(folder: str | Path, teacher: StackedMLP, cfg, data) -> Path:
     return folder
 
 
+HEX64 = frozenset("0123456789abcdef")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _check_meta(meta, where: str) -> None:
+    """teacher.json's schema: format, settings (object), classes (strings), standardized (bool), runs (objects with
+    integer fold and seed, a SHA-256 fingerprint, each (fold, seed) once); DataError naming ``where``."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{where}: format {str(meta.get('format'))[:40]!r}, expected {FORMAT!r} (write it with "
+                        "--save-teacher)")
+    kinds = {"settings": dict, "classes": list, "standardized": bool, "runs": list}
+    for key, kind in kinds.items():
+        if not isinstance(meta.get(key), kind):
+            raise DataError(f"{where}: {key} must be a JSON {kind.__name__.replace('dict', 'object')}, got "
+                            f"{type(meta.get(key)).__name__}")
+    if not all(isinstance(c, str) for c in meta["classes"]):
+        raise DataError(f"{where}: classes must be strings")
+    seen = set()
+    for i, r in enumerate(meta["runs"]):
+        ok = isinstance(r, dict) and all(isinstance(r.get(k), int) and not isinstance(r.get(k), bool)
+                                         for k in ("fold", "seed"))
+        fp = r.get("fingerprint") if isinstance(r, dict) else None
+        if not ok or not isinstance(fp, str) or len(fp) != 64 or not set(fp) <= HEX64:
+            raise DataError(f"{where}: runs[{i}] must be {{\"fold\": int, \"seed\": int, \"fingerprint\": "
+                            "64 hex digits}")
+        if (r["fold"], r["seed"]) in seen:
+            raise DataError(f"{where}: runs[{i}] repeats fold {r['fold']} seed {r['seed']}")
+        seen.add((r["fold"], r["seed"]))
+    if not meta["runs"]:
+        raise DataError(f"{where}: no runs")
+
+
+def teacher_shapes(m: int, d: int, h: int, c: int, head: str) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor of teacher.safetensors for M runs, input dim D, hidden H, C classes, ``head``."""
+    feat = (d,) if head == "pooled" else (1, d)
+    shapes = {"w1": (m, d, h), "b1": (m, 1, h), "w2": (m, h, c), "b2": (m, 1, c), "mu": (m, 1, *feat),
+              "inv_sd": (m, 1, *feat)}
+    if head == "attention":
+        shapes["query"] = (m, d)
+    return shapes
+
+
+def _read_tensors(path: Path, want: dict[str, tuple[int, ...]], where: str) -> dict[str, torch.Tensor]:
+    """teacher.safetensors checked from its header (names, float32, shapes) before any tensor is read, then for
+    finite values; DataError naming ``where``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+            if set(header) != set(want):
+                raise DataError(f"{where}: holds tensors {sorted(header)}, expected {sorted(want)} (a teacher saved "
+                                "with another --head, or not by --save-teacher)")
+            bad = [f"{k} {dt} {list(sh)} (expected F32 {list(want[k])})" for k, (dt, sh) in sorted(header.items())
+                   if dt != "F32" or sh != want[k]]
+            if bad:
+                raise DataError(f"{where}: " + "; ".join(bad) + " for this run's dims, hidden size, classes and "
+                                "runs")
+            t = {k: f.get_tensor(k) for k in want}
+    except DataError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for a damaged header or data
+        raise DataError(f"{where}: not a readable safetensors file ({type(e).__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:160]})") from None
+    nonfinite = [k for k, v in t.items() if not torch.isfinite(v).all()]
+    if nonfinite:
+        raise DataError(f"{where}: NaN or infinite values in {', '.join(nonfinite)}; a damaged teacher (train it "
+                        "again with --save-teacher)")
+    return t
+
+
 def load_teacher(folder: str | Path, cfg, data) -> StackedMLP:
     """The teacher saved in ``folder`` for this run's (fold, seed) runs, checked to be the one it would train:
-    equal teacher settings and classes, and each run's training fingerprint; a DataError says what differs."""
-    from safetensors.torch import load_file
+    equal teacher settings and classes, and each run's training fingerprint; a DataError says what differs.
+
+    The folder may come from someone else: teacher.json and teacher.safetensors must be regular files (no links,
+    FIFOs or devices) within :class:`emocache.inputs.InputLimits`; teacher.json is depth-bounded and checked
+    against its schema; the tensors' names, dtype and shapes are checked from the safetensors header before they
+    are read, and NaN/inf values are refused.
+    """
+    from emocache.inputs import LIMITS, InputError, check_file, load_json
 
     folder = Path(folder)
     where = f"--teacher-from {folder}"
-    if not (folder / "teacher.json").exists() or not (folder / "teacher.safetensors").exists():
+    jpath, tpath = folder / "teacher.json", folder / "teacher.safetensors"
+    if not folder.is_dir() or not any(p.exists() or p.is_symlink() for p in (jpath, tpath)):
         raise DataError(f"{where}: no teacher.json + teacher.safetensors here (write them with --save-teacher)")
-    meta = json.loads((folder / "teacher.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        meta = load_json(jpath, "--teacher-from", links=False)
+        check_file(tpath, LIMITS.teacher_bytes, "--teacher-from", links=False)
+    except InputError as e:
+        raise DataError(str(e)) from None
+    jwhere = f"--teacher-from {jpath}"
+    _check_meta(meta, jwhere)
     want = json.loads(json.dumps(teacher_settings(cfg)))
     diff = sorted(k for k in set(want) | set(meta["settings"]) if want.get(k) != meta["settings"].get(k))
     if diff:
-        raise DataError(f"{where}: saved with other teacher settings: " + ", ".join(
-            f"{k} {meta['settings'].get(k)!r} (this run: {want.get(k)!r})" for k in diff))
+        raise DataError(f"{jwhere}: saved with other teacher settings: " + ", ".join(
+            f"{k} {_short(meta['settings'].get(k))} (this run: {want.get(k)!r})" for k in diff[:8]))
     if meta["classes"] != list(data.classes):
-        raise DataError(f"{where}: classes {meta['classes']} != this run's {list(data.classes)}")
+        raise DataError(f"{jwhere}: classes {meta['classes'][:20]} != this run's {list(data.classes)}")
     saved = {(r["fold"], r["seed"]): (i, r["fingerprint"]) for i, r in enumerate(meta["runs"])}
     members = []
     for run in _runs(cfg, data):
         key = (run["fold"], run["seed"])
         if key not in saved:
-            raise DataError(f"{where}: no teacher for fold {key[0]} seed {key[1]} (saved: {sorted(saved)})")
+            raise DataError(f"{where}: no teacher for fold {key[0]} seed {key[1]} (saved: {sorted(saved)[:20]})")
         i, fp = saved[key]
         if fp != run["fingerprint"]:
             raise DataError(f"{where}: the teacher of fold {key[0]} seed {key[1]} was trained on other rows or "
                             "features (fingerprint differs: other store entry, split, fraction or validation rows)")
         members.append(i)
-    t = load_file(str(folder / "teacher.safetensors"))
+    shapes = teacher_shapes(len(meta["runs"]), data.Xt.shape[-1], cfg.hidden, len(data.classes), cfg.head)
+    t = _read_tensors(tpath, shapes, f"--teacher-from {tpath}")
     pick = torch.as_tensor(members)
     teacher = StackedMLP(t["w1"][pick], t["b1"][pick], t["w2"][pick], t["b2"][pick], head=cfg.head)
     if teacher.query is not None:
         teacher.query.data.copy_(t["query"][pick])
     teacher.mu.copy_(t["mu"][pick])
     teacher.inv_sd.copy_(t["inv_sd"][pick])
-    teacher.standardized = bool(meta["standardized"])
+    teacher.standardized = meta["standardized"]
     teacher.requires_grad_(False)
     return teacher
 

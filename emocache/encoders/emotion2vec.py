@@ -120,7 +120,8 @@ class _Emotion2vec(NeuralEncoder):
         if not ckpt.is_file():
             raise EncoderError(f"{path}: no model.pt (funasr checkpoint) next to config.yaml")
         state = self.model.modality_encoders["AUDIO"].upgrade_state_dict_named(
-            load_checkpoint(ckpt), "modality_encoders.AUDIO")  # older checkpoints: 4-d alibi_scale
+            load_checkpoint(ckpt, self.config.trust_checkpoint),
+            "modality_encoders.AUDIO")  # older checkpoints: 4-d alibi_scale
         load_strict(self.model, state, f"{self.name} {ckpt}")
 
     def build_random(self, overrides: dict) -> None:

@@ -45,21 +45,44 @@ padding). Others, e.g. Data2VecAudio (a stack of positional convolutions with la
 into valid frames), run one at a time even when their feature extractor returns a mask."""
 
 
+def _is_dir(spec: str) -> bool:
+    """Whether ``spec`` names a local directory (a name the file system refuses, e.g. too long, is not one)."""
+    try:
+        return Path(spec).expanduser().is_dir()
+    except (OSError, RuntimeError):
+        return False
+
+
 def entry_name(spec: str) -> str:
     """The store entry name for ``hf:<spec>``: a repo id ``org/name`` -> ``org--name``, a directory -> its name;
-    characters a store name cannot hold -> ``_``."""
-    p = Path(spec).expanduser()
-    base = p.resolve().name if p.is_dir() else spec.strip("/").replace("/", "--")
-    return re.sub(r"[^\w.+:=@-]", "_", base).lstrip(".") or "hf-model"
+    characters a store name cannot hold -> ``_``; a name still unusable (e.g. over NAME_MAX bytes) -> its
+    readable start plus a hash (:func:`emocache.paths.safe_name`)."""
+    from emocache.paths import safe_name
+
+    base = Path(spec).expanduser().resolve().name if _is_dir(spec) else spec.strip("/").replace("/", "--")
+    return safe_name(re.sub(r"[^\w.+:=@-]", "_", base).lstrip(".") or "hf-model", "hf-model")
 
 
 def _check_name(name: str) -> str:
-    from emocache.manifest import ManifestError, check_name
+    from emocache.paths import UnsafeNameError, check_name
 
     try:
         return check_name(name, "model")
-    except ManifestError as e:
+    except UnsafeNameError as e:
         raise EncoderError(f"--name: {e}") from None
+
+
+def check_model_files(path: Path) -> None:
+    """Refuse a model folder whose JSON configs are not regular files within the spec limit (a FIFO would hang
+    transformers, a huge file exhaust memory) before transformers opens them."""
+    from emocache.inputs import LIMITS, InputError, check_file
+
+    for name in ("config.json", "preprocessor_config.json"):
+        if (Path(path) / name).exists() or (Path(path) / name).is_symlink():
+            try:
+                check_file(Path(path) / name, LIMITS.spec_bytes, "model config")
+            except InputError as e:
+                raise EncoderError(str(e)) from None
 
 
 class HFEncoder(NeuralEncoder):
@@ -71,21 +94,35 @@ class HFEncoder(NeuralEncoder):
 
     def __init__(self, config: EncoderConfig | None = None):
         config = config or EncoderConfig()
-        if Path(self.spec).expanduser().is_dir() and not config.model_path:
+        if _is_dir(self.spec) and not config.model_path:
             config = dataclasses.replace(config, model_path=str(Path(self.spec).expanduser()))
         if config.name:
             self.name = _check_name(config.name)
+        if config.trust_checkpoint:
+            from emocache.encoders.checkpoint import TRUST_FLAG
+
+            raise EncoderError(f"{TRUST_FLAG} applies to funasr model.pt files; hf: models load safetensors, or .bin "
+                               "files weights-only (drop the flag)")
         super().__init__(config)
 
     # -- loading --------------------------------------------------------------------------------------------------
     def load(self, path: Path) -> None:
         tf = import_or_hint("transformers", "transformers")
-        try:
-            model, info = tf.AutoModel.from_pretrained(path, local_files_only=True, output_loading_info=True)
+        from emocache.encoders.checkpoint import TRUST_FLAG
+
+        check_model_files(path)
+        try:  # safetensors when the folder has them (transformers' own preference), else weights-only unpickling
+            model, info = tf.AutoModel.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                       weights_only=True)
             self.features = tf.AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
-        except (ValueError, OSError, KeyError) as e:
+        except Exception as e:  # transformers and torch raise many types (UnpicklingError for a pickle with code)
+            text = str(e)
+            if "Weights only load failed" in text or type(e).__name__ == "UnpicklingError":
+                raise EncoderError(f"{path}: its weights (.bin) are a pickle that is not plain weights; loading it "
+                                   "would run code from the file, and hf: models load pickles weights-only (no "
+                                   f"{TRUST_FLAG}). Convert it to safetensors where you trust its source") from None
             raise EncoderError(f"{path}: transformers cannot load this model offline ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200]})") from None
+                               f"{(text.splitlines() or [''])[0][:200]})") from None
         lost = [k for k in info["missing_keys"] if not k.endswith(TRAINING_ONLY) and not k.startswith("decoder.")]
         if lost:
             raise EncoderError(f"{path}: checkpoint lacks {len(lost)} weights (e.g. {', '.join(sorted(lost)[:5])});"
@@ -96,7 +133,7 @@ class HFEncoder(NeuralEncoder):
         """Random weights from the config and feature extractor found for the id (benchmarks)."""
         tf = import_or_hint("transformers", "transformers")
         path = Path(self.config.model_path or self.spec).expanduser()
-        if not (path / "config.json").is_file():
+        if not _is_dir(str(path)) or not (path / "config.json").is_file():
             raise EncoderError(f"hf:{self.spec}: --random-init needs a directory holding config.json and "
                                "preprocessor_config.json")
         cfg = tf.AutoConfig.from_pretrained(path, local_files_only=True, **overrides)
@@ -202,7 +239,7 @@ def hf_class(spec: str) -> type[HFEncoder]:
         raise EncoderError("--model hf: needs a repo id or a directory after 'hf:', e.g. hf:facebook/hubert-base-ls960")
     if spec not in _CLASSES:
         name = _check_name(entry_name(spec))
-        repos = () if Path(spec).expanduser().is_dir() else (spec,)
+        repos = () if _is_dir(spec) else (spec,)
         _CLASSES[spec] = type(f"HF[{spec}]", (HFEncoder,), {"spec": spec, "name": name, "hf_repos": repos,
                                                             "__doc__": f"hf:{spec}"})
     return _CLASSES[spec]

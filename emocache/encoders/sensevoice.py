@@ -107,7 +107,7 @@ class SenseVoiceSmall(NeuralEncoder):
         ckpt = path / "model.pt"
         if not ckpt.is_file():
             raise EncoderError(f"{path}: no model.pt (funasr checkpoint) next to config.yaml")
-        load_strict(self.model, load_checkpoint(ckpt), f"{self.name} {ckpt}")
+        load_strict(self.model, load_checkpoint(ckpt, self.config.trust_checkpoint), f"{self.name} {ckpt}")
 
     @classmethod
     def merged_config(cls, overrides: dict) -> dict:

@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from emocache.inputs import json_depth  # noqa: F401  (one JSON-depth check for store metadata and input files)
 from emocache.store.validate import Limits, StoreError, StoreIOError
 
 COMPRESSORS = ("zstd", "gzip", "blosc")
@@ -32,19 +33,6 @@ BLOSC_HEADER = 16
 
 def is_metadata(key: str) -> bool:
     return key == "zarr.json" or key.endswith("/zarr.json")
-
-
-def json_depth(obj) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0), iteratively."""
-    depth, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, dict):
-            o = list(o.values())
-        if isinstance(o, list):
-            depth = max(depth, d)
-            stack.extend((v, d + 1) for v in o if isinstance(v, (dict, list)))
-    return depth
 
 
 def zstd_content_size(raw: bytes) -> int | None:

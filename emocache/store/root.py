@@ -122,12 +122,12 @@ class Store:
         several processes create the same entry at once: every step writes identical objects and the
         attributes (which make the entry exist) come last, so they all end with one valid entry.
         """
-        from emocache.manifest import ManifestError, check_name
+        from emocache.paths import UnsafeNameError, check_name
 
         try:
             check_name(model, "model")
             check_name(dataset, "dataset")
-        except ManifestError as e:
+        except UnsafeNameError as e:
             raise StoreError(str(e)) from None
         path = f"{model}/{dataset}"
         if self.has_entry(model, dataset):

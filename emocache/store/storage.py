@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -95,12 +94,12 @@ def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | 
     if url.endswith(".zip") and not is_remote(url):
         if not read_only:
             raise StoreError(f"{url}: zip stores are read-only; write to a directory, then `emocache pack` it")
+        from emocache.inputs import InputError, check_file
+
         try:
-            st = os.stat(url)
-        except OSError:
-            raise StoreError(f"{url}: no such file") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise StoreError(f"{url}: not a regular file; a packed store is one .zip file")
+            check_file(url, 1 << 62)  # the members are bounded by the limits, not the archive
+        except InputError as e:
+            raise StoreError(f"{e}; a packed store is one .zip file") from None
         zs = SafeZip(url, mode="r").guard(limits, url)
         try:
             zs._sync_open()
@@ -114,6 +113,12 @@ def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | 
         except ImportError as e:
             raise StoreError(f"{url}: {e}; install the filesystem package (s3fs for s3://, gcsfs for gs://)") from None
         return zs.guard(limits, url)
+    try:
+        os.stat(url)
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a name longer than the file system allows, a component that is a file
+        raise StoreError(f"{url}: not a usable path ({e.strerror or e}); give a shorter or valid store path") from None
     if read_only and not Path(url).exists():
         raise StoreError(f"{url}: no store here (nothing extracted yet? run `emocache extract ... --store {url}`)")
     if Path(url).exists() and not Path(url).is_dir():

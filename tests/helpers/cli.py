@@ -15,3 +15,32 @@ def run_emocache(*args, timeout: float = 120, cwd: str | Path | None = None) -> 
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(EMOCACHE_BIN), *[str(a) for a in args]], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd)
+
+
+PEAK_WRAPPER = """
+import atexit, resource, runpy, sys
+
+def peak_kb():  # VmHWM: this process image's own peak (ru_maxrss would include the parent's at fork)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+atexit.register(lambda: sys.stderr.write(f"\\nPEAK_RSS_KB {peak_kb()}\\n"))
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def run_measured(module: str, *args, timeout: float = 120,
+                 cwd: str | Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m MODULE ARGS`` (``emocache.cli``, ``trainer.cli``) in a subprocess, as ``run_emocache`` does;
+    returns the process (its stderr without the measurement line) and the child's peak resident memory in MB."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, module, *[str(a) for a in args]], capture_output=True,
+                       text=True, timeout=timeout, env=env, cwd=cwd)
+    lines = p.stderr.rstrip("\n").splitlines()
+    peak = float(lines[-1].split()[1]) / 1024 if lines and lines[-1].startswith("PEAK_RSS_KB") else float("nan")
+    p.stderr = "\n".join(ln for ln in lines if not ln.startswith("PEAK_RSS_KB")).strip("\n") + "\n"
+    return p, peak
