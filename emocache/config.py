@@ -18,6 +18,10 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 """Compute precisions; auto = fp32 on CPU, on GPU the first half type that passes the cosine check."""
 LONG_POLICIES = ("window", "truncate", "skip")
 """What happens to inputs longer than the encoder's window."""
+COMPILE_MODES = ("auto", "on", "off")
+"""torch.compile of the encoders' repeated layers; auto = on for CUDA, off on the CPU."""
+FRONTENDS = ("auto", "cpu", "device")
+"""Where neural frontends run: device = batched torch ops on the model's device; auto = device on CUDA, else cpu."""
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -65,6 +69,14 @@ class EncoderConfig:
     """last | all | K,K,...: hidden_states layers (0 = embeddings) pooled besides the final output."""
     frames_layer: int | None = None
     """hidden_states layer stored as frames (None: the final output, as ``--layers last``)."""
+    compile: str = "auto"
+    """auto | on | off: torch.compile the encoder's repeated layers (auto: on for CUDA, off on the CPU)."""
+    frontend: str = "auto"
+    """auto | cpu | device: where the frontend (log-mel, fbank, normalisation) runs (auto: device on CUDA)."""
+
+    def __post_init__(self):
+        check_choice(self.compile, COMPILE_MODES, "--compile")
+        check_choice(self.frontend, FRONTENDS, "--frontend")
 
     @property
     def torch_device(self):
@@ -114,10 +126,11 @@ class ExtractConfig:
     """Store frame-level features besides pooled vectors."""
     block_size: int = DEFAULT_BLOCK
     """Utterances per block: the unit of commit, resume and distribution."""
-    batch_seconds: float = 240.0
-    """Padded audio seconds per model batch (length-sorted batches under this budget)."""
-    max_batch: int = 64
-    """Most utterances per model batch."""
+    batch_seconds: float | None = None
+    """Padded audio seconds per model batch (length-sorted batches under this budget); None: 240 on the CPU, the
+    encoder's GPU budget on CUDA."""
+    max_batch: int | None = None
+    """Most utterances per model batch; None: 64 on the CPU, the encoder's GPU maximum on CUDA."""
     long_policy: str = "window"
     """Inputs longer than the encoder's window: window | truncate | skip."""
     max_audio_seconds: float = 600.0
@@ -134,23 +147,32 @@ class ExtractConfig:
     """fsspec options for remote stores (else $EMOCACHE_STORAGE_OPTIONS, else the filesystem's defaults)."""
     encoder_overrides: dict = field(default_factory=dict)
     """Encoder config overrides (tests build tiny random models this way)."""
+    compile: str = "auto"
+    """auto | on | off: torch.compile the encoder's repeated layers (auto: on for CUDA)."""
+    frontend: str = "auto"
+    """auto | cpu | device: where the neural frontends run (auto: on the device for CUDA)."""
 
     def __post_init__(self):
         check_positive(self.block_size, "--block-size", integer=True)
-        check_positive(self.max_batch, "--max-batch", integer=True)
+        if self.max_batch is not None:
+            check_positive(self.max_batch, "--max-batch", integer=True)
         check_positive(self.loader_threads, "--loader-threads", integer=True)
-        check_positive(self.batch_seconds, "--batch-seconds")
+        if self.batch_seconds is not None:
+            check_positive(self.batch_seconds, "--batch-seconds")
         check_positive(self.max_audio_seconds, "--max-audio-seconds")
         check_device(self.device)
         check_choice(self.dtype, DTYPES, "--dtype")
         check_choice(self.long_policy, LONG_POLICIES, "--long-policy")
+        check_choice(self.compile, COMPILE_MODES, "--compile")
+        check_choice(self.frontend, FRONTENDS, "--frontend")
         parse_part(self.part)
 
     @property
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(model_path=self.model_path, device=self.device, dtype=self.dtype,
                              long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides),
-                             name=self.name, layers=self.layers, frames_layer=self.frames_layer)
+                             name=self.name, layers=self.layers, frames_layer=self.frames_layer,
+                             compile=self.compile, frontend=self.frontend)
 
 
 def parse_part(part: str | None) -> tuple[int, int]:
