@@ -289,19 +289,21 @@ class Pending:
         return self._finish()
 
 
+COPY_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+"""One side stream per CUDA device for the copies to the host."""
+
+
 class HostCopies:
     """Device tensors copied to page-locked host memory on a side stream that waits for the compute stream, so
     the copies overlap the next batch's compute; on the CPU the tensors are the results."""
-
-    _streams: dict = {}
 
     def __init__(self, dev: torch.device, *tensors: torch.Tensor | None):
         if dev.type != "cuda":
             self.event, self.host = None, tensors
             return
-        side = HostCopies._streams.get(dev)
+        side = COPY_STREAMS.get(dev)
         if side is None:
-            side = HostCopies._streams[dev] = torch.cuda.Stream(dev)
+            side = COPY_STREAMS[dev] = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         host = []
         with torch.cuda.stream(side):

@@ -269,7 +269,7 @@ class NeuralEncoder(Encoder):
                 with torch.compiler.set_stance("force_eager"):
                     out = super().submit(inputs, owner, frames)
                 self.compiled = False
-                self.compile_stats["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+                self.compile_stats["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
                 return out
             built = graphs_compiled() - before
             if built:
@@ -326,6 +326,8 @@ class NeuralEncoder(Encoder):
         buffer, ``raw``), else :meth:`cpu_frontend` (its tensors page-locked on CUDA). ``num_samples`` (B,) either
         way."""
         n = torch.tensor([w.size for w in waves], dtype=torch.long)
+        if self.device.type == "cuda":
+            n = n.pin_memory()  # the device frontend copies it without waiting
         if self.frontend_on_device:
             return {"raw": self.pad_waves(waves, self.raw_length), "num_samples": n}
         inputs = self.cpu_frontend(waves)

@@ -41,7 +41,8 @@ FULL_CONFIG = dict(encoder="SenseVoiceEncoderSmall", encoder_conf=ENCODER_CONF, 
 def _sdpa_sanm(self, x, mask, mask_shfit_chunk=None, mask_att_chunk_encoder=None):
     """MultiHeadedAttentionSANM.forward with the attention through scaled_dot_product_attention."""
     q, k, v, v_flat = self.forward_qkv(x)  # (B, H, T, d) x3, (B, T, D)
-    memory = self.forward_fsmn(v_flat, mask, mask_shfit_chunk)  # (B, T, D)
+    # funasr's masks are float32: in the weights' type (0 and 1 are exact) they keep the FSMN in that type
+    memory = self.forward_fsmn(v_flat, None if mask is None else mask.to(v_flat.dtype), mask_shfit_chunk)  # (B, T, D)
     keep = None
     if mask is not None:
         keep = mask if mask_att_chunk_encoder is None else mask * mask_att_chunk_encoder
