@@ -23,7 +23,9 @@ import torch
 from emocache.config import DEFAULT_BLOCK
 from emocache.encoders import EncoderConfig, EncoderError, build_encoder, encoder_class, neural_models
 from emocache.encoders.neural import cosine_to_fp32
+from emocache.encoders import batches_by_budget
 from emocache.encoders.tiny import overrides
+from emocache.manifest import read_manifests
 from emocache.runner import batch_limits, encode_block, load_waves
 from emocache.runner import prefetch as prefetch_blocks
 from emocache.runtime import print_table as show
@@ -273,6 +275,52 @@ def compile_note(row: dict) -> str:
     return (head + f"compile {row['compile_s']:.1f} s for {row['compile_graphs']} graph(s), paid once per process "
             f"in the untimed warm-up and in no timing above; {pays}; model alone "
             f"{row['eager_model_audio_s_per_s']:.4g} -> {row['compiled_model_audio_s_per_s']:.4g} audio-s/s")
+
+
+def plan_padding(model: str, manifests: list[str], budgets: tuple[float, ...] = (240.0, 480.0, 960.0),
+                 max_batches: tuple[int, ...] = (64, 128, 256), block_size: int = DEFAULT_BLOCK) -> list[dict]:
+    """Batch plans on real length mixes without audio: each manifest's lengths (``length``, else
+    ``num_frame / sample_rate``) in the store's order (by length when every line has one, else manifest order),
+    cut into blocks and batched as ``emocache extract`` does; one row per dataset, order, budget and size cap with
+    the batches and the padding fraction (1 - audio / what the batches cost, whole windows for Whisper)."""
+    cls = encoder_class(model)
+    enc = build_encoder(model, EncoderConfig(device="cpu", random_init=True, config_overrides=overrides(model, "tiny"))
+                        ) if cls.has_weights else build_encoder(model, EncoderConfig(device="cpu"))
+    rows = []
+    for dataset, utts in read_manifests(list(manifests)).items():
+        secs = [u.length or (u.num_frame / u.sample_rate if u.num_frame and u.sample_rate else None) for u in utts]
+        if any(s is None for s in secs):
+            raise EncoderError(f"dataset {dataset}: lines without length or num_frame/sample_rate; the plan needs both")
+        samples = [int(s * enc.sample_rate) for s in secs]
+        orders = {"manifest": samples, "length": sorted(samples)}
+        for order, lengths in orders.items():
+            if order == "manifest" and lengths == orders["length"]:
+                continue
+            for budget in budgets:
+                for cap in max_batches:
+                    n_batches, audio, padded = 0, 0, 0
+                    for k in range(0, len(lengths), block_size):
+                        costs = [enc.batch_cost(n) for n in lengths[k:k + block_size]]
+                        for group in batches_by_budget(costs, int(budget * enc.sample_rate), cap):
+                            n_batches += 1
+                            audio += sum(min(lengths[k + j], enc.max_samples or lengths[k + j]) if
+                                         enc.config.long_policy == "truncate" else lengths[k + j] for j in group)
+                            padded += len(group) * max(costs[j] for j in group)
+                    rows.append({"model": model, "dataset": dataset, "utterances": len(lengths),
+                                 "audio_h": sum(lengths) / enc.sample_rate / 3600, "order": order,
+                                 "budget_s": budget, "max_batch": cap, "batches": n_batches,
+                                 "mean_batch": len(lengths) / n_batches, "padding_pct": 100 * (1 - audio / padded)})
+    return rows
+
+
+PLAN_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("utterances", "utts"), ("audio_h", "audio h"),
+                ("order", "store order"), ("budget_s", "budget s"), ("max_batch", "max batch"),
+                ("batches", "batches"), ("mean_batch", "mean batch"), ("padding_pct", "padding %")]
+
+
+def print_plan_table(rows: list[dict]) -> None:
+    """A rich table of :func:`plan_padding` rows."""
+    show("batch plans on the manifests' lengths: padded share of what the batches cost", PLAN_COLUMNS, rows)
 
 
 def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str = "auto",

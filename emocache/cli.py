@@ -320,6 +320,9 @@ def bench(
                                                        "CPU, the model's GPU maximum on CUDA)."),
     naive_n: Optional[int] = typer.Option(None, help="--model: utterances timed the naive way (default: all on "
                                                      "CUDA, a quarter on the CPU)."),
+    plan: list[str] = typer.Option([], help="--model: instead of timing, the batch plans (batches, padding %) on "
+                                            "this manifest's lengths at batch budgets 240/480/960 s and sizes "
+                                            "64/128/256; repeatable. No audio is read."),
 ) -> None:
     """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
     if store == bool(model):
@@ -336,6 +339,11 @@ def bench(
     from emocache.encoders import EncoderError
 
     try:
+        if plan:
+            from emocache.bench import plan_padding, print_plan_table
+
+            print_plan_table(plan_padding(model, plan))
+            return
         if layers:
             from emocache.bench import bench_layers, print_layers_table
 

@@ -313,6 +313,12 @@ class NeuralEncoder(Encoder):
     def weights_identity(self) -> dict:
         return dict(self._identity)
 
+    def provenance(self) -> dict:
+        """The base provenance plus where the frontend ran and whether the layers were compiled (both change
+        values only within float tolerance: docs/ENCODERS.md)."""
+        return {**super().provenance(), "frontend": "device" if self.frontend_on_device else "cpu",
+                "compiled": self.compiled}
+
     @property
     def dtype_name(self) -> str:
         return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.compute_dtype]
