@@ -57,7 +57,7 @@ def _positions_fp32(self, x):
     [sin, cos]) computed and added in float32 whatever the weights' type (positions past 256 are not integers in
     bf16), and without funasr's host-to-device copy of the constant."""
     t, d = x.shape[1], x.shape[2]
-    inc = math.log(10000.0) / (d / 2 - 1)
+    inc = float(torch.log(torch.tensor([10000.0])) / (d / 2 - 1))  # funasr's float32 constant, computed on the host
     inv = torch.exp(torch.arange(d // 2, device=x.device, dtype=torch.float32) * -inc)  # (D/2,)
     scaled = torch.arange(1, t + 1, device=x.device, dtype=torch.float32)[:, None] * inv[None]  # (T, D/2)
     return (x.float() + torch.cat([torch.sin(scaled), torch.cos(scaled)], 1)[None]).to(x.dtype)

@@ -42,7 +42,8 @@ class WhisperLargeV3(NeuralEncoder):
     """Every input is padded to the 30-s window: batch cost is windows, not samples."""
     device_frontend = True
     gpu_batch_seconds = 32 * 30.0
-    """32 windows per batch on CUDA (ours: the largest batch the issue's probe measured fastest)."""
+    """32 windows per batch on CUDA (ours: the issue's probe ran batch 64 3.5 % faster than 16; 32 keeps a block of
+    128 utterances at four full batches)."""
     input_key = "mel"
     hf_repos = ("openai/whisper-large-v3",)
     required_files = ("config.json", "preprocessor_config.json")
