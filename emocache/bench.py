@@ -11,7 +11,9 @@ weights (the same FLOPs as the real model); ``tiny=True`` uses the test-sized ra
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,19 +23,24 @@ import torch
 from emocache.config import DEFAULT_BLOCK
 from emocache.encoders import EncoderConfig, EncoderError, build_encoder, encoder_class, neural_models
 from emocache.encoders.neural import cosine_to_fp32
+from emocache.encoders import batches_by_budget
 from emocache.encoders.tiny import overrides
-from emocache.runner import encode_block, load_waves
+from emocache.manifest import read_manifests
+from emocache.runner import batch_limits, encode_block, load_waves
 from emocache.runner import prefetch as prefetch_blocks
 from emocache.runtime import print_table as show
 from emocache.signals import speech_like
+from emocache.store import entry_bytes, open_store
 
 SR = 16000
 MEAN_SECONDS = 4.5
 SIGMA = 0.65
 NAIVE_SEED_OFFSET = 1
 """The naive subset is drawn from ``seed + NAIVE_SEED_OFFSET``, a stream apart from the lengths' and waves'."""
-MAX_BATCH = 64
-"""Most utterances per batch, as ``emocache extract``'s default."""
+CPU_BATCH_SECONDS = 60.0
+"""The CPU bench's batch budget (a CPU batch of 240 s only adds memory); on CUDA the encoder's own GPU budget."""
+MODEL_ALONE_SECONDS = 1200.0
+"""Audio prepared at a time for the model-alone timing (bounds the page-locked memory it holds)."""
 
 
 def iemocap_like_lengths(n: int, seed: int = 0, sr: int = SR) -> list[int]:
@@ -53,8 +60,8 @@ def synthetic_waves(lengths: list[int], seed: int = 0, sr: int = SR) -> list[np.
 
 def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: int = 20) -> float:
     """Achieved TFLOP/s of a square matmul (the roofline the Whisper number is quoted against)."""
-    if device.type != "cuda":
-        n, reps = 1024, 5
+    if device.type != "cuda":  # a CPU figure only shows the code runs; bf16 GEMMs are slow on many CPUs
+        n, reps = 512, 3
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
@@ -71,88 +78,162 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_batched(enc, waves: list[np.ndarray], budget_seconds: float, workers: int = 2, prefetch: int | None = None,
-                block_size: int = DEFAULT_BLOCK) -> int:
+def blocks_of(waves: list[np.ndarray], block_size: int = DEFAULT_BLOCK) -> list[list[np.ndarray]]:
+    """Waves in length order cut into blocks, as a store whose manifests give lengths holds them."""
+    order = sorted(range(len(waves)), key=lambda i: waves[i].size)
+    return [[waves[i] for i in order[k:k + block_size]] for k in range(0, len(order), block_size)]
+
+
+def run_batched(enc, waves: list[np.ndarray], budget_seconds: float | None, workers: int = 2,
+                prefetch: int | None = None, block_size: int = DEFAULT_BLOCK, max_batch: int | None = None) -> int:
     """Encode all waves with the extraction loop: blocks of ``block_size`` in length order, each batched under the
     budget in ``workers`` loader threads, up to ``prefetch`` blocks (default ``workers``) ahead of the model.
 
     Returns the number of model windows run (for FLOP accounting).
     """
-    order = sorted(range(len(waves)), key=lambda i: waves[i].size)  # the store's order when lengths are known
-    blocks = [[waves[i] for i in order[k:k + block_size]] for k in range(0, len(order), block_size)]
+    blocks = blocks_of(waves, block_size)
     windows = sum(len(enc.windows(w)) for w in waves)
     with ThreadPoolExecutor(workers) as pool:
-        for block, loaded in prefetch_blocks(lambda blk: load_waves(blk, enc, budget_seconds, MAX_BATCH), blocks,
+        for block, loaded in prefetch_blocks(lambda blk: load_waves(blk, enc, budget_seconds, max_batch), blocks,
                                              prefetch or workers, pool):
             encode_block(loaded, len(block), enc)
     _sync(enc.device)
     return windows
 
 
+def run_model_alone(enc, waves: list[np.ndarray], budget_seconds: float | None, block_size: int = DEFAULT_BLOCK,
+                    max_batch: int | None = None) -> tuple[float, dict]:
+    """Seconds the model stage takes when every batch is already prepared: the same blocks and batches as
+    :func:`run_batched`, prepared (up to :data:`MODEL_ALONE_SECONDS` of audio at a time) before the clock runs,
+    then encoded by the same block encoder. Also the batch plan: batches, audio and padded samples."""
+    blocks = blocks_of(waves, block_size)
+    seconds, plan = 0.0, {"batches": 0, "audio_samples": 0, "padded_samples": 0}
+    k = 0
+    while k < len(blocks):
+        chunk, audio = [], 0
+        while k < len(blocks) and (not chunk or audio < MODEL_ALONE_SECONDS * enc.sample_rate):
+            loaded = load_waves(blocks[k], enc, budget_seconds, max_batch)
+            chunk.append((loaded, len(blocks[k])))
+            audio += loaded.audio_samples
+            plan["batches"] += len(loaded.batches)
+            plan["audio_samples"] += loaded.audio_samples
+            plan["padded_samples"] += loaded.padded_samples
+            k += 1
+        _sync(enc.device)
+        t = time.perf_counter()
+        for loaded, n in chunk:
+            encode_block(loaded, n, enc)
+        _sync(enc.device)
+        seconds += time.perf_counter() - t
+    return seconds, plan
+
+
+def _time_mode(enc, waves, budget, cap, workers, warmup: bool) -> dict:
+    """End to end (loader threads + model) and model alone, after an untimed run of the loop over the first and
+    the last block (the shortest and the longest batches: kernels, algorithms and compiled graphs set up)."""
+    if warmup:
+        blocks = blocks_of(waves)
+        run_batched(enc, [w for b in {0, len(blocks) - 1} for w in blocks[b]], budget, workers, max_batch=cap)
+    graphs = enc.compile_stats["graphs"]
+    t = time.perf_counter()
+    run_batched(enc, waves, budget, workers, max_batch=cap)
+    e2e = time.perf_counter() - t
+    model, plan = run_model_alone(enc, waves, budget, max_batch=cap)
+    return {"e2e_s": e2e, "model_s": model, "plan": plan, "graphs_while_timed": enc.compile_stats["graphs"] - graphs}
+
+
 def bench_encoder(model: str, n_utts: int = 200, device: str = "auto", dtype: str = "auto",
                   model_path: str | None = None, tiny: bool = False, seed: int = 0,
                   budget_seconds: float | None = None, naive_utts: int | None = None, workers: int = 2,
-                  warmup: bool = True, trust_checkpoint: bool = False) -> dict:
-    """Time the naive and the batched way on the same encoder and synthetic utterances; one result row.
+                  warmup: bool = True, compile: str = "auto", max_batch: int | None = None,
+                  frontend: str = "auto", encoder=None, trust_checkpoint: bool = False) -> dict:
+    """Time the naive way and the batched way on the same encoder and synthetic utterances; one result row.
 
-    ``warmup`` runs both ways once untimed first (per-shape kernel set-up would otherwise be charged to whichever
-    runs first). ``budget_seconds`` is the padded audio per batch (default 480 s on GPU, 60 s on CPU).
+    Naive: batch 1, fp32 weights, eager, the CPU frontend (as EmoBox runs the models). Batched: the extraction
+    loop, eagerly and (when ``compile`` resolves to on) with the compiled layers, each end to end (loader threads
+    + model) and model alone (every batch prepared first); ``pipeline_efficiency`` = model-alone seconds /
+    end-to-end seconds of the mode production uses (compiled when on). The compile cost is measured apart (the
+    untimed warm-up pays it) and reported with the audio after which it has paid for itself. ``warmup`` runs
+    every timed loop once untimed first. ``budget_seconds`` / ``max_batch``: the batch budget and size cap
+    (default 60 s and 64 on the CPU, the encoder's GPU values on CUDA). ``encoder``: an encoder already built for
+    ``model`` (its settings then win over ``device``, ``dtype``, ``compile`` and ``frontend``).
     """
     if not encoder_class(model).has_weights:  # an unknown name: EncoderError listing the known ones
         raise EncoderError(f"{model} has no weights to batch; `bench --model` times the neural encoders "
                            f"({', '.join(neural_models())})")
     lengths = iemocap_like_lengths(n_utts, seed)
     waves = synthetic_waves(lengths, seed)
-    if tiny:
-        enc = build_encoder(model, EncoderConfig(device=device, dtype=dtype, random_init=True,
-                                                 config_overrides=overrides(model, "tiny")))
+    settings = dict(device=device, dtype=dtype, compile=compile, frontend=frontend)
+    if encoder is not None:
+        enc, label = encoder, "given"
+    elif tiny:
+        enc = build_encoder(model, EncoderConfig(random_init=True, config_overrides=overrides(model, "tiny"),
+                                                 **settings))
         label = "tiny random"
     else:
         try:
-            enc = build_encoder(model, EncoderConfig(model_path=model_path, device=device, dtype=dtype,
-                                                     trust_checkpoint=trust_checkpoint))
+            enc = build_encoder(model, EncoderConfig(model_path=model_path, trust_checkpoint=trust_checkpoint,
+                                                     **settings))
             label = "weights"
         except EncoderError:
             if model_path:
                 raise
-            enc = build_encoder(model, EncoderConfig(device=device, dtype=dtype, random_init=True))
+            enc = build_encoder(model, EncoderConfig(random_init=True, **settings))
             label = "full random"
     dev = enc.device
-    budget = budget_seconds or (16 * 30 if dev.type == "cuda" else 60)
+    gpu = dev.type == "cuda"
+    budget, cap = batch_limits(enc, budget_seconds or (None if gpu else CPU_BATCH_SECONDS), max_batch)
 
     rng = np.random.default_rng(seed + NAIVE_SEED_OFFSET)
-    k = min(n_utts, naive_utts or (n_utts if dev.type == "cuda" else max(8, n_utts // 4)))
+    k = min(n_utts, naive_utts or (n_utts if gpu else max(8, n_utts // 4)))
     naive_idx = rng.permutation(n_utts)[:k]
-    half = enc.compute_dtype
-    enc.compute_dtype = torch.float32
-    for i in naive_idx if warmup else naive_idx[:1]:
-        enc.encode([waves[i]])
-    _sync(dev)
-    t = time.perf_counter()
-    for i in naive_idx:
-        enc.encode([waves[i]])
-    _sync(dev)
-    naive_s = time.perf_counter() - t
-    enc.compute_dtype = half
+    with enc.naive():
+        for i in naive_idx[: 3 if warmup else 1]:
+            enc.encode([waves[i]])
+        _sync(dev)
+        t = time.perf_counter()
+        for i in naive_idx:
+            enc.encode([waves[i]])
+        _sync(dev)
+        naive_s = time.perf_counter() - t
 
-    run_batched(enc, waves if warmup else waves[: min(n_utts, 8)], budget, workers)
-    t = time.perf_counter()
-    windows = run_batched(enc, waves, budget, workers)
-    batched_s = time.perf_counter() - t
+    with enc.eager():
+        eager = _time_mode(enc, waves, budget, cap, workers, warmup)
+    compiled = None
+    if enc.compiled:
+        compiled = _time_mode(enc, waves, budget, cap, workers, True)  # the warm-up compiles
+    prod = compiled if compiled is not None and enc.compiled else eager
+    windows = sum(len(enc.windows(w)) for w in waves)
 
     audio = sum(lengths) / SR
     naive_audio = sum(lengths[i] for i in naive_idx) / SR
+    plan = eager["plan"]
     row = {
         "model": model, "config": label, "device": _device_name(dev), "dtype": enc.dtype_name,
-        "utterances": n_utts, "audio_s": audio, "naive_utterances": int(k),
-        "naive_utt_per_s": k / naive_s, "naive_audio_s_per_s": naive_audio / naive_s,
-        "batched_utt_per_s": n_utts / batched_s, "batched_audio_s_per_s": audio / batched_s,
-        "speedup": (audio / batched_s) / (naive_audio / naive_s), "budget_s": budget,
+        "frontend": "device" if enc.frontend_on_device else "cpu", "utterances": n_utts, "audio_s": audio,
+        "naive_utterances": int(k), "naive_utt_per_s": k / naive_s, "naive_audio_s_per_s": naive_audio / naive_s,
+        "eager_audio_s_per_s": audio / eager["e2e_s"], "eager_model_audio_s_per_s": audio / eager["model_s"],
+        "compiled_audio_s_per_s": audio / compiled["e2e_s"] if compiled else None,
+        "compiled_model_audio_s_per_s": audio / compiled["model_s"] if compiled else None,
+        "compiled": bool(compiled is not None and enc.compiled),
+        "batched_utt_per_s": n_utts / prod["e2e_s"], "batched_audio_s_per_s": audio / prod["e2e_s"],
+        "model_alone_audio_s_per_s": audio / prod["model_s"],
+        "pipeline_efficiency": prod["model_s"] / prod["e2e_s"],
+        "speedup": (audio / prod["e2e_s"]) / (naive_audio / naive_s),
+        "compile_s": enc.compile_stats["seconds"] if enc.compile_stats["graphs"] else None,
+        "compile_graphs": enc.compile_stats["graphs"], "compile_error": enc.compile_stats["error"],
+        "graphs_while_timed": compiled["graphs_while_timed"] if compiled else 0,
+        "budget_s": budget, "max_batch": cap, "batches": plan["batches"],
+        "padding_pct": 100 * (1 - plan["audio_samples"] / plan["padded_samples"]) if plan["padded_samples"] else None,
         "precision_checks": dict(enc.precision_checks), "tflops": None, "roofline_pct": None,
     }
+    if compiled is not None and row["compile_s"]:
+        saved = 1 / row["eager_audio_s_per_s"] - 1 / row["compiled_audio_s_per_s"]  # seconds saved per audio-s
+        row["compile_break_even_audio_s"] = row["compile_s"] / saved if saved > 0 else None
     if hasattr(enc, "flops_per_window"):
-        row["tflops"] = windows * enc.flops_per_window() / batched_s / 1e12
-        if dev.type == "cuda":
+        row["tflops"] = windows * enc.flops_per_window() / prod["e2e_s"] / 1e12
+        row["model_alone_tflops"] = windows * enc.flops_per_window() / prod["model_s"] / 1e12
+        if gpu:
             peak = measure_matmul_tflops(dev, torch.bfloat16)
             row["matmul_tflops"] = peak
             row["roofline_pct"] = 100 * row["tflops"] / peak
@@ -168,15 +249,79 @@ def _device_name(dev: torch.device) -> str:
 
 
 COLUMNS = [("model", "model"), ("config", "config"), ("device", "device"), ("dtype", "dtype"),
-           ("utterances", "utts"), ("audio_s", "audio s"), ("naive_utt_per_s", "naive utt/s"),
-           ("batched_utt_per_s", "batched utt/s"), ("naive_audio_s_per_s", "naive audio-s/s"),
-           ("batched_audio_s_per_s", "batched audio-s/s"), ("speedup", "speedup"), ("tflops", "TFLOP/s"),
-           ("roofline_pct", "% roofline")]
+           ("utterances", "utts"), ("audio_s", "audio s"), ("naive_audio_s_per_s", "naive audio-s/s"),
+           ("eager_audio_s_per_s", "eager audio-s/s"), ("compiled_audio_s_per_s", "compiled audio-s/s"),
+           ("model_alone_audio_s_per_s", "model alone audio-s/s"), ("pipeline_efficiency", "pipeline eff"),
+           ("speedup", "speedup"), ("padding_pct", "padding %"), ("compile_s", "compile s"),
+           ("tflops", "TFLOP/s"), ("roofline_pct", "% roofline")]
 
 
 def print_table(rows: list[dict]) -> None:
-    """A rich table of :func:`bench_encoder` rows."""
-    show("encoder throughput: batched vs naive (batch 1, fp32, one at a time)", COLUMNS, rows)
+    """A rich table of :func:`bench_encoder` rows, then how each compile cost is amortised."""
+    show("encoder throughput: batched (end to end) vs naive (batch 1, fp32, eager, CPU frontend)", COLUMNS, rows)
+    for r in rows:
+        print(compile_note(r))
+
+
+def compile_note(row: dict) -> str:
+    """One line: what compiling cost and when it pays for itself (or why nothing was compiled)."""
+    head = f"{row['model']}: "
+    if row.get("compile_error"):
+        return head + f"compile failed, ran eager: {row['compile_error']}"
+    if not row.get("compiled"):
+        return head + "not compiled (--compile off, or auto on the CPU)"
+    be = row.get("compile_break_even_audio_s")
+    pays = (f"it pays for itself after {be:,.0f} s of audio ({be / 3600:.2g} h)" if be
+            else "compiled is not faster here, so it never pays for itself")
+    return (head + f"compile {row['compile_s']:.1f} s for {row['compile_graphs']} graph(s), paid once per process "
+            f"in the untimed warm-up and in no timing above; {pays}; model alone "
+            f"{row['eager_model_audio_s_per_s']:.4g} -> {row['compiled_model_audio_s_per_s']:.4g} audio-s/s")
+
+
+def plan_padding(model: str, manifests: list[str], budgets: tuple[float, ...] = (240.0, 480.0, 960.0),
+                 max_batches: tuple[int, ...] = (64, 128, 256), block_size: int = DEFAULT_BLOCK) -> list[dict]:
+    """Batch plans on real length mixes without audio: each manifest's lengths (``length``, else
+    ``num_frame / sample_rate``) in the store's order (by length when every line has one, else manifest order),
+    cut into blocks and batched as ``emocache extract`` does; one row per dataset, order, budget and size cap with
+    the batches and the padding fraction (1 - audio / what the batches cost, whole windows for Whisper)."""
+    cls = encoder_class(model)
+    enc = build_encoder(model, EncoderConfig(device="cpu", random_init=True, config_overrides=overrides(model, "tiny"))
+                        ) if cls.has_weights else build_encoder(model, EncoderConfig(device="cpu"))
+    rows = []
+    for dataset, utts in read_manifests(list(manifests)).items():
+        secs = [u.length or (u.num_frame / u.sample_rate if u.num_frame and u.sample_rate else None) for u in utts]
+        if any(s is None for s in secs):
+            raise EncoderError(f"dataset {dataset}: lines without length or num_frame/sample_rate; the plan needs both")
+        samples = [int(s * enc.sample_rate) for s in secs]
+        orders = {"manifest": samples, "length": sorted(samples)}
+        for order, lengths in orders.items():
+            if order == "manifest" and lengths == orders["length"]:
+                continue
+            for budget in budgets:
+                for cap in max_batches:
+                    n_batches, audio, padded = 0, 0, 0
+                    for k in range(0, len(lengths), block_size):
+                        costs = [enc.batch_cost(n) for n in lengths[k:k + block_size]]
+                        for group in batches_by_budget(costs, int(budget * enc.sample_rate), cap):
+                            n_batches += 1
+                            audio += sum(min(lengths[k + j], enc.max_samples or lengths[k + j]) if
+                                         enc.config.long_policy == "truncate" else lengths[k + j] for j in group)
+                            padded += len(group) * max(costs[j] for j in group)
+                    rows.append({"model": model, "dataset": dataset, "utterances": len(lengths),
+                                 "audio_h": sum(lengths) / enc.sample_rate / 3600, "order": order,
+                                 "budget_s": budget, "max_batch": cap, "batches": n_batches,
+                                 "mean_batch": len(lengths) / n_batches, "padding_pct": 100 * (1 - audio / padded)})
+    return rows
+
+
+PLAN_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("utterances", "utts"), ("audio_h", "audio h"),
+                ("order", "store order"), ("budget_s", "budget s"), ("max_batch", "max batch"),
+                ("batches", "batches"), ("mean_batch", "mean batch"), ("padding_pct", "padding %")]
+
+
+def print_plan_table(rows: list[dict]) -> None:
+    """A rich table of :func:`plan_padding` rows."""
+    show("batch plans on the manifests' lengths: padded share of what the batches cost", PLAN_COLUMNS, rows)
 
 
 def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str = "auto",
@@ -189,10 +334,6 @@ def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str
     One row per setting (last, then ``layers``), each the fastest of ``repeats`` alternating runs; without weights
     the encoder has full-size random weights.
     """
-    import tempfile
-
-    from emocache.store import entry_bytes, open_store
-
     if not encoder_class(model).has_weights:
         raise EncoderError(f"{model} has no layers; `bench --layers` times the neural encoders")
     lengths = iemocap_like_lengths(n_utts, seed)
@@ -205,21 +346,19 @@ def bench_layers(model: str, layers: str = "all", n_utts: int = 200, device: str
     except EncoderError:
         if tiny or model_path:
             raise
-        import dataclasses
-
         enc = build_encoder(model, dataclasses.replace(cfg, random_init=True))
         label = "full random"
     chosen = enc.layer_ids
-    budget = budget_seconds or (16 * 30 if enc.device.type == "cuda" else 60)
+    budget, cap = batch_limits(enc, budget_seconds or (None if enc.device.type == "cuda" else CPU_BATCH_SECONDS), None)
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        run_batched(enc, waves[: min(n_utts, 8)], budget, workers)  # warm-up
+        run_batched(enc, waves[: min(n_utts, 8)], budget, workers, max_batch=cap)  # warm-up
         times: dict[tuple, list[float]] = {(): [], chosen: []}
         for _ in range(repeats):  # alternating, so drifting load on a shared machine hits both settings alike
             for ids in times:
                 enc.layer_ids = ids
                 t = time.perf_counter()
-                run_batched(enc, waves, budget, workers)
+                run_batched(enc, waves, budget, workers, max_batch=cap)
                 times[ids].append(time.perf_counter() - t)
         for name, ids in (("last", ()), (layers, chosen)):
             enc.layer_ids = ids

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig, parse_storage_options
+from emocache.config import (COMPILE_MODES, DTYPES, FRONTENDS, LONG_POLICIES, EncoderConfig, ExtractConfig,
+                             parse_storage_options)
 from emocache.runtime import PLAIN_EVERY_SECONDS, PLAIN_FIRST_SECONDS, console
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
@@ -41,6 +42,10 @@ DTYPE_HELP = (f"{' | '.join(DTYPES)}. auto: fp32 on CPU; on GPU the first half t
               "cosine 0.999 of fp32. Weight-free encoders take auto or fp32 only.")
 TRUST_HELP = ("Load a model file that is not plain weights (a pickled model.pt / pytorch_model.bin) with full "
               "pickle, which runs any code it holds; only for files from a source you trust (warns, naming the file).")
+COMPILE_HELP = (f"{' | '.join(COMPILE_MODES)}: torch.compile the encoder's repeated layers (auto: on for CUDA, off on "
+                "the CPU); outputs equal eager within the dtype's tolerance; costs a compile once per process.")
+FRONTEND_HELP = (f"{' | '.join(FRONTENDS)}: where log-mel / fbank / wave normalisation run (auto: as torch ops on the "
+                 "GPU for CUDA, the library's CPU frontend otherwise).")
 PROGRESS_HELP = (f"Show progress: a bar in a terminal, else a plain line after {PLAIN_FIRST_SECONDS:g} s, then "
                  f"every {PLAIN_EVERY_SECONDS:g} s (done/total, rate, ETA).")
 
@@ -84,7 +89,13 @@ def extract(
     dtype: str = typer.Option(X.dtype, help=DTYPE_HELP),
     frames: bool = typer.Option(X.frames, "--frames/--no-frames", help="Store frame features besides pooled."),
     block_size: int = typer.Option(X.block_size, help="Utterances per block (unit of commit and resume); >= 1."),
-    batch_seconds: float = typer.Option(X.batch_seconds, help="Padded audio seconds per model batch; > 0."),
+    batch_seconds: Optional[float] = typer.Option(X.batch_seconds, help="Padded audio seconds per model batch; > 0 "
+                                                                      "(default: 240 on the CPU, the model's GPU "
+                                                                      "budget on CUDA)."),
+    max_batch: Optional[int] = typer.Option(X.max_batch, help="Most utterances per model batch (default: 64 on the "
+                                                              "CPU, the model's GPU maximum on CUDA)."),
+    compile: str = typer.Option(X.compile, help=COMPILE_HELP),
+    frontend: str = typer.Option(X.frontend, help=FRONTEND_HELP),
     long_policy: str = typer.Option(X.long_policy, help=f"Over the model's window: {' | '.join(LONG_POLICIES)}."),
     max_audio_seconds: float = typer.Option(X.max_audio_seconds, help="Longer files are recorded as failed; > 0."),
     loader_threads: int = typer.Option(X.loader_threads, help="Threads decoding audio ahead of the model; >= 1."),
@@ -105,7 +116,8 @@ def extract(
     try:
         cfg = ExtractConfig(model=model, name=name, layers=layers, frames_layer=frames_layer, manifests=tuple(manifest), store=store, audio_root=tuple(audio_root),
                             model_path=model_path, device=device, dtype=dtype, frames=frames, block_size=block_size,
-                            batch_seconds=batch_seconds, long_policy=long_policy,
+                            batch_seconds=batch_seconds, max_batch=max_batch, compile=compile, frontend=frontend,
+                            long_policy=long_policy,
                             max_audio_seconds=max_audio_seconds, loader_threads=loader_threads,
                             redo_failed=redo_failed, scheduler=scheduler, part=part,
                             storage_options=_storage_options(storage_options), trust_checkpoint=trust_checkpoint)
@@ -303,6 +315,18 @@ def bench(
     layers: Optional[str] = typer.Option(None, help="--model: time --layers LAYERS (all | K,K,...) against last "
                                                     "only, and the store bytes of each."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="--model: " + TRUST_HELP),
+    compile: str = typer.Option(E.compile, help="--model: " + COMPILE_HELP + " With on, eager and compiled are "
+                                                "both timed."),
+    frontend: str = typer.Option(E.frontend, help="--model: " + FRONTEND_HELP),
+    batch_seconds: Optional[float] = typer.Option(None, help="--model: padded audio seconds per batch (default: 60 "
+                                                             "on the CPU, the model's GPU budget on CUDA)."),
+    max_batch: Optional[int] = typer.Option(None, help="--model: most utterances per batch (default: 64 on the "
+                                                       "CPU, the model's GPU maximum on CUDA)."),
+    naive_n: Optional[int] = typer.Option(None, help="--model: utterances timed the naive way (default: all on "
+                                                     "CUDA, a quarter on the CPU)."),
+    plan: list[str] = typer.Option([], help="--model: instead of timing, the batch plans (batches, padding %) on "
+                                            "this manifest's lengths at batch budgets 240/480/960 s and sizes "
+                                            "64/128/256; repeatable. No audio is read."),
 ) -> None:
     """Benchmarks: `--store` (write/read throughput and bytes) or `--model NAME` (encoder throughput)."""
     if store == bool(model):
@@ -319,14 +343,23 @@ def bench(
     from emocache.encoders import EncoderError
 
     try:
+        if plan:
+            from emocache.bench import plan_padding, print_plan_table
+
+            print_plan_table(plan_padding(model, plan))
+            return
         if layers:
             from emocache.bench import bench_layers, print_layers_table
 
             print_layers_table(bench_layers(model, layers, n_utts=n, device=device, model_path=model_path, tiny=tiny,
                                             trust_checkpoint=trust_checkpoint))
             return
+        for v, opt in ((batch_seconds, "--batch-seconds"), (max_batch, "--max-batch"), (naive_n, "--naive-n")):
+            if v is not None and v <= 0:
+                _fail(f"{opt} {v}: must be above 0")
         print_table([bench_encoder(model, n_utts=n, device=device, dtype=dtype, model_path=model_path, tiny=tiny,
-                                   trust_checkpoint=trust_checkpoint)])
+                                   compile=compile, frontend=frontend, budget_seconds=batch_seconds,
+                                   max_batch=max_batch, naive_utts=naive_n, trust_checkpoint=trust_checkpoint)])
     except (EncoderError, ValueError) as e:
         _fail(str(e))
 

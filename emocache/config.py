@@ -18,6 +18,10 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 """Compute precisions; auto = fp32 on CPU, on GPU the first half type that passes the cosine check."""
 LONG_POLICIES = ("window", "truncate", "skip")
 """What happens to inputs longer than the encoder's window."""
+COMPILE_MODES = ("auto", "on", "off")
+"""torch.compile of the encoders' repeated layers; auto = on for CUDA, off on the CPU."""
+FRONTENDS = ("auto", "cpu", "device")
+"""Where neural frontends run: device = batched torch ops on the model's device; auto = device on CUDA, else cpu."""
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -80,6 +84,14 @@ class EncoderConfig:
     trust_checkpoint: bool = False
     """Load a checkpoint that is not plain weights with full pickle (runs any code it holds; ``--trust-checkpoint``,
     only for files from a source you trust). Off: weights-only loading, and such a file is an error."""
+    compile: str = "auto"
+    """auto | on | off: torch.compile the encoder's repeated layers (auto: on for CUDA, off on the CPU)."""
+    frontend: str = "auto"
+    """auto | cpu | device: where the frontend (log-mel, fbank, normalisation) runs (auto: device on CUDA)."""
+
+    def __post_init__(self):
+        check_choice(self.compile, COMPILE_MODES, "--compile")
+        check_choice(self.frontend, FRONTENDS, "--frontend")
 
     @property
     def torch_device(self):
@@ -129,10 +141,11 @@ class ExtractConfig:
     """Store frame-level features besides pooled vectors."""
     block_size: int = DEFAULT_BLOCK
     """Utterances per block: the unit of commit, resume and distribution."""
-    batch_seconds: float = 240.0
-    """Padded audio seconds per model batch (length-sorted batches under this budget)."""
-    max_batch: int = 64
-    """Most utterances per model batch."""
+    batch_seconds: float | None = None
+    """Padded audio seconds per model batch (length-sorted batches under this budget); None: 240 on the CPU, the
+    encoder's GPU budget on CUDA."""
+    max_batch: int | None = None
+    """Most utterances per model batch; None: 64 on the CPU, the encoder's GPU maximum on CUDA."""
     long_policy: str = "window"
     """Inputs longer than the encoder's window: window | truncate | skip."""
     max_audio_seconds: float = 600.0
@@ -151,12 +164,18 @@ class ExtractConfig:
     """Encoder config overrides (tests build tiny random models this way)."""
     trust_checkpoint: bool = False
     """Allow a full-pickle load of a checkpoint that is not plain weights (``--trust-checkpoint``; runs its code)."""
+    compile: str = "auto"
+    """auto | on | off: torch.compile the encoder's repeated layers (auto: on for CUDA)."""
+    frontend: str = "auto"
+    """auto | cpu | device: where the neural frontends run (auto: on the device for CUDA)."""
 
     def __post_init__(self):
         check_positive(self.block_size, "--block-size", integer=True, high=MAX_ROWS)
-        check_positive(self.max_batch, "--max-batch", integer=True, high=MAX_ROWS)
+        if self.max_batch is not None:
+            check_positive(self.max_batch, "--max-batch", integer=True, high=MAX_ROWS)
         check_positive(self.loader_threads, "--loader-threads", integer=True, high=MAX_THREADS)
-        check_positive(self.batch_seconds, "--batch-seconds", high=MAX_BATCH_SECONDS)
+        if self.batch_seconds is not None:
+            check_positive(self.batch_seconds, "--batch-seconds", high=MAX_BATCH_SECONDS)
         check_positive(self.max_audio_seconds, "--max-audio-seconds", high=MAX_AUDIO_SECONDS)
         if self.name is not None and not self.model.startswith("hf:"):
             raise ValueError(f"--name {self.name!r}: only hf: models take a store entry name; {self.model}'s entry is "
@@ -164,6 +183,8 @@ class ExtractConfig:
         check_device(self.device)
         check_choice(self.dtype, DTYPES, "--dtype")
         check_choice(self.long_policy, LONG_POLICIES, "--long-policy")
+        check_choice(self.compile, COMPILE_MODES, "--compile")
+        check_choice(self.frontend, FRONTENDS, "--frontend")
         parse_part(self.part)
 
     @property
@@ -171,7 +192,7 @@ class ExtractConfig:
         return EncoderConfig(model_path=self.model_path, device=self.device, dtype=self.dtype,
                              long_policy=self.long_policy, config_overrides=dict(self.encoder_overrides),
                              name=self.name, layers=self.layers, frames_layer=self.frames_layer,
-                             trust_checkpoint=self.trust_checkpoint)
+                             trust_checkpoint=self.trust_checkpoint, compile=self.compile, frontend=self.frontend)
 
 
 def parse_part(part: str | None) -> tuple[int, int]:

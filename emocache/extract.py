@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from emocache.config import ExtractConfig
+from emocache.distributed import extract_distributed
 from emocache.runner import (ExtractReport, check_store_target, get_encoder, load_block, prefetch, prepare_entries,
                              run_block)
 from emocache.runtime import progress_bar
@@ -21,8 +22,6 @@ def extract(cfg: ExtractConfig, progress: bool = True) -> ExtractReport:
     """Extract every pending block of every dataset in the manifests; returns the report (never raises per utterance)."""
     check_store_target(cfg.store)
     if cfg.scheduler:
-        from emocache.distributed import extract_distributed
-
         return extract_distributed(cfg, progress=progress)
     t0 = time.perf_counter()
     enc = get_encoder(cfg.model, cfg.encoder_config)

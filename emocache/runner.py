@@ -25,6 +25,7 @@ from emocache.config import ExtractConfig, parse_part
 from emocache.encoders import Encoder, EncoderConfig, UtteranceError, batches_by_budget, build_encoder
 from emocache.manifest import Utterance, read_manifests, utterances_sha256
 from emocache.store import Entry, open_store
+from emocache.verify import verify_entry
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -128,23 +129,39 @@ class Loaded:
     batches: list[tuple[list[int], dict, list[int]]]
     """(rows, model inputs, owner) per batch; owner[j] is the row of window j."""
     load_seconds: float
+    audio_samples: int = 0
+    """Samples of the batched waves."""
+    padded_samples: int = 0
+    """What the batches cost under the budget: per batch, its size times its costliest wave (whole windows for
+    Whisper); ``1 - audio_samples / padded_samples`` is the plan's padding fraction."""
 
 
-def load_waves(waves: list[np.ndarray | None], enc: Encoder, batch_seconds: float, max_batch: int,
+def batch_limits(enc: Encoder, batch_seconds: float | None, max_batch: int | None) -> tuple[float, int]:
+    """The batch budget (padded seconds) and size cap: as given, else 240 s and 64 on the CPU, the encoder's own
+    GPU values on CUDA."""
+    gpu = enc.device.type == "cuda"
+    return (batch_seconds or (enc.gpu_batch_seconds if gpu else 240.0),
+            max_batch or (enc.gpu_max_batch if gpu else 64))
+
+
+def load_waves(waves: list[np.ndarray | None], enc: Encoder, batch_seconds: float | None, max_batch: int | None,
                errors: dict[int, str] | None = None, warnings: list[str] | None = None,
                t0: float | None = None) -> Loaded:
     """Group a block's waves into length-sorted batches under the padded-audio budget and run the frontend
-    (CPU work that runs ahead of the model)."""
+    (CPU work that runs ahead of the model; on the device frontend only the padding into page-locked memory)."""
     t0 = time.perf_counter() if t0 is None else t0
     errors = errors or {}
+    seconds, cap = batch_limits(enc, batch_seconds, max_batch)
     ok = [i for i in range(len(waves)) if i not in errors]
-    lengths = [enc.batch_cost(waves[i].size) for i in ok]
-    batches = []
-    for group in batches_by_budget(lengths, int(batch_seconds * enc.sample_rate), max_batch):
+    costs = [enc.batch_cost(waves[i].size) for i in ok]
+    batches, audio, padded = [], 0, 0
+    for group in batches_by_budget(costs, int(seconds * enc.sample_rate), cap):
         idx = [ok[j] for j in group]
-        inputs, owner = enc.prepare([waves[i] for i in idx])  # neural encoders page-lock their inputs here
+        inputs, owner = enc.prepare([waves[i] for i in idx])
         batches.append((idx, inputs, owner))
-    return Loaded(waves, errors, warnings or [], batches, time.perf_counter() - t0)
+        audio += sum(waves[i].size for i in idx)
+        padded += len(group) * max(costs[j] for j in group)
+    return Loaded(waves, errors, warnings or [], batches, time.perf_counter() - t0, audio, padded)
 
 
 def load_block(utts: list[Utterance], enc: Encoder, cfg: ExtractConfig) -> Loaded:
@@ -161,24 +178,30 @@ def load_block(utts: list[Utterance], enc: Encoder, cfg: ExtractConfig) -> Loade
     return load_waves(waves, enc, cfg.batch_seconds, cfg.max_batch, errors, warns, t0)
 
 
-def encode_block(loaded: Loaded, n: int, enc: Encoder, on_batch: Callable[[int], None] | None = None
-                 ) -> tuple[np.ndarray, list, dict[int, str], np.ndarray | None]:
-    """Run the model over a loaded block -> pooled (n, D), frames per row, errors per row, and the pooled
-    vectors of the chosen layers (n, L, D) (None without ``--layers``).
+def encode_block(loaded: Loaded, n: int, enc: Encoder, on_batch: Callable[[int], None] | None = None,
+                 frames: bool = True) -> tuple[np.ndarray, list, dict[int, str], np.ndarray | None]:
+    """Run the model over a loaded block -> pooled (n, D), frames per row (None without ``frames``), errors per
+    row, and the pooled vectors of the chosen layers (n, L, D) (None without ``--layers``).
 
-    ``on_batch(k)`` is called after each batch of k utterances (progress per batch), and per utterance by
-    encoders that report their own progress (:meth:`Encoder.tick`).
+    One batch is always queued ahead: batch k + 1 is submitted before batch k's results are collected, so the
+    device never waits for the host to unpack a batch. A batch that fails is run again one utterance at a time,
+    so only the utterance that breaks it is lost. ``on_batch(k)`` is called after each batch of k utterances
+    (progress per batch), and per utterance by encoders that report their own progress (:meth:`Encoder.tick`).
     """
     pooled = np.zeros((n, enc.dim), np.float32)
     layers = np.zeros((n, len(enc.layer_ids), enc.dim), np.float32) if enc.layer_ids else None
-    frames: list = [None] * n
+    out_frames: list = [None] * n
     errors = dict(loaded.errors)
-    for idx, inputs, owner in loaded.batches:
-        ticks = enc.report_to(on_batch, len(idx))  # per-utterance encoders (eGeMAPS) advance it within the batch
-        try:
-            out = enc.run(inputs, owner)
-            results = list(zip(idx, out.frames, out.pooled, out.layers if layers is not None else idx))
-        except Exception:  # isolate the utterance that breaks the batch
+
+    def collect(idx: list[int], job, ticks) -> None:
+        results = None
+        if job is not None:
+            try:
+                out = job.result()
+                results = list(zip(idx, out.frames, out.pooled, out.layers if layers is not None else idx))
+            except Exception:
+                results = None
+        if results is None:  # isolate the utterance that breaks the batch
             results = []
             for i in idx:
                 try:
@@ -191,12 +214,25 @@ def encode_block(loaded: Loaded, n: int, enc: Encoder, on_batch: Callable[[int],
                 errors[i] = "encoder output has NaN/Inf (try --dtype fp32)"
                 continue
             pooled[i] = p
-            frames[i] = f
+            out_frames[i] = f if frames else None
             if layers is not None:
                 layers[i] = y
         if on_batch and ticks.rest():
             on_batch(ticks.rest())
-    return pooled, frames, errors, layers
+
+    queued = None
+    for idx, inputs, owner in loaded.batches:
+        ticks = enc.report_to(on_batch, len(idx))  # per-utterance encoders (eGeMAPS) advance it within the batch
+        try:
+            job = enc.submit(inputs, owner, frames)
+        except Exception:
+            job = None
+        if queued is not None:
+            collect(*queued)
+        queued = (idx, job, ticks)
+    if queued is not None:
+        collect(*queued)
+    return pooled, out_frames, errors, layers
 
 
 def run_block(entry: Entry, b: int, utts: list[Utterance], enc: Encoder, cfg: ExtractConfig,
@@ -206,7 +242,7 @@ def run_block(entry: Entry, b: int, utts: list[Utterance], enc: Encoder, cfg: Ex
     block_utts = utts[entry.block_slice(b)]
     if loaded is None:
         loaded = load_block(block_utts, enc, cfg)
-    pooled, frames, errors, layers = encode_block(loaded, len(block_utts), enc, on_batch)
+    pooled, frames, errors, layers = encode_block(loaded, len(block_utts), enc, on_batch, cfg.frames)
     entry.write_block(b, pooled, frames if cfg.frames else None, errors, layers)
     if on_batch and loaded.errors:
         on_batch(len(loaded.errors))  # utterances that never reached a batch
@@ -263,8 +299,6 @@ def prepare_entries(cfg: ExtractConfig, enc: Encoder) -> list[tuple[Entry, list[
                                    enc.frame_dim, prov, has_frames=cfg.frames, block_size=cfg.block_size,
                                    layers=enc.layer_ids)
         if cfg.redo_failed:
-            from emocache.verify import verify_entry
-
             # uncommit blocks failing verification (a corrupted index chunk is rewritten as pending)
             entry.reset_blocks([b for b in verify_entry(entry).bad_blocks if b % parts == part])
         states = entry.block_states()

@@ -54,8 +54,8 @@ class Ticks:
 class Encoder(ABC):
     """A frozen feature extractor.
 
-    Subclasses set the class attributes and implement :meth:`forward`; :meth:`encode` adds windowing of long
-    inputs, masked mean pooling in float32, and the move to host memory.
+    Subclasses set the class attributes and implement :meth:`forward`; :meth:`prepare` adds windowing of long
+    inputs, :meth:`submit` masked mean pooling in float32 on the device and the copies to host memory.
     """
 
     name: str = ""
@@ -74,6 +74,11 @@ class Encoder(ABC):
     """Neural encoders load weights (and take every --dtype); weight-free ones compute in float32."""
     dtypes: tuple[str, ...] = ("auto", "fp32")
     """The --dtype values this encoder takes."""
+    gpu_batch_seconds: float = 480.0
+    """Padded audio per batch on CUDA when the run does not set one (ours: fits the full-size models in well
+    under 40 GB at bf16 and gives a large GPU enough work per launch)."""
+    gpu_max_batch: int = 128
+    """Most utterances per batch on CUDA when the run does not set it."""
 
     layer_ids: tuple[int, ...] = ()
     """hidden_states layers pooled besides the final output (``--layers``; empty: last only)."""
@@ -119,11 +124,16 @@ class Encoder(ABC):
 
         The default pads waves into ``wave`` (B, N) float32 with ``num_samples`` (B,) int64.
         """
-        n = torch.tensor([w.size for w in waves], dtype=torch.long)
-        x = torch.zeros(len(waves), int(n.max()), dtype=torch.float32)
+        return {"wave": self.pad_waves(waves), "num_samples": torch.tensor([w.size for w in waves])}
+
+    def pad_waves(self, waves: list[np.ndarray], length: int | None = None) -> torch.Tensor:
+        """Waves zero-padded into one (B, N) float32 tensor (N: ``length`` or the longest), page-locked when the
+        encoder runs on CUDA, so the model thread's copy to the device does not wait."""
+        n = length or max(w.size for w in waves)
+        x = torch.zeros(len(waves), n, dtype=torch.float32, pin_memory=self.device.type == "cuda")
         for i, w in enumerate(waves):
-            x[i, : w.size] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
-        return {"wave": x, "num_samples": n}
+            x[i, : w.size] = torch.from_numpy(np.ascontiguousarray(w[:n], dtype=np.float32))
+        return x
 
     @property
     def num_layers(self) -> int | None:
@@ -154,7 +164,7 @@ class Encoder(ABC):
         """Run the model on the frontend's output (tensors may still be on the CPU) -> frames (B, T, D), lengths (B,).
         When :attr:`wants_hidden`, a third item: every hidden state (L + 1 tensors (B, T, D)).
 
-        Every encoder implements this, unless it overrides :meth:`run` itself (eGeMAPS, whose pooled vector is
+        Every encoder implements this, unless it overrides :meth:`submit` itself (eGeMAPS, whose pooled vector is
         not a mean of its frames)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither forward nor run")
 
@@ -234,39 +244,117 @@ class Encoder(ABC):
                 owner.append(i)
         return self.frontend(pieces), owner
 
-    @torch.inference_mode()
-    def run(self, inputs: dict, owner: list[int]) -> Encoded:
-        """Model forward on prepared inputs; frames of a wave's windows are concatenated before pooling."""
-        out = self.forward(inputs)
-        frames, lengths = out[0], out[1].tolist()  # (P, T, D), (P,)
-        hidden = out[2] if self.wants_hidden else None  # L + 1 of (P, T, D)
-        cat = self._per_utterance(frames, lengths, owner)
-        pooled = torch.stack([self.pool(f) for f in cat])  # (B, D)
-        layers = None
-        if self.layer_ids:
-            layers = torch.stack([torch.stack([self.pool(f) for f in self._per_utterance(hidden[k], lengths, owner)])
-                                  for k in self.layer_ids], 1).cpu().numpy().astype(np.float32)  # (B, L, D)
-        if self.frames_layer is not None:
-            cat = self._per_utterance(hidden[self.frames_layer], lengths, owner)
-        return Encoded(frames=[f.cpu().numpy() for f in cat], pooled=pooled.cpu().numpy().astype(np.float32),
-                       layers=layers)
+    def submit(self, inputs: dict, owner: list[int], frames: bool = True) -> "Pending":
+        """Queue the model on prepared inputs and return at once: pooling runs on the device, the pooled vectors
+        (and, with ``frames``, the valid frames) are copied to page-locked host memory on a side stream, so the
+        caller can submit the next batch before :meth:`Pending.result` waits for this one. Frames of a wave's
+        windows are concatenated before pooling."""
+        with torch.inference_mode():
+            out = self.forward(inputs)
+            hidden = out[2] if self.wants_hidden else None  # L + 1 of (P, T, D)
+            return self.reduce(out[0], [int(v) for v in out[1]], owner, hidden, frames)
 
-    @staticmethod
-    def _per_utterance(frames: torch.Tensor, lengths: list[int], owner: list[int]) -> list[torch.Tensor]:
-        """(P, T, D) window frames -> each utterance's valid frames (T_i, D) in float32, windows concatenated."""
-        frames = frames.float()
-        per_utt: list[list[torch.Tensor]] = [[] for _ in range(max(owner) + 1)]
-        for j, i in enumerate(owner):
-            per_utt[i].append(frames[j, : int(lengths[j])])
-        return [torch.cat(f, 0) if len(f) > 1 else f[0] for f in per_utt]
+    def run(self, inputs: dict, owner: list[int]) -> Encoded:
+        """Model forward on prepared inputs, waiting for the result (:meth:`submit` without the overlap)."""
+        return self.submit(inputs, owner).result()
 
     def encode(self, waves: list[np.ndarray]) -> Encoded:
         """Encode a batch of mono float32 waves at ``sample_rate``."""
         return self.run(*self.prepare(waves))
 
-    def pool(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, D) -> (D,): mean over valid frames in float32."""
-        return frames.float().mean(0)
+    def reduce(self, x: torch.Tensor, lengths: list[int], owner: list[int], hidden=None,
+               frames: bool = True) -> "Pending":
+        """Means over each utterance's valid frames on ``x``'s device (accumulated in float64, returned as float32;
+        windows of one wave pooled together), then the copies to the host. ``x`` (P, T, D); ``lengths`` (P,)
+        valid frames per window; ``owner[j]``: the wave of window j."""
+        dev = x.device
+        n_utt, t = max(owner) + 1, max(max(lengths), 1)
+        counts = [0] * n_utt
+        for j, i in enumerate(owner):
+            counts[i] += lengths[j]
+        meta = self.host_to_device(torch.tensor([[max(v, 1) - 1 for v in lengths], owner,
+                                                 [int(v > 0) for v in lengths]], dtype=torch.long))  # (3, P)
+        denom = self.host_to_device(torch.tensor(counts, dtype=torch.float64).clamp_min(1.0))  # (B,)
+        simple = owner == list(range(len(owner)))
+
+        def pool(h: torch.Tensor) -> torch.Tensor:  # (P, T, D) -> (B, D) float32
+            # a running sum in float64, read at each window's last valid frame: what follows (padding, longer
+            # batch-mates) cannot change it, so a padded batch gives each utterance exactly its alone result
+            run = torch.cumsum(h[:, :t].double(), 1)  # (P, t, D)
+            sums = torch.gather(run, 1, meta[0][:, None, None].expand(-1, 1, run.shape[2]))[:, 0]  # (P, D)
+            sums = sums * meta[2][:, None]  # a window without frames adds nothing
+            if not simple:
+                sums = torch.zeros(n_utt, sums.shape[1], dtype=torch.float64, device=dev).index_add_(0, meta[1], sums)
+            return (sums / denom[:, None]).float()
+
+        pooled = pool(x)
+        layers = torch.stack([pool(hidden[k]) for k in self.layer_ids], 1) if self.layer_ids else None  # (B, L, D)
+        source = x if self.frames_layer is None else hidden[self.frames_layer]
+        fr = source[:, :t].float() if frames else None  # (P, t, D)
+        copies = HostCopies(dev, pooled, fr, layers)
+
+        def finish() -> Encoded:
+            pooled_h, fr_h, layers_h = copies.wait()
+            per_utt: list[list[np.ndarray]] = [[] for _ in range(n_utt)]
+            if fr_h is not None:
+                for j, i in enumerate(owner):
+                    per_utt[i].append(fr_h[j, : lengths[j]])
+            cat = [np.concatenate(f, 0) if len(f) > 1 else (f[0] if f else None) for f in per_utt]
+            return Encoded(frames=cat, pooled=pooled_h, layers=layers_h)
+
+        return Pending(finish)
+
+    def host_to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A small host tensor on this encoder's device without waiting for the device (page-locked first)."""
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+
+class Pending:
+    """A submitted batch: :meth:`result` waits for its host copies and returns the :class:`Encoded`."""
+
+    def __init__(self, finish):
+        self._finish = finish
+
+    def result(self) -> Encoded:
+        return self._finish()
+
+
+COPY_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+"""One side stream per CUDA device for the copies to the host."""
+
+
+class HostCopies:
+    """Device tensors copied to page-locked host memory on a side stream that waits for the compute stream, so
+    the copies overlap the next batch's compute; on the CPU the tensors are the results."""
+
+    def __init__(self, dev: torch.device, *tensors: torch.Tensor | None):
+        if dev.type != "cuda":
+            self.event, self.host = None, tensors
+            return
+        side = COPY_STREAMS.get(dev)
+        if side is None:
+            side = COPY_STREAMS[dev] = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        host = []
+        with torch.cuda.stream(side):
+            for t in tensors:
+                if t is None:
+                    host.append(None)
+                    continue
+                h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                h.copy_(t, non_blocking=True)
+                t.record_stream(side)  # the allocator keeps t's memory until the copy is done
+                host.append(h)
+        self.event = torch.cuda.Event()
+        self.event.record(side)
+        self.host = tuple(host)
+
+    def wait(self) -> tuple[np.ndarray | None, ...]:
+        if self.event is not None:
+            self.event.synchronize()
+        return tuple(None if h is None else h.numpy() for h in self.host)
 
 
 def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from emocache.config import EncoderConfig
-from emocache.encoders.base import Encoded, Encoder, EncoderError
+from emocache.encoders.base import Encoded, Encoder, EncoderError, Pending
 from emocache.encoders.registry import register
 
 
@@ -57,10 +57,11 @@ class EGeMAPS(Encoder):
             func = self.func.process_signal(w, self.sample_rate).to_numpy(np.float32)[0]  # (88,)
         return lld, func
 
-    def run(self, inputs: dict, owner: list[int]) -> Encoded:
-        """Frames = descriptors, pooled = eGeMAPS functionals (not a mean of the frames)."""
+    def submit(self, inputs: dict, owner: list[int], frames: bool = True) -> Pending:
+        """Frames = descriptors, pooled = eGeMAPS functionals (not a mean of the frames); computed at once."""
         out = []
         for w in inputs["waves"]:  # openSMILE runs one wave at a time: progress per utterance
             out.append(self._process(w))
             self.tick()
-        return Encoded(frames=[f for f, _ in out], pooled=np.stack([p for _, p in out]))
+        done = Encoded(frames=[f for f, _ in out], pooled=np.stack([p for _, p in out]))
+        return Pending(lambda: done)

@@ -22,6 +22,7 @@ import yaml
 
 from emocache.encoders.base import EncoderError, conv_stack_frames
 from emocache.encoders.checkpoint import load_checkpoint, load_strict, randomize, read_yaml
+from emocache.encoders.frontends import normalize_waves, valid_mask
 from emocache.encoders.neural import FUNASR_INSTALL, NeuralEncoder, import_or_hint
 from emocache.encoders.registry import register
 
@@ -58,7 +59,7 @@ def _sdpa_attention(self, x, padding_mask=None, alibi_bias=None):
     bias = None
     if alibi_bias is not None:
         bias = alibi_bias[:1].to(q.dtype)  # (1, H, T, T): at inference ALiBi is the same for every item
-    if padding_mask is not None and padding_mask.any():
+    if padding_mask is not None:  # the adapter passes a mask only to batches with padding (known on the host)
         pad = torch.zeros(padding_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
             padding_mask.bool(), float("-inf"))[:, None, None]  # (B, 1, 1, T)
         bias = pad if bias is None else bias + pad
@@ -84,6 +85,7 @@ def merge_conf(conf: dict, overrides: dict) -> dict:
 
 class _Emotion2vec(NeuralEncoder):
     frame_rate = 50.0
+    device_frontend = True
     required_files = ("config.yaml",)
     model_types = ("Emotion2vec",)
 
@@ -159,25 +161,33 @@ class _Emotion2vec(NeuralEncoder):
     def valid_frames(self, num_samples: int) -> int:
         return conv_stack_frames(num_samples, self.cnn)
 
-    def frontend(self, waves: list[np.ndarray]) -> dict:
+    def cpu_frontend(self, waves: list[np.ndarray]) -> dict:
         """Layer norm over each wave's own length (as funasr's inference), then zero padding."""
         if self.normalize:
             waves = [(w - w.mean()) / np.sqrt(w.var() + 1e-5) for w in waves]
-        return super().frontend(waves)
+        return super().cpu_frontend(waves)
+
+    def device_frontend_run(self, raw: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
+        return normalize_waves(raw, num_samples, 1e-5) if self.normalize else raw
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        wave, n = self.to_device(inputs["wave"]), inputs["num_samples"]
+        n = inputs["num_samples"]
+        wave = self.model_input(inputs)  # (B, N)
         lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
         t = self.valid_frames(wave.shape[1])
-        # masks built on the device from B lengths (no host-side (B, N) mask to copy)
-        pad = torch.arange(wave.shape[1], device=wave.device)[None] >= n.to(wave.device)[:, None]  # (B, N) samples
-        self._frame_mask = torch.arange(t, device=wave.device)[None] < lengths.to(wave.device)[:, None]  # (B, T)
+        # masks built on the device from the lengths (no host-side (B, N) mask to copy)
+        padded = bool(n.min() < wave.shape[1])  # host values: no wait for the device
+        pad = ~valid_mask(self.to_device(n), wave.shape[1]) if padded else None  # (B, N) samples
+        self._frame_mask = valid_mask(self.host_to_device(lengths), t)  # (B, T)
         try:
-            with self.autocast():
-                out = self.model.extract_features(wave, padding_mask=pad if bool(n.min() < wave.shape[1]) else None)
+            out = self.model.extract_features(wave, padding_mask=pad)
         finally:
             self._frame_mask = None
         return out["x"], lengths  # (B, T, D)
+
+    def compile_regions(self) -> list[torch.nn.Module]:
+        audio = self.model.modality_encoders["AUDIO"]
+        return list(audio.context_encoder.blocks) + list(self.model.blocks)
 
 
 @register

@@ -43,7 +43,7 @@ class FbankStats(Encoder):
         return {"weights": "none (weight-free)", "n_mels": self.n_mels, "window": "hann 25 ms", "hop": "10 ms"}
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        x = inputs["wave"].to(self.device)  # (B, N)
+        x = inputs["wave"].to(self.device, non_blocking=True)  # (B, N) (page-locked on CUDA)
         n = inputs["num_samples"]
         if x.shape[1] < self.win:
             x = torch.nn.functional.pad(x, (0, self.win - x.shape[1]))

@@ -30,15 +30,15 @@ import numpy as np
 import torch
 
 from emocache.config import EncoderConfig
-from emocache.encoders.base import EncoderError, ceil_div
+from emocache.encoders.base import EncoderError, ceil_div, conv_stack_frames
 from emocache.encoders.checkpoint import randomize
 from emocache.encoders.neural import NeuralEncoder, import_or_hint
 from emocache.encoders.registry import PREFIXES
+from emocache.paths import UnsafeNameError, check_name, safe_name
 
 PREFIX = "hf"
 TRAINING_ONLY = ("masked_spec_embed",)
 """Weights used only in pre-training (absent from many fine-tuned checkpoints)."""
-BATCHING = ("attention-mask", "one-at-a-time", "fixed-window")
 MASK_EXACT = ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat")
 """Architectures whose masked, padded batches equal unpadded runs (one positional convolution over zeroed
 padding). Others, e.g. Data2VecAudio (a stack of positional convolutions with layer norms, which spread padding
@@ -51,21 +51,27 @@ def _is_dir(spec: str) -> bool:
         return Path(spec).expanduser().is_dir()
     except (OSError, RuntimeError):
         return False
+def conv_output_length(config, num_samples: int) -> int:
+    """Frames of a wav2vec2-style convolutional feature encoder (and adapter, when the config adds one) for
+    ``num_samples`` samples, from the config alone: each layer gives ``(n - kernel) // stride + 1``; an adapter
+    layer (kernel 3, padding 1) gives ``(n - 1) // stride + 1``, as transformers counts them."""
+    n = conv_stack_frames(num_samples, zip(config.conv_kernel, config.conv_stride))
+    if getattr(config, "add_adapter", False):
+        for _ in range(config.num_adapter_layers):
+            n = (n - 1) // config.adapter_stride + 1 if n > 0 else 0
+    return n
 
 
 def entry_name(spec: str) -> str:
     """The store entry name for ``hf:<spec>``: a repo id ``org/name`` -> ``org--name``, a directory -> its name;
     characters a store name cannot hold -> ``_``; a name still unusable (e.g. over NAME_MAX bytes) -> its
     readable start plus a hash (:func:`emocache.paths.safe_name`)."""
-    from emocache.paths import safe_name
 
     base = Path(spec).expanduser().resolve().name if _is_dir(spec) else spec.strip("/").replace("/", "--")
     return safe_name(re.sub(r"[^\w.+:=@-]", "_", base).lstrip(".") or "hf-model", "hf-model")
 
 
 def _check_name(name: str) -> str:
-    from emocache.paths import UnsafeNameError, check_name
-
     try:
         return check_name(name, "model")
     except UnsafeNameError as e:
@@ -144,7 +150,7 @@ class HFEncoder(NeuralEncoder):
         self.whisper = model.config.model_type == "whisper"
         if self.whisper:
             model = model.get_encoder()
-        elif not hasattr(model, "_get_feat_extract_output_lengths"):
+        elif not hasattr(model.config, "conv_kernel"):
             raise EncoderError(f"hf:{self.spec}: a {model.config.model_type!r} model has no waveform encoder this "
                                "adapter knows; supported: wav2vec2-style models (Wav2Vec2, HuBERT, WavLM, "
                                "Data2VecAudio, UniSpeech-Sat) and Whisper")
@@ -192,38 +198,44 @@ class HFEncoder(NeuralEncoder):
     def valid_frames(self, num_samples: int) -> int:
         if self.whisper:
             return ceil_div(ceil_div(num_samples, self.features.hop_length), 2)
-        return int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
+        return conv_output_length(self.model.config, num_samples)
 
-    def frontend(self, waves: list[np.ndarray]) -> dict:
+    def cpu_frontend(self, waves: list[np.ndarray]) -> dict:
         """The checkpoint's own feature extractor (normalisation, mel filterbanks, padding)."""
-        n = torch.tensor([w.size for w in waves], dtype=torch.long)
         sr = self.features.sampling_rate
         if self.batching == "one-at-a-time":
-            return {"pieces": [self.features(w, sampling_rate=sr, return_tensors="pt").input_values for w in waves],
-                    "num_samples": n}
+            return {"pieces": [self.features(w, sampling_rate=sr, return_tensors="pt").input_values for w in waves]}
         out = self.features(list(waves), sampling_rate=sr, padding=True if self.batching == "attention-mask" else "max_length",
                             return_attention_mask=self.batching == "attention-mask", return_tensors="pt")
-        return {**dict(out), "num_samples": n}
+        return dict(out)
+
+    def _in(self, t: torch.Tensor) -> torch.Tensor:
+        """A frontend tensor on the device, floating ones in the weights' dtype."""
+        t = self.to_device(t)
+        return t.to(self.compute_dtype) if t.is_floating_point() else t
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         n = inputs["num_samples"]
         lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
         want = self.wants_hidden
         pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731  (T_i, D) -> (B, T, D)
-        with self.autocast():
-            if self.batching == "one-at-a-time":
-                outs = [self.model(self.to_device(x), output_hidden_states=want) for x in inputs["pieces"]]
-                frames = pad([o.last_hidden_state[0] for o in outs])  # (B, T, D)
-                hidden = tuple(pad([o.hidden_states[k][0] for o in outs]) for k in range(len(outs[0].hidden_states))) \
-                    if want else None
+        if self.batching == "one-at-a-time":
+            outs = [self.model(self._in(x), output_hidden_states=want) for x in inputs["pieces"]]
+            frames = pad([o.last_hidden_state[0] for o in outs])  # (B, T, D)
+            hidden = tuple(pad([o.hidden_states[k][0] for o in outs]) for k in range(len(outs[0].hidden_states))) \
+                if want else None
+        else:
+            if self.whisper:
+                out = self.model(self._in(inputs["input_features"]), output_hidden_states=want)
             else:
-                if self.whisper:
-                    out = self.model(self.to_device(inputs["input_features"]), output_hidden_states=want)
-                else:
-                    out = self.model(self.to_device(inputs["input_values"]), output_hidden_states=want,
-                                     attention_mask=self.to_device(inputs["attention_mask"]))
-                frames, hidden = out.last_hidden_state, out.hidden_states  # (B, T, D), L + 1 of (B, T, D) or None
+                out = self.model(self._in(inputs["input_values"]), output_hidden_states=want,
+                                 attention_mask=self._in(inputs["attention_mask"]))
+            frames, hidden = out.last_hidden_state, out.hidden_states  # (B, T, D), L + 1 of (B, T, D) or None
         return frames, lengths, hidden
+
+    def compile_regions(self) -> list[torch.nn.Module]:
+        stack = self.model if self.whisper else getattr(self.model, "encoder", None)
+        return list(getattr(stack, "layers", []))
 
     def provenance(self) -> dict:
         return {**super().provenance(), "source": f"{PREFIX}:{self.spec}",

@@ -4,9 +4,6 @@ Weights resolve from, in order: ``--model-path DIR``; the Hugging Face hub cache
 ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``), looked up with huggingface_hub's own offline
 ``snapshot_download(local_files_only=True)``; the ModelScope cache (``MODELSCOPE_CACHE``, else
 ``~/.cache/modelscope/hub``; both of ModelScope's folder layouts). Nothing here touches the network.
-
-``NeuralEncoder``, ``cosine_to_fp32``, ``select_dtype`` and ``import_or_hint`` live in
-:mod:`emocache.encoders.neural`; they are still importable from here.
 """
 
 from __future__ import annotations
@@ -126,12 +123,3 @@ def resolve_weights(model: str, required: tuple[str, ...], hf_repos: tuple[str, 
                        + "\n  ".join(searched) + "\nTo provide them: " + "; ".join(how)
                        + ". Set HF_HUB_CACHE / HF_HOME / MODELSCOPE_CACHE if your caches live elsewhere.")
 
-
-def __getattr__(name: str):
-    """The encoder base and precision check, moved to :mod:`emocache.encoders.neural` (imported lazily here,
-    which imports this module)."""
-    if name in ("NeuralEncoder", "cosine_to_fp32", "select_dtype", "import_or_hint", "HALF_TYPES", "COSINE_MIN"):
-        from emocache.encoders import neural
-
-        return getattr(neural, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

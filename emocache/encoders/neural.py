@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import time
 from abc import abstractmethod
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import torch
 
 from emocache.config import DTYPES, EncoderConfig
 from emocache.encoders.base import Encoder, EncoderError
+from emocache.encoders.checkpoint import read_yaml
+from emocache.encoders.compat_torch import graphs_compiled
 from emocache.encoders.loading import resolve_weights
 from emocache.signals import seconds_to_samples, speech_like
 
@@ -34,16 +37,13 @@ CHECK_SECONDS = (1.3, 3.7, 8.2)
 
 
 def cosine_to_fp32(encoder: "NeuralEncoder", dtype: str, waves: list[np.ndarray] | None = None) -> float:
-    """Lowest cosine similarity between pooled vectors computed in ``dtype`` and in fp32 (same weights)."""
+    """Lowest cosine similarity between pooled vectors computed with the weights cast to ``dtype`` and with the
+    fp32 weights (run eagerly, the encoder's own frontend)."""
     waves = waves or speech_like(seconds_to_samples(CHECK_SECONDS, encoder.sample_rate), encoder.sample_rate)
-    keep = encoder.compute_dtype
-    try:
-        encoder.compute_dtype = torch.float32
+    with encoder.precision(torch.float32):
         ref = encoder.encode(waves).pooled
-        encoder.compute_dtype = HALF_TYPES[dtype]
+    with encoder.precision(HALF_TYPES[dtype]):
         low = encoder.encode(waves).pooled
-    finally:
-        encoder.compute_dtype = keep
     if not np.isfinite(low).all():
         return float("nan")
     num = (ref * low).sum(1)
@@ -121,8 +121,6 @@ def config_model_type(path: Path) -> str | None:
         except (ValueError, AttributeError):
             raise EncoderError(f"{path}/config.json is not a JSON object; the folder does not hold a model") from None
     if (path / "config.yaml").is_file():
-        from emocache.encoders.checkpoint import read_yaml
-
         conf = read_yaml(path / "config.yaml")
         return conf.get("model") if isinstance(conf, dict) else None
     return None
@@ -153,10 +151,21 @@ class NeuralEncoder(Encoder):
     tiny_overrides: dict = {}
     """Config fields that shrink the model to test size (``emocache.encoders.tiny``)."""
 
+    device_frontend: bool = False
+    """The class has a frontend of batched torch ops (:meth:`device_frontend_run`) for ``--frontend device``."""
+
     def __init__(self, config: EncoderConfig | None = None):
         super().__init__(config)
         self.precision_checks: dict[str, float] = {}
         self.compute_dtype = torch.float32
+        self._master: list[dict[str, torch.Tensor]] | None = None
+        self._eager = 0
+        self._built = False
+        self.compiled = False
+        self.compile_stats = {"graphs": 0, "seconds": 0.0, "error": None}
+        """Graphs torch.compile built for this encoder, the wall seconds of the calls that built them, and the
+        error that turned compiling off (None)."""
+        self.frontend_on_device = self._resolve_frontend()
         if self.config.random_init:
             self.build_random(copy.deepcopy(self.config.config_overrides))
             self._identity = {"weights": "random-init", "weights_source": "random-init",
@@ -170,7 +179,115 @@ class NeuralEncoder(Encoder):
         for m in self.modules():
             m.eval().requires_grad_(False).to(self.device)
         self.resolve_layers()
-        self.compute_dtype = select_dtype(self, self.config.dtype)
+        self.set_dtype(select_dtype(self, self.config.dtype))
+        if self._resolve_compile():
+            self.compile()
+
+    # -- frontend, dtype and compile settings ----------------------------------------------------------------
+    def _resolve_frontend(self) -> bool:
+        want = self.config.frontend
+        if want == "device" and not self.device_frontend:
+            raise EncoderError(f"--frontend device: {self.name} has no device frontend; use --frontend cpu or auto")
+        return want == "device" or (want == "auto" and self.device_frontend and self.device.type == "cuda")
+
+    def _resolve_compile(self) -> bool:
+        want = self.config.compile
+        if want == "on" and self.wants_hidden:
+            raise EncoderError("--compile on: --layers/--frames-layer record hidden states with hooks on the layers, "
+                               "which compiled layers do not run; use --compile off (or auto) with them")
+        return want == "on" or (want == "auto" and self.device.type == "cuda" and not self.wants_hidden)
+
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Cast the weights to ``dtype`` once (no autocast: the model computes in its weights' type). The fp32
+        weights are kept in host memory the first time they are cast away, so fp32 can be restored exactly."""
+        if dtype == self.compute_dtype:
+            return
+        if self.compute_dtype == torch.float32 and self._master is None:
+            self._master = [{k: t.detach().to("cpu", copy=True) for k, t in _float_tensors(m)} for m in self.modules()]
+        if self.compute_dtype != torch.float32:  # back to the fp32 weights first: never cast one half type to another
+            with torch.no_grad():
+                for m, master in zip(self.modules(), self._master):
+                    m.float()
+                    for k, t in _float_tensors(m):
+                        t.copy_(master[k])
+        if dtype != torch.float32:
+            for m in self.modules():
+                m.to(dtype)
+        self.compute_dtype = dtype
+
+    @contextlib.contextmanager
+    def precision(self, dtype: torch.dtype):
+        """Run with the weights in ``dtype`` (eagerly: compiled layers are built for the chosen dtype), then cast
+        back."""
+        keep = self.compute_dtype
+        self.set_dtype(dtype)
+        try:
+            with self.eager():
+                yield self
+        finally:
+            self.set_dtype(keep)
+
+    @contextlib.contextmanager
+    def eager(self):
+        """Run without the compiled layers."""
+        self._eager += 1
+        try:
+            yield self
+        finally:
+            self._eager -= 1
+
+    @contextlib.contextmanager
+    def naive(self):
+        """The naive way EmoBox runs a model: fp32 weights, eager, the CPU frontend (batch 1 is the caller's)."""
+        keep = self.frontend_on_device
+        self.frontend_on_device = False
+        try:
+            with self.precision(torch.float32):
+                yield self
+        finally:
+            self.frontend_on_device = keep
+
+    def compile_regions(self) -> list[torch.nn.Module]:
+        """The repeated layers torch.compile builds once each (regional compilation: every layer of a stack shares
+        one graph); empty: nothing to compile."""
+        return []
+
+    def compile(self) -> None:
+        """torch.compile the repeated layers with dynamic shapes: one graph per kind of layer serves every batch
+        shape, so recompiles are bounded whatever the lengths; batches of one window run eagerly (a size of 1 would
+        be specialised into another graph). A failure to compile turns compiling off, recorded in
+        ``compile_stats["error"]``, and the batch runs eagerly."""
+        regions = self.compile_regions()
+        if not regions:
+            self.compile_stats["error"] = f"{self.name} has no layers to compile"
+            return
+        for m in regions:
+            m.compile(dynamic=True)
+        self.compiled = self._built = True
+
+    def _compiled_now(self, windows: int) -> bool:
+        return self.compiled and not self._eager and windows >= 2
+
+    def submit(self, inputs: dict, owner: list[int], frames: bool = True):
+        if self._compiled_now(len(owner)):
+            before, t0 = graphs_compiled(), time.perf_counter()
+            try:
+                out = super().submit(inputs, owner, frames)
+            except Exception as e:  # a compile failure: record it and run this batch (and the rest) eagerly
+                with torch.compiler.set_stance("force_eager"):
+                    out = super().submit(inputs, owner, frames)
+                self.compiled = False
+                self.compile_stats["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                return out
+            built = graphs_compiled() - before
+            if built:
+                self.compile_stats["graphs"] += built
+                self.compile_stats["seconds"] += time.perf_counter() - t0
+            return out
+        if not self._built:
+            return super().submit(inputs, owner, frames)
+        with torch.compiler.set_stance("force_eager"):  # the layers were compiled: tell torch to skip them
+            return super().submit(inputs, owner, frames)
 
     def check_model_type(self, path: Path) -> None:
         """Refuse another family's weights before the library fails on them with an internal error."""
@@ -201,24 +318,63 @@ class NeuralEncoder(Encoder):
         """The torch modules to move to the device."""
         return [self.model]
 
-    def autocast(self):
-        if self.compute_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.compute_dtype)
-
     def weights_identity(self) -> dict:
         return dict(self._identity)
+
+    def provenance(self) -> dict:
+        """The base provenance plus where the frontend ran and whether the layers were compiled (both change
+        values only within float tolerance: docs/ENCODERS.md)."""
+        return {**super().provenance(), "frontend": "device" if self.frontend_on_device else "cpu",
+                "compiled": self.compiled}
 
     @property
     def dtype_name(self) -> str:
         return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.compute_dtype]
 
-    def prepare(self, waves: list[np.ndarray]) -> tuple[dict, list[int]]:
-        """Window + frontend, then page-lock the tensors for an asynchronous copy (runs in loader threads)."""
-        inputs, owner = super().prepare(waves)
+    # -- frontends ------------------------------------------------------------------------------------------------
+    raw_length: int | None = None
+    """Samples every raw wave is padded to for the device frontend (None: the batch's longest)."""
+
+    def frontend(self, waves: list[np.ndarray]) -> dict:
+        """In loader threads: with the device frontend only the padding (raw waves into one page-locked (B, N)
+        buffer, ``raw``), else :meth:`cpu_frontend` (its tensors page-locked on CUDA). ``num_samples`` (B,) either
+        way."""
+        n = torch.tensor([w.size for w in waves], dtype=torch.long)
+        if self.device.type == "cuda":
+            n = n.pin_memory()  # the device frontend copies it without waiting
+        if self.frontend_on_device:
+            return {"raw": self.pad_waves(waves, self.raw_length), "num_samples": n}
+        inputs = self.cpu_frontend(waves)
         if self.device.type == "cuda":
             inputs = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in inputs.items()}
-        return inputs, owner
+        return {**inputs, "num_samples": n}
+
+    def cpu_frontend(self, waves: list[np.ndarray]) -> dict:
+        """The library's own frontend on the CPU (the default pads the waves into ``wave``)."""
+        return {"wave": self.pad_waves(waves)}
+
+    def model_input(self, inputs: dict) -> torch.Tensor:
+        """The frontend's output on the device in the compute dtype: the CPU frontend's tensor copied there, or the
+        raw waves run through :meth:`device_frontend_run` on the device."""
+        if "raw" in inputs:
+            x = self.device_frontend_run(self.to_device(inputs["raw"]), self.to_device(inputs["num_samples"]))
+        else:
+            x = self.to_device(inputs[self.input_key])
+        return x.to(self.compute_dtype)
+
+    input_key = "wave"
+    """The key of the CPU frontend's model input."""
+
+    def device_frontend_run(self, raw: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
+        """The frontend as batched torch ops on the device: (B, N) raw waves, (B,) sample counts -> model input."""
+        raise NotImplementedError(f"{self.name} has no device frontend")
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=t.is_pinned())
+
+
+def _float_tensors(module: torch.nn.Module):
+    """(name, tensor) of every floating-point parameter and buffer (persistent or not)."""
+    for k, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point():
+            yield k, t

@@ -23,6 +23,7 @@ import yaml
 
 from emocache.encoders.base import EncoderError
 from emocache.encoders.checkpoint import load_checkpoint, load_strict, randomize, read_yaml, write_cmvn
+from emocache.encoders.frontends import KaldiFbank
 from emocache.encoders.neural import FUNASR_INSTALL, NeuralEncoder, import_or_hint
 from emocache.encoders.registry import register
 
@@ -40,7 +41,8 @@ FULL_CONFIG = dict(encoder="SenseVoiceEncoderSmall", encoder_conf=ENCODER_CONF, 
 def _sdpa_sanm(self, x, mask, mask_shfit_chunk=None, mask_att_chunk_encoder=None):
     """MultiHeadedAttentionSANM.forward with the attention through scaled_dot_product_attention."""
     q, k, v, v_flat = self.forward_qkv(x)  # (B, H, T, d) x3, (B, T, D)
-    memory = self.forward_fsmn(v_flat, mask, mask_shfit_chunk)  # (B, T, D)
+    # funasr's masks are float32: in the weights' type (0 and 1 are exact) they keep the FSMN in that type
+    memory = self.forward_fsmn(v_flat, None if mask is None else mask.to(v_flat.dtype), mask_shfit_chunk)  # (B, T, D)
     keep = None
     if mask is not None:
         keep = mask if mask_att_chunk_encoder is None else mask * mask_att_chunk_encoder
@@ -48,6 +50,17 @@ def _sdpa_sanm(self, x, mask, mask_shfit_chunk=None, mask_att_chunk_encoder=None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, d)
     b, h, t, d = out.shape
     return self.linear_out(out.transpose(1, 2).reshape(b, t, h * d)) + memory
+
+
+def _positions_fp32(self, x):
+    """SinusoidalPositionEncoder.forward (funasr's ``encode``: positions 1..T, timescales 10000^(-k / (D/2 - 1)),
+    [sin, cos]) computed and added in float32 whatever the weights' type (positions past 256 are not integers in
+    bf16), and without funasr's host-to-device copy of the constant."""
+    t, d = x.shape[1], x.shape[2]
+    inc = float(torch.log(torch.tensor([10000.0])) / (d / 2 - 1))  # funasr's float32 constant, computed on the host
+    inv = torch.exp(torch.arange(d // 2, device=x.device, dtype=torch.float32) * -inc)  # (D/2,)
+    scaled = torch.arange(1, t + 1, device=x.device, dtype=torch.float32)[:, None] * inv[None]  # (T, D/2)
+    return (x.float() + torch.cat([torch.sin(scaled), torch.cos(scaled)], 1)[None]).to(x.dtype)
 
 
 class _Parts(torch.nn.Module):
@@ -72,15 +85,12 @@ class SenseVoiceSmall(NeuralEncoder):
     full_config = FULL_CONFIG
     tiny_overrides = dict(encoder_conf=dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=3,
                                             tp_blocks=2))
+    device_frontend = True
+    input_key = "feats"
 
     def _build(self, conf: dict, cmvn: Path | None) -> None:
         import_or_hint("funasr.models.sense_voice.model", "funasr", FUNASR_INSTALL)
         from funasr.frontends.wav_frontend import WavFrontend
-        from funasr.utils import fbank as kaldi
-
-        if not (kaldi._HAS_TORCHAUDIO or kaldi._knf is not None):
-            raise EncoderError("SenseVoice's fbank needs torchaudio or kaldi-native-fbank: "
-                               "pip install kaldi-native-fbank")
         from funasr.models.sense_voice.model import MultiHeadedAttentionSANM, SenseVoiceEncoderSmall
 
         if conf.get("encoder", "SenseVoiceEncoderSmall") != "SenseVoiceEncoderSmall":
@@ -88,17 +98,27 @@ class SenseVoiceSmall(NeuralEncoder):
         fe_conf = {**FRONTEND_CONF, **conf.get("frontend_conf", {}), "dither": 0.0}
         fe_conf.pop("cmvn_file", None)
         self.fbank = WavFrontend(cmvn_file=str(cmvn) if cmvn else None, **fe_conf)
+        if not self.frontend_on_device:
+            try:  # funasr's fbank needs torchaudio or kaldi-native-fbank; say so before the first batch fails
+                self.fbank(torch.zeros(1, 800), torch.tensor([800]))
+            except ImportError as e:
+                raise EncoderError(f"SenseVoice's CPU fbank needs torchaudio or kaldi-native-fbank: pip install "
+                                   f"kaldi-native-fbank (or run with --frontend device) ({e})") from None
         self.lfr_m, self.lfr_n = int(fe_conf["lfr_m"]), int(fe_conf["lfr_n"])
         self.shift = int(fe_conf["fs"] * fe_conf["frame_shift"] / 1000)
         self.window = int(fe_conf["fs"] * fe_conf["frame_length"] / 1000)
         self.frame_rate = fe_conf["fs"] / self.shift / self.lfr_n
+        self.device_fbank = KaldiFbank(int(fe_conf["n_mels"]), int(fe_conf["fs"]), float(fe_conf["frame_length"]),
+                                       float(fe_conf["frame_shift"]), self.lfr_m, self.lfr_n, self.fbank.cmvn,
+                                       self.device)
         input_size = self.fbank.output_size()
         encoder = SenseVoiceEncoderSmall(input_size=input_size, **conf["encoder_conf"])
         self.model = _Parts(encoder, torch.nn.Embedding(16, input_size))
         for m in encoder.modules():
             if isinstance(m, MultiHeadedAttentionSANM):
                 m.forward = types.MethodType(_sdpa_sanm, m)
-        self.query_ids = torch.tensor([QUERY_IDS], dtype=torch.long)  # (1, 4)
+        encoder.embed.forward = types.MethodType(_positions_fp32, encoder.embed)
+        self.query_ids = torch.tensor([QUERY_IDS], dtype=torch.long, device=self.device)  # (1, 4)
 
     def load(self, path: Path) -> None:
         path = Path(path)
@@ -180,24 +200,31 @@ class SenseVoiceSmall(NeuralEncoder):
             return 0
         return math.ceil((1 + (num_samples - self.window) // self.shift) / self.lfr_n)
 
-    def frontend(self, waves: list[np.ndarray]) -> dict:
-        """fbank + LFR + CMVN per wave (dither 0) -> ``feats`` (B, T, 560), ``lengths`` (B,)."""
+    def cpu_frontend(self, waves: list[np.ndarray]) -> dict:
+        """funasr's fbank + LFR + CMVN per wave (dither 0) -> ``feats`` (B, T, 560)."""
         mats = []
         for w in waves:
             x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None]  # (1, N)
             feats, _ = self.fbank(x, torch.tensor([x.shape[1]]))  # (1, T, 560)
             mats.append(feats[0])
-        lengths = torch.tensor([m.shape[0] for m in mats], dtype=torch.long)
-        out = torch.zeros(len(mats), int(lengths.max()), mats[0].shape[1])
+        out = torch.zeros(len(mats), max(m.shape[0] for m in mats), mats[0].shape[1])
         for i, m in enumerate(mats):
             out[i, : m.shape[0]] = m
-        return {"feats": out, "lengths": lengths}
+        return {"feats": out}
+
+    def device_frontend_run(self, raw: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
+        """The same features as batched torch ops on the device (:class:`~emocache.encoders.frontends.KaldiFbank`)."""
+        return self.device_fbank(raw, num_samples)[0]
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, lengths = self.to_device(inputs["feats"]), inputs["lengths"]
+        feats = self.model_input(inputs)  # (B, T, 560)
+        lengths = torch.tensor([self.valid_frames(int(x)) for x in inputs["num_samples"]])
         b = feats.shape[0]
-        with self.autocast():
-            queries = self.model.embed(self.query_ids.to(feats.device)).expand(b, -1, -1)  # (B, 4, 560)
-            x = torch.cat([queries.to(feats.dtype), feats], 1)  # (B, 4 + T, 560)
-            out, _ = self.model.encoder(x, (lengths + NUM_QUERIES).to(feats.device))  # (B, 4 + T, D)
+        queries = self.model.embed(self.query_ids).expand(b, -1, -1)  # (B, 4, 560)
+        x = torch.cat([queries, feats], 1)  # (B, 4 + T, 560)
+        out, _ = self.model.encoder(x, self.host_to_device(lengths + NUM_QUERIES))  # (B, 4 + T, D)
         return out[:, NUM_QUERIES:], lengths
+
+    def compile_regions(self) -> list[torch.nn.Module]:
+        e = self.model.encoder
+        return list(e.encoders0) + list(e.encoders) + list(e.tp_encoders)

@@ -17,6 +17,7 @@ import torch
 
 from emocache.encoders.base import EncoderError, conv_frames, conv_stack_frames
 from emocache.encoders.checkpoint import randomize
+from emocache.encoders.frontends import normalize_waves, valid_mask
 from emocache.encoders.neural import NeuralEncoder, import_or_hint, record_hidden_states
 from emocache.encoders.registry import register
 
@@ -35,6 +36,7 @@ class _WavLM(NeuralEncoder):
     required_files = ("config.json",)
     model_types = ("wavlm",)
     tiny_overrides = TINY
+    device_frontend = True
     normalize_default = False
     """Whether the checkpoint's feature extractor normalises each wave (when it has no preprocessor_config)."""
 
@@ -98,11 +100,14 @@ class _WavLM(NeuralEncoder):
     def valid_frames(self, num_samples: int) -> int:
         return conv_stack_frames(num_samples, zip(self.model.config.conv_kernel, self.model.config.conv_stride))
 
-    def frontend(self, waves: list[np.ndarray]) -> dict:
+    def cpu_frontend(self, waves: list[np.ndarray]) -> dict:
         """Zero-mean unit-variance per wave over its own length when the checkpoint asks for it; zero padding."""
         if self.normalize:
             waves = [(w - w.mean()) / np.sqrt(w.var() + 1e-7) for w in waves]
-        return super().frontend(waves)
+        return super().cpu_frontend(waves)
+
+    def device_frontend_run(self, raw: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
+        return normalize_waves(raw, num_samples, 1e-7) if self.normalize else raw
 
     def _features(self, wave: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """Convolutional features (B, C, T); group norm statistics over each item's valid first-layer frames."""
@@ -111,9 +116,9 @@ class _WavLM(NeuralEncoder):
             return self.model.feature_extractor(wave)
         first = layers[0]
         h = first.conv(wave[:, None])  # (B, C, T0)
-        t0 = torch.tensor([conv_frames(int(x), first.conv.kernel_size[0], first.conv.stride[0]) for x in n],
-                          device=h.device)
-        m = (torch.arange(h.shape[-1], device=h.device)[None] < t0[:, None]).to(h.dtype)[:, None]  # (B, 1, T0)
+        k, st = first.conv.kernel_size[0], first.conv.stride[0]
+        t0 = self.host_to_device(torch.tensor([conv_frames(int(x), k, st) for x in n]))  # (B,) valid frames
+        m = valid_mask(t0, h.shape[-1]).to(h.dtype)[:, None]  # (B, 1, T0)
         hf, mf = h.float(), m.float()
         cnt = mf.sum(-1, keepdim=True)
         mean = (hf * mf).sum(-1, keepdim=True) / cnt  # (B, C, 1)
@@ -126,19 +131,20 @@ class _WavLM(NeuralEncoder):
         return h
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        wave, n = self.to_device(inputs["wave"]), inputs["num_samples"]
+        n = inputs["num_samples"]
+        wave = self.model_input(inputs)  # (B, N)
         lengths = torch.tensor([self.valid_frames(int(x)) for x in n])
-        # built on the device from B lengths: a host-side (B, N) mask is tens of MB per batch to copy
-        sample_mask = (torch.arange(wave.shape[1], device=wave.device)[None]
-                       < n.to(wave.device)[:, None]).long()  # (B, N)
-        with self.autocast():
-            feats = self._features(wave, n).transpose(1, 2)  # (B, T, C)
-            frame_mask = self.model._get_feature_vector_attention_mask(feats.shape[1], sample_mask, add_adapter=False)
-            hidden, _ = self.model.feature_projection(feats)  # (B, T, D)
-            with record_hidden_states(self.model.encoder.layers, self.wants_hidden) as rec:
-                out = self.model.encoder(hidden, attention_mask=frame_mask).last_hidden_state  # (B, T, D)
+        feats = self._features(wave, n).transpose(1, 2)  # (B, T, C)
+        # the frame mask from the lengths known on the host (no (B, N) sample mask to build or copy)
+        frame_mask = valid_mask(self.host_to_device(lengths), feats.shape[1])  # (B, T) bool
+        hidden, _ = self.model.feature_projection(feats)  # (B, T, D)
+        with record_hidden_states(self.model.encoder.layers, self.wants_hidden) as rec:
+            out = self.model.encoder(hidden, attention_mask=frame_mask).last_hidden_state  # (B, T, D)
         hidden = tuple(rec[:-1]) + (out,) if rec is not None else None  # L + 1 of (B, T, D)
         return out, lengths, hidden
+
+    def compile_regions(self) -> list[torch.nn.Module]:
+        return list(self.model.encoder.layers)
 
 
 @register

@@ -316,14 +316,20 @@ def test_bench_model_runs_the_extraction_loop(cli, monkeypatch):
     calls = []
     real = runner.encode_block
 
-    def counted(loaded, n, enc, on_batch=None):
+    def counted(loaded, n, enc, on_batch=None, frames=True):
         calls.append(n)
-        return real(loaded, n, enc, on_batch)
+        return real(loaded, n, enc, on_batch, frames)
 
     monkeypatch.setattr(bench, "encode_block", counted)
     code, out = cli("bench", "--model", "wavlm-base-plus", "--tiny", "--n", "6", "--device", "cpu")
     assert code == 0, out
-    assert "wavlm-base-plus" in out and "tiny random" in out
-    assert calls == [6, 6]  # warm-up and timed run: one block each, through the production block encoder
+    assert "wavlm-base-plus" in out and "tiny random" in out and "not compiled" in out
+    assert calls == [6, 6, 6]  # warm-up, end to end, model alone: one block each, the production block encoder
+    calls.clear()
+    code, out = cli("bench", "--model", "wavlm-base-plus", "--tiny", "--n", "6", "--device", "cpu", "--compile", "on")
+    assert code == 0, out
+    assert calls == [6] * 6 and "pays for itself" in out  # eager and compiled, each: warm-up, end to end, alone
     code, out = cli("bench", "--model", "fbank-stats", "--n", "4")
     assert code == 2 and "fbank-stats has no weights to batch" in _one_error_line(out)
+    code, out = cli("bench", "--model", "wavlm-base-plus", "--tiny", "--compile", "sometimes")
+    assert code == 2 and "--compile 'sometimes'" in _one_error_line(out)

@@ -287,3 +287,46 @@ def test_length_warning_from_num_frame_when_length_is_absent(tmp_path):
     del line["length"]
     rep = run([write_jsonl(tmp_path / "m.jsonl", [line])], tmp_path / "s")
     assert rep.ok and rep.warnings == ["a: file is 1.00 s, the manifest says 1.50 s (the file wins)"]
+
+
+class Recording(__import__("emocache.encoders.fbank", fromlist=["FbankStats"]).FbankStats):
+    """fbank-stats that logs when each batch is submitted and when its result is collected."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.log = []
+
+    def submit(self, inputs, owner, frames=True):
+        k = len([e for e in self.log if e[0] == "submit"])
+        self.log.append(("submit", k))
+        job = super().submit(inputs, owner, frames)
+        real = job.result
+
+        def result():
+            self.log.append(("result", k))
+            return real()
+
+        job.result = result
+        return job
+
+
+def test_block_keeps_one_batch_queued_ahead_and_pools_like_single_runs(fbank):
+    """Batch k + 1 is submitted before batch k is collected; pooling on the device gives each utterance exactly
+    its alone result; frames are skipped when not wanted."""
+    from emocache.runner import encode_block, load_waves
+
+    waves = [tone(s / 10) for s in (5, 9, 6, 12, 7, 30, 8)]
+    enc = Recording(EncoderConfig(device="cpu"))
+    loaded = load_waves(waves, enc, batch_seconds=2.0, max_batch=2)
+    assert len(loaded.batches) == 5 and 0 < loaded.audio_samples < loaded.padded_samples
+    pooled, frames, errors, _ = encode_block(loaded, len(waves), enc)
+    assert enc.log == [("submit", 0)] + [e for k in range(1, 5) for e in (("submit", k), ("result", k - 1))] \
+        + [("result", 4)]
+    assert errors == {}
+    for i, w in enumerate(waves):
+        one = fbank.encode([w])
+        np.testing.assert_array_equal(pooled[i], one.pooled[0])
+        np.testing.assert_array_equal(frames[i], one.frames[0])
+    pooled2, frames2, _, _ = encode_block(loaded, len(waves), enc, frames=False)
+    np.testing.assert_array_equal(pooled2, pooled)
+    assert frames2 == [None] * len(waves)

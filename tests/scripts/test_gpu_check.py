@@ -25,7 +25,7 @@ def gpu_check(out: Path, *args: str, timeout: float = 600) -> tuple[subprocess.C
 
 def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
     r, rep, md = gpu_check(tmp_path, "--models", "fbank-stats,egemaps,whisper-large-v3", "--utts", "4",
-                           "--naive-utts", "2", "--extract-utts", "3")
+                           "--naive-utts", "2", "--extract-utts", "3", "--compile", "on")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert rep["missed"] == [] and rep["machine"]["device"] == "cpu" and rep["machine"]["matmul_bf16_tflops"] > 0
     models = {m["model"]: m for m in rep["models"]}
@@ -38,29 +38,48 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
 
     w = models["whisper-large-v3"]
     assert w["errors"] == {} and w["weights"] == "tiny random" and w["dtype"] == "fp32"  # auto is fp32 on CPU
+    assert w["frontend"] == "cpu" and w["compiled"]  # auto: the CPU frontend on the CPU; --compile on
     cos = w["cosine_to_fp32"]
     assert set(cos) == {"bf16", "fp16"} and all(0.9 < c <= 1 + 1e-6 for c in cos.values())
+    assert w["frontend_vs_cpu"]["max_rel_diff"] <= 1e-5  # the device frontend, run here on CPU tensors
     bvs = w["batch_vs_single"]
     assert bvs["utterances"] == 3 and bvs["frame_shapes_equal"] and bvs["pooled_max_rel_diff"] <= 1e-4
+    cve = w["compiled_vs_eager"]
+    assert cve["frame_shapes_equal"] and cve["pooled_max_rel_diff"] <= 1e-4 and cve["frames_max_rel_diff"] <= 1e-4
+    assert cve["compile_graphs"] >= 1 and cve["compile_s"] > 0 and cve["compile_error"] is None
     b = w["bench"]
-    assert b["utterances"] == 4 and b["naive_utterances"] == 2 and b["speedup"] > 0
+    assert b["utterances"] == 4 and b["naive_utterances"] == 2 and b["speedup"] > 0 and b["compiled"]
+    for k in ("naive_audio_s_per_s", "eager_audio_s_per_s", "compiled_audio_s_per_s", "model_alone_audio_s_per_s",
+              "pipeline_efficiency", "compile_s"):
+        assert b[k] > 0, k
+    assert b["batched_audio_s_per_s"] == b["compiled_audio_s_per_s"] and b["batches"] >= 1
+    assert 50 < b["padding_pct"] < 100  # Whisper pads every utterance to its 30-s window
     assert b["tflops"] > 0 and math.isclose(b["roofline_pct"], 100 * b["tflops"] / rep["machine"]["matmul_bf16_tflops"])
 
     prof = w["profile"]
-    assert prof["model_thread_audio_s_per_s"] > 0 and prof["frontend_one_thread_audio_s_per_s"] > 0
+    assert prof["prepare_one_thread_audio_s_per_s"] > 0
     assert prof["top_host_ops_ms"] and "gpu_busy_pct" not in prof  # kernel time is measured on CUDA only
 
     e = rep["extract"]
     assert e["single"]["rc"] == 0 and e["single"]["verify_rc"] == 0 and e["utterances"] == 3
     assert "2+ GPUs" in e["skipped"]["local2"]
 
+    assert "no --device" in rep["trainer"]["skipped"]  # lights up once `trainer run` takes --device
+
     targets = {(t["target"], t["model"]) for t in rep["targets"]}
-    assert ("batch-exact-fp32", "whisper-large-v3") in targets and ("batch-exact-fp32", "fbank-stats") in targets
-    assert not any(t["target"] in ("speedup", "whisper-roofline-pct") for t in rep["targets"])  # GPU-only by default
+    assert {("batch-exact-fp32", "whisper-large-v3"), ("batch-exact-fp32", "fbank-stats"),
+            ("compiled-exact-fp32", "whisper-large-v3"), ("frontend-vs-cpu", "whisper-large-v3")} <= targets
+    assert not any(t["target"] in ("speedup", "pipeline-efficiency", "whisper-roofline-pct")
+                   for t in rep["targets"])  # GPU-only by default
     assert all(t["ok"] for t in rep["targets"])
 
-    assert "| whisper-large-v3 | tiny random | fp32 |" in md and "| fbank-stats |" in md
+    assert "| whisper-large-v3 | tiny random | fp32 | cpu |" in md and "| fbank-stats |" in md
+    for column in ("frontend vs CPU", "compiled vs eager", "model alone", "pipeline eff", "padding %",
+                   "compile s (graphs)"):
+        assert f"| {column} " in md, column
+    assert "Compile cost, amortised" in md and "pays for itself" in md
     assert "local2: skipped" in md and "Result: all targets met" in md and "Where batched time goes" in md
+    assert "Trainer on the device: skipped" in md
     assert rep["config"]["models"] == "fbank-stats,egemaps,whisper-large-v3"
 
 
@@ -74,8 +93,8 @@ def test_missed_targets_exit_1_and_are_named(tmp_path):
     for i, sr in enumerate((16000, 22050)):  # real clips come at any rate: loaded as extraction loads them
         sf.write(clips / f"clip{i}.wav", 0.1 * rng.standard_normal(int(1.5 * sr)).astype(np.float32), sr)
     r, rep, md = gpu_check(tmp_path / "out", "--models", "sensevoice-small", "--dtype", "bf16", "--min-cosine", "1.5",
-                           "--speed-targets", "on", "--min-speedup", "1e9", "--utts", "4", "--naive-utts", "2",
-                           "--no-extract", "--audio", str(clips))
+                           "--speed-targets", "on", "--min-speedup", "1e9", "--min-efficiency", "0", "--utts", "4",
+                           "--naive-utts", "2", "--no-extract", "--no-trainer", "--audio", str(clips))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert "half-cosine (sensevoice-small)" in r.stderr and "speedup (sensevoice-small)" in r.stderr
     sv = rep["models"][0]
@@ -83,8 +102,9 @@ def test_missed_targets_exit_1_and_are_named(tmp_path):
     missed = {(t["target"], t["model"]) for t in rep["targets"] if not t["ok"]}
     assert missed == {("half-cosine", "sensevoice-small"), ("batch-cosine-half", "sensevoice-small"),
                       ("speedup", "sensevoice-small")}
-    assert rep["extract"] is None
+    assert rep["extract"] is None and rep["trainer"] is None
     assert sv["batch_vs_single"]["utterances"] == 3  # two clips and the 31-s synthetic one
+    assert sv["frontend_vs_cpu"]["max_rel_diff"] <= 1e-4 and "compiled_vs_eager" not in sv  # auto: eager on CPU
     assert "2 clips (clip0.wav, clip1.wav)" in md
     assert "| half-cosine | sensevoice-small |" in md and "MISSED" in md
 
@@ -96,6 +116,8 @@ def test_bad_arguments_exit_2(tmp_path):
     assert r.returncode == 2 and "--audio" in r.stderr and rep is None
     r, rep, _ = gpu_check(tmp_path, "--models", "whisper-large-v4")
     assert r.returncode == 2 and "whisper-large-v4" in r.stderr and "known models" in r.stderr and rep is None
+    r, rep, _ = gpu_check(tmp_path, "--compile", "sometimes")
+    assert r.returncode == 2 and "--compile" in r.stderr and rep is None
 
 
 @pytest.mark.slow
