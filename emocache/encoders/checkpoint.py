@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from emocache.encoders.base import EncoderError
+from emocache.encoders.compat_numpy import scalar_reconstructor
+from emocache.inputs import LIMITS, InputError, read_bounded
 
 
 YAML_NODES = 1_000_000
@@ -43,8 +45,6 @@ def read_yaml(path: Path) -> dict:
     import yaml
     from omegaconf import OmegaConf
 
-    from emocache.inputs import LIMITS, InputError, read_bounded
-
     try:
         text = read_bounded(path, LIMITS.spec_bytes, "model config").decode("utf-8")
         n = _yaml_nodes(yaml.compose(text, Loader=yaml.SafeLoader), {})
@@ -74,9 +74,7 @@ def safe_globals() -> list:
     """The plain types a real funasr ``model.pt`` holds besides tensors and containers, allowed in torch's
     weights-only unpickler: numpy scalars and dtypes (funasr's trainer stores numpy floats among its validation
     and loss statistics; numpy 1 and 2 spell the scalar's module differently). Nothing here can run code."""
-    import numpy as np
-
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    scalar = scalar_reconstructor()
     return [scalar, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
             *(type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?"))]
 

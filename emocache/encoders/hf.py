@@ -31,9 +31,10 @@ import torch
 
 from emocache.config import EncoderConfig
 from emocache.encoders.base import EncoderError, ceil_div, conv_stack_frames
-from emocache.encoders.checkpoint import randomize
+from emocache.encoders.checkpoint import TRUST_FLAG, randomize
 from emocache.encoders.neural import NeuralEncoder, import_or_hint
 from emocache.encoders.registry import PREFIXES
+from emocache.inputs import LIMITS, InputError, check_file
 from emocache.paths import UnsafeNameError, check_name, safe_name
 
 PREFIX = "hf"
@@ -81,7 +82,6 @@ def _check_name(name: str) -> str:
 def check_model_files(path: Path) -> None:
     """Refuse a model folder whose JSON configs are not regular files within the spec limit (a FIFO would hang
     transformers, a huge file exhaust memory) before transformers opens them."""
-    from emocache.inputs import LIMITS, InputError, check_file
 
     for name in ("config.json", "preprocessor_config.json"):
         if (Path(path) / name).exists() or (Path(path) / name).is_symlink():
@@ -105,8 +105,7 @@ class HFEncoder(NeuralEncoder):
         if config.name:
             self.name = _check_name(config.name)
         if config.trust_checkpoint:
-            from emocache.encoders.checkpoint import TRUST_FLAG
-
+    
             raise EncoderError(f"{TRUST_FLAG} applies to funasr model.pt files; hf: models load safetensors, or .bin "
                                "files weights-only (drop the flag)")
         super().__init__(config)
@@ -114,7 +113,6 @@ class HFEncoder(NeuralEncoder):
     # -- loading --------------------------------------------------------------------------------------------------
     def load(self, path: Path) -> None:
         tf = import_or_hint("transformers", "transformers")
-        from emocache.encoders.checkpoint import TRUST_FLAG
 
         check_model_files(path)
         try:  # safetensors when the folder has them (transformers' own preference), else weights-only unpickling

@@ -43,7 +43,7 @@ def test_engines_depend_one_way():
 
 ENCODER_SIDE = sorted(PACKAGE.glob("encoders/*.py")) + [PACKAGE / f for f in ("runner.py", "bench.py", "extract.py",
                                                                               "distributed.py")]
-ADAPTERS = {"compat_torch.py"}
+ADAPTERS = {"compat_torch.py", "compat_numpy.py"}
 """The one module per library allowed to read its private attributes (each with a test that fails when they move)."""
 
 
