@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig, parse_storage_options
+from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig
 from emocache.runtime import PLAIN_EVERY_SECONDS, console
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
@@ -29,6 +29,8 @@ STORAGE_OPTIONS_HELP = ("fsspec options for s3:// or gs:// stores as JSON, e.g. 
 
 
 def _storage_options(raw: Optional[str]) -> dict:
+    from emocache.store import parse_storage_options
+
     try:
         return parse_storage_options(raw)
     except ValueError as e:
@@ -188,6 +190,8 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
            max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
     """Integrity: every committed block readable, checksums match, index consistent, every block committed;
     names blocks to redo. Exit 1 on damage or (without --allow-partial) an incomplete store."""
+    from rich.markup import escape
+
     from emocache.store import StoreError, open_store
     from emocache.verify import verify_store
 
@@ -197,7 +201,9 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
     except StoreError as e:
         _fail(str(e))
     incomplete = 0
-    bad = 0
+    bad = len(checks.problems)
+    for msg in checks.problems:
+        console.print(f"[red]store:[/red] {escape(msg)}", soft_wrap=True)
     for c in checks:
         status = "[green]ok[/green]" if c.ok else f"[red]{len(c.problems)} bad block(s)[/red]"
         console.print(f"{c.model}/{c.dataset}: {c.committed}/{c.blocks} blocks committed, {status}"
@@ -215,9 +221,13 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
         n_blocks = sum(len(c.problems) for c in checks)
         if n_blocks:
             console.print(f"[red]{n_blocks} block(s) to redo[/red]: rerun the same `emocache extract` with --redo-failed")
-        if bad > n_blocks:
-            console.print(f"[red]{bad - n_blocks} damaged entry array(s)[/red] (keys/labels): no redo repairs them; "
+        n_entry = sum(len(c.entry_problems) for c in checks)
+        if n_entry:
+            console.print(f"[red]{n_entry} damaged entry array(s)[/red] (keys/labels): no redo repairs them; "
                           "re-extract into a new store")
+        if checks.problems:
+            console.print(f"[red]{len(checks.problems)} store problem(s)[/red]: nodes outside the layout or "
+                          "missing from the metadata readers use; re-pack or re-extract the store")
         raise typer.Exit(1)
     if incomplete and not allow_partial:
         console.print(f"[red]{incomplete} incomplete entr{'y' if incomplete == 1 else 'ies'}[/red] "

@@ -34,17 +34,19 @@ threads), :mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~
 the Python API), :mod:`~emocache.store.report` (``emocache info``).
 """
 
+from emocache.config import DEFAULT_BLOCK
 from emocache.store.bulk import FrameSet
-from emocache.store.commit import write_arrays
-from emocache.store.entry import Entry
-from emocache.store.layout import (DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, BlockState, block_name,
-                                   block_path, frames_end, invalid_rows)
+from emocache.store.entry import BlockCounts, Entry
+from emocache.store.layout import (F16_MAX, FAILED, FORMAT, PENDING, BlockState, block_name, block_path, frames_end,
+                                   index_problem, invalid_rows, overlapping_blocks)
 from emocache.store.report import describe, dumps, entry_bytes
-from emocache.store.root import Store, open_store
-from emocache.store.storage import (STORAGE_OPTIONS_ENV, is_remote, storage_options_for, zarr_store)
+from emocache.store.root import Store, open_store, write_arrays
+from emocache.store.storage import (BACKENDS, STORAGE_OPTIONS_ENV, is_remote, parse_storage_options,
+                                    storage_options_for, zarr_store)
 from emocache.store.validate import MAX_ROWS, SAFE_CODECS, Limits, StoreError, check_array
 
-__all__ = ["DEFAULT_BLOCK", "F16_MAX", "FAILED", "FORMAT", "MAX_ROWS", "PENDING", "SAFE_CODECS",
-           "STORAGE_OPTIONS_ENV", "BlockState", "Entry", "FrameSet", "Limits", "Store", "StoreError", "block_name",
-           "block_path", "check_array", "describe", "dumps", "entry_bytes", "frames_end", "invalid_rows", "is_remote",
-           "open_store", "storage_options_for", "write_arrays", "zarr_store"]
+__all__ = ["BACKENDS", "DEFAULT_BLOCK", "F16_MAX", "FAILED", "FORMAT", "MAX_ROWS", "PENDING", "SAFE_CODECS",
+           "STORAGE_OPTIONS_ENV", "BlockCounts", "BlockState", "Entry", "FrameSet", "Limits", "Store", "StoreError",
+           "block_name", "block_path", "check_array", "describe", "dumps", "entry_bytes", "frames_end",
+           "index_problem", "invalid_rows", "is_remote", "open_store", "overlapping_blocks", "parse_storage_options",
+           "storage_options_for", "write_arrays", "zarr_store"]

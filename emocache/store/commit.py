@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import errno
 import time
-from pathlib import Path
 
 import numpy as np
 
-from emocache.store.layout import BLOCKS, DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
+from emocache.store.layout import BLOCKS, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
 from emocache.store.storage import codecs, frame_codecs, quiet_zarr
 from emocache.store.validate import StoreError, StoreIOError
 
@@ -165,7 +164,7 @@ def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=N
 
 def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
                        frame_dim: int, provenance: dict, has_frames: bool, block_size: int,
-                       layers: tuple[int, ...] = ()):
+                       layers: tuple[int, ...] = (), allow_nonfinite: bool = False):
     """Write an entry's group and arrays, then its attributes in one write (from then on the entry exists)."""
     g = require_group(require_group(root, model), dataset)
     n = len(keys)
@@ -180,23 +179,6 @@ def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: 
     require_group(g, BLOCKS)
     g.update_attributes({"n": n, "block_size": bs, "dim": dim, "frame_dim": frame_dim, "has_frames": has_frames,
                          "provenance": provenance, "format": FORMAT,
-                         **({"layers": list(layers)} if layers else {})})  # one write: the entry exists
+                         **({"layers": list(layers)} if layers else {}),
+                         **({"allow_nonfinite": True} if allow_nonfinite else {})})  # one write: the entry exists
     return g
-
-
-def write_arrays(url: str | Path, model: str, dataset: str, keys: list[str], labels: list[str],
-                 pooled: np.ndarray, frames: list[np.ndarray] | None = None, provenance: dict | None = None,
-                 block_size: int = DEFAULT_BLOCK):
-    """Write a complete entry from arrays (features made elsewhere, tests, merges); returns the Entry."""
-    from emocache.store.root import open_store
-
-    pooled = np.asarray(pooled, dtype=np.float32)
-    frame_dim = frames[0].shape[1] if frames else pooled.shape[1]
-    prov = {"model": model, "weights": "arrays", "layer": "n/a", "pooling": "given", **(provenance or {})}
-    st = open_store(url, mode="a")
-    e = st.create_entry(model, dataset, list(keys), list(labels), pooled.shape[1], frame_dim, prov,
-                        has_frames=frames is not None, block_size=block_size)
-    for b in range(e.n_blocks):
-        sl = e.block_slice(b)
-        e.write_block(b, pooled[sl], frames[sl] if frames is not None else None, {})
-    return e

@@ -9,6 +9,17 @@ FORMAT_NAME = "emocache_format"
 SAFE_CODECS = frozenset({"bytes", "vlen-utf8", "zstd", "gzip", "blosc", "crc32c", "transpose"})
 """Codecs a store may use; anything else (pickle, custom plugins, sharding) is refused before a chunk is decoded."""
 MAX_ROWS = 1 << 40
+"""Ceiling of any integer attribute that counts rows (the configurable bound is :attr:`Limits.rows`)."""
+MAX_DIM = 1 << 20
+"""Largest ``dim`` and ``frame_dim`` (features per vector)."""
+MAX_LAYER = 10_000
+"""Largest hidden_states index in the ``layers`` attribute."""
+WINDOW_BYTES = 16 << 20
+"""Bytes of rows read at once (at least one block): the index (1 Mi rows) and pooled vectors are read in windows of
+whole blocks over the chunks actually stored, so no reader allocates for rows the store only declares."""
+GAP_BLOCKS = 8
+"""Absent chunks read between two stored ones (an absent index chunk reads as pending) so that a listing-driven
+read takes few requests; the absent chunks read are at most this many times the stored ones."""
 
 
 @dataclass(frozen=True)
