@@ -126,10 +126,7 @@ def _read_block(src: Entry, b: int, rows: np.ndarray):
     where = f"{src.where} block {b}"
     try:
         P = src.block_pooled(b)  # (n_b, D)
-        F = None
-        if src.has_frames:
-            arr = src.block_frames(b)
-            F = src.block_frames_data(b, dtype=arr.dtype)  # (sum T_i, D_frames), float16 or float32
+        F = src.stored_frames(b) if src.has_frames else None  # (sum T_i, D_frames), copied a window at a time
         problem = index_problem(rows, None if F is None else F.shape[0])
         if problem:
             raise StoreError(f"{where}: {problem}; run `emocache verify` on the source")

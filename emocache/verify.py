@@ -107,16 +107,12 @@ def _check_block(entry: Entry, b: int, rows: np.ndarray, names: set[str]) -> Non
         entry.block_layers(b)
     if block_name(b) not in names:
         raise ValueError("block group missing")
-    n_frames = None
-    if entry.has_frames:
-        F = entry.block_frames(b)
-        n_frames = F.shape[0]
-        entry.require_chunks(F, "frames")  # listed: never one request per declared chunk
-    problem = index_problem(rows, n_frames)
+    F = entry.stored_frames(b) if entry.has_frames else None  # every chunk listed as stored
+    problem = index_problem(rows, None if F is None else F.shape[0])
     if problem:
         raise ValueError(problem)
-    if entry.has_frames:
-        entry.block_frames_data(b, dtype=F.dtype)
+    for sl in F.windows() if F is not None else ():
+        F[sl]  # checksums, a window at a time
     entry.block_errors(b)
 
 

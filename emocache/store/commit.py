@@ -9,7 +9,7 @@ import numpy as np
 
 from emocache.store.layout import BLOCKS, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
 from emocache.store.storage import codecs, frame_codecs, quiet_zarr
-from emocache.store.validate import StoreError, StoreIOError
+from emocache.store.validate import WINDOW_BYTES, StoreError, StoreIOError
 
 RETRIES = 8
 """Attempts at creating an entry while other processes create the same one."""
@@ -62,10 +62,12 @@ class BlockWriter:
                     Y[i] = layers[i]
         self.commit_block(b, P, index, F, {self.keys[sl.start + i]: msg for i, msg in sorted(errors.items())}, Y)
 
-    def commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
-                     errors: dict[str, str], layers: np.ndarray | None = None) -> None:
+    def commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames, errors: dict[str, str],
+                     layers: np.ndarray | None = None) -> None:
         """Write block ``b``'s objects, the index chunk last: pooled (n_b, D) float32, index (n_b, 2) int64,
-        frames (sum T_i, D_frames) float16/float32 (None without frames), errors key -> message.
+        frames (sum T_i, D_frames) float16/float32 (None without frames; an array, or anything with ``shape``,
+        ``dtype`` and row slicing such as :class:`~emocache.store.entry.StoredFrames`, copied a window at a time),
+        errors key -> message.
 
         A block group left by an earlier attempt is uncommitted first (index chunk reset), then replaced. Two
         processes writing the same block at once is not supported (one writer per storage object): the loser
@@ -83,7 +85,7 @@ class BlockWriter:
                              "time; run one writer per block (--part I/N splits the blocks), then rerun to finish "
                              "any block left uncommitted") from None
 
-    def _commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
+    def _commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames,
                       errors: dict[str, str], layers: np.ndarray | None = None) -> None:
         sl = self.block_slice(b)
         blocks = self.group.require_group(BLOCKS)
@@ -101,8 +103,9 @@ class BlockWriter:
                                  chunks=(rows, self.frame_dim), fill_value=0,
                                  compressors=frame_codecs(F.dtype.itemsize, self.frame_codec),
                                  config={"write_empty_chunks": True}, dimension_names=DIMS["frames"])
-            if total:
-                arr[:] = F
+            step = max(rows, WINDOW_BYTES // (self.frame_dim * F.dtype.itemsize) // rows * rows)
+            for a in range(0, total, step):  # whole chunks, a window at a time (a merge's source streams too)
+                arr[a:a + step] = F[a:a + step]
         self.pooled_array.with_config({"write_empty_chunks": True})[sl] = pooled
         if self.layer_ids:
             if layers is None:

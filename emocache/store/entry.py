@@ -69,6 +69,26 @@ class BlockCounts:
         return self.blocks[self.pending == 0]
 
 
+class StoredFrames:
+    """A committed block's frames array, read a slice at a time through the entry's checks (checksums, no missing
+    chunk): what ``merge`` copies and ``verify`` reads, a window at a time, so memory never holds a whole block."""
+
+    def __init__(self, entry: "Entry", arr):
+        self.entry = entry
+        self.arr = arr
+        self.shape = tuple(arr.shape)
+        self.dtype = arr.dtype
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.asarray(self.entry._read(self.arr, rows))  # (rows, D_frames) in the stored dtype
+
+    def windows(self) -> Iterator[slice]:
+        """Row slices of at most WINDOW_BYTES (whole chunks, at least one)."""
+        rows = int(self.arr.chunks[0]) or 1
+        step = max(rows, WINDOW_BYTES // max(1, self.shape[1] * self.dtype.itemsize) // rows * rows)
+        return (slice(a, min(a + step, self.shape[0])) for a in range(0, self.shape[0], step))
+
+
 def layer_ids(attrs: dict, where: str) -> tuple[int, ...]:
     """The entry attribute ``layers`` (hidden_states indices, increasing); () when absent."""
     v = attrs.get("layers", [])
@@ -335,11 +355,14 @@ class Entry(BlockWriter):
     def done_mask(self) -> np.ndarray:
         return self.index()[:, 0] >= 0
 
-    def _check_finite(self, values: np.ndarray, rows: np.ndarray, what: str) -> None:
-        """Refuse NaN/inf in pooled vectors (``values`` (len(rows), ...)) unless the entry allows them."""
+    def _check_finite(self, values: np.ndarray, rows: np.ndarray, what: str, done: np.ndarray | None = None) -> None:
+        """Refuse NaN/inf in pooled vectors (``values`` (len(rows), ...), or only its ``done`` rows) unless the
+        entry allows them."""
         if self.allow_nonfinite or not len(values):
             return
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(1)
+        if done is not None:
+            bad = bad[done]
         if bad.any():
             blocks = np.unique(rows[bad] // self.block_size).tolist()
             raise StoreError(f"{self.where}/{what}: NaN/inf values in block(s) {blocks[:10]}, which the entry does not "
@@ -370,7 +393,7 @@ class Entry(BlockWriter):
         key = self.pooled_array.metadata.encode_chunk_key((b, 0)) if done.any() else None
         P = np.asarray(self._read(self.pooled_array, self.block_slice(b), must_exist=lambda k: k == key),
                        dtype=np.float32)
-        self._check_finite(P[done], self.block_slice(b).start + np.flatnonzero(done), "pooled")
+        self._check_finite(P, self.block_slice(b).start + np.flatnonzero(done), "pooled", done)
         return P
 
     def block_layers(self, b: int, index: np.ndarray | None = None) -> np.ndarray | None:
@@ -383,7 +406,7 @@ class Entry(BlockWriter):
         key = self.layers_array.metadata.encode_chunk_key((b, 0, 0)) if done.any() else None
         Y = np.asarray(self._read(self.layers_array, self.block_slice(b), must_exist=lambda k: k == key),
                        dtype=np.float32)
-        self._check_finite(Y[done], self.block_slice(b).start + np.flatnonzero(done), "layers")
+        self._check_finite(Y, self.block_slice(b).start + np.flatnonzero(done), "layers", done)
         return Y
 
     def pooled(self) -> tuple[list[str], np.ndarray]:
@@ -422,6 +445,12 @@ class Entry(BlockWriter):
         if arr.shape[1] != self.frame_dim:
             raise StoreError(f"{where}: {arr.shape[1]} columns, the entry says frame_dim={self.frame_dim}")
         return arr
+
+    def stored_frames(self, b: int) -> "StoredFrames":
+        """Block ``b``'s frames as a :class:`StoredFrames` (every chunk stored, checked before any is read)."""
+        arr = self.block_frames(b)
+        self.require_chunks(arr, f"{self.url}/{arr.path}" if self.url else arr.path)
+        return StoredFrames(self, arr)
 
     def block_frames_data(self, b: int, dtype=np.float32) -> np.ndarray:
         """Block ``b``'s frames (sum T_i, D_frames): every chunk stored (checked before anything is allocated) and

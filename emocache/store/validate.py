@@ -26,7 +26,7 @@ read takes few requests; the absent chunks read are at most this many times the 
 class Limits:
     """Bounds on what an untrusted store can make emocache read or allocate; raise them for stores you trust."""
 
-    chunk_bytes: int = 256 << 20
+    chunk_bytes: int = 128 << 20
     """Largest decoded chunk, from the array's declared chunk shape and dtype and each chunk's compression header
     (checked before decompressing); also bounds each stored object (``--max-chunk-mb``)."""
     metadata_bytes: int = 64 << 20

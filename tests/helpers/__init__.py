@@ -2,7 +2,8 @@
 
 - :mod:`tests.helpers.audio`: ``tone``, ``write_wav``, ``write_mp4``, ``write_jsonl``, ``emobox_line``.
 - :mod:`tests.helpers.corpus`: ``Corpus`` and ``make_corpus_at`` (the synthetic demo corpus in a folder).
-- :mod:`tests.helpers.cli`: ``EMOCACHE_BIN`` and ``run_emocache`` (the console script in a subprocess).
+- :mod:`tests.helpers.cli`: ``EMOCACHE_BIN``, ``run_emocache`` (the console script in a subprocess) and
+  ``run_emocache_peak`` (the same with the child's peak resident memory).
 - :mod:`tests.helpers.store`: ``edit`` (change a store's JSON metadata in place).
 - :mod:`tests.helpers.scale`: helpers of the scale-out tests (child processes, bit-for-bit entry comparison).
 """
