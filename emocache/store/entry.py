@@ -31,12 +31,10 @@ REEXTRACT = "no redo repairs it: re-extract into a new store (`emocache verify` 
 """The fix for damage outside the blocks (keys, labels)."""
 
 
-def chunk_coords(encoding: dict, rel: str) -> tuple[int, ...] | None:
+def chunk_coords(name: str, sep: str, rel: str) -> tuple[int, ...] | None:
     """The chunk coordinates a key relative to its array names (``c/3/0`` -> (3, 0)) under the array's chunk key
-    encoding; None for any other object (its ``zarr.json``, a stray file)."""
-    name = encoding.get("name")
-    conf = encoding.get("configuration") or {}
-    sep = conf.get("separator", "/" if name == "default" else ".")
+    encoding (``name``: default or v2, with its separator); None for any other object (its ``zarr.json``, a stray
+    file)."""
     if name == "default":
         if not rel.startswith("c" + sep):
             return None
@@ -159,12 +157,13 @@ class Entry(BlockWriter):
     # -- stored chunks -----------------------------------------------------------------------------------
     def stored_chunks(self, arr) -> np.ndarray:
         """(K, ndim) int64, sorted: coordinates of the chunks of ``arr`` present in the store (listed, none read)."""
-        enc = arr.metadata.to_dict().get("chunk_key_encoding") or {}
+        enc = arr.metadata.chunk_key_encoding
+        name, sep = enc.name, getattr(enc, "separator", "/")
         grid = tuple(math.ceil(s / c) if c else 0 for s, c in zip(arr.shape, arr.chunks))
         prefix = f"{arr.path}/"
         found = set()
         for key in list_prefix(arr.store, prefix):
-            c = chunk_coords(enc, key[len(prefix):])
+            c = chunk_coords(name, sep, key[len(prefix):])
             if c is not None and len(c) == len(grid) and all(x < g for x, g in zip(c, grid)):
                 found.add(c)
         return np.array(sorted(found), dtype=np.int64).reshape(-1, len(grid))
@@ -462,10 +461,16 @@ class Entry(BlockWriter):
     def check_rows(self, idx: np.ndarray, rows: np.ndarray) -> None:
         """Refuse overlapping or overflowing rows of the whole index ``idx`` in the blocks of ``rows`` (what
         ``emocache verify`` calls damage), vectorised."""
-        bad = overlapping_blocks(idx, np.unique(rows // self.block_size), self.block_size)
-        if len(bad):
+        self._overlap_error(overlapping_blocks(idx, np.unique(rows // self.block_size), self.block_size).tolist())
+
+    def check_block_rows(self, b: int, rows: np.ndarray) -> None:
+        """:meth:`check_rows` for block ``b`` alone, given its index rows (n_b, 2)."""
+        self._overlap_error([b] if len(overlapping_blocks(rows, np.zeros(1, np.int64), max(1, len(rows)))) else [])
+
+    def _overlap_error(self, blocks: list[int]) -> None:
+        if blocks:
             raise StoreError(f"{self.where}/index: rows overlap (two utterances share frames) or overflow int64 in "
-                             f"block(s) {bad[:10].tolist()}; {REDO}")
+                             f"block(s) {blocks[:10]}; {REDO}")
 
     def _rows(self, F, b: int, off: int, ln: int) -> np.ndarray:
         if off + ln > F.shape[0]:
@@ -491,9 +496,7 @@ class Entry(BlockWriter):
         F = self.block_frames(b)
         if off + ln > F.shape[0]:
             self._rows(F, b, off, ln)
-        if len(overlapping_blocks(rows, np.zeros(1, np.int64), len(rows))):  # the block's rows as one block
-            raise StoreError(f"{self.where}/index: rows overlap (two utterances share frames) or overflow int64 in "
-                             f"block(s) [{b}]; {REDO}")
+        self.check_block_rows(b, rows)
         return np.asarray(self._read(F, slice(off, off + ln)), dtype=np.float32)
 
     def _wanted(self, keys: list[str] | None) -> set[str] | None:
@@ -548,7 +551,7 @@ class Entry(BlockWriter):
             F = self.block_frames_data(b)  # (sum T, D)
             for i in rows_all[lo:hi].tolist():
                 self._rows(F, b, int(idx[i, 0]), int(idx[i, 1]))  # inside the block's frames
-            self.check_rows(idx, rows_all[lo:hi])
+            self.check_block_rows(b, idx[sl])
             for i in rows_all[lo:hi].tolist():
                 off, ln = idx[i]
                 yield keys_[i], F[int(off):int(off + ln)]

@@ -349,7 +349,8 @@ class SafeLocalStore(Guard, LocalStore):
 
     def _walk(self, base: Path):
         """Relative keys of every regular file under ``base``; links and special files are errors."""
-        stack = [base]
+        skip = len(str(self.root).rstrip(os.sep)) + 1
+        stack = [str(base)]
         while stack:
             d = stack.pop()
             try:
@@ -357,15 +358,14 @@ class SafeLocalStore(Guard, LocalStore):
             except (FileNotFoundError, NotADirectoryError):
                 continue
             for e in entries:
-                p = Path(e.path)
                 if e.is_symlink():
-                    raise _link_error(p)
+                    raise _link_error(e.path)
                 if e.is_dir(follow_symlinks=False):
-                    stack.append(p)
+                    stack.append(e.path)
                 elif e.is_file(follow_symlinks=False):
-                    yield p.relative_to(self.root).as_posix()
+                    yield e.path[skip:].replace(os.sep, "/")
                 else:
-                    raise _special_error(p, e.stat(follow_symlinks=False).st_mode)
+                    raise _special_error(e.path, e.stat(follow_symlinks=False).st_mode)
 
     async def list(self):
         for k in self._walk(self.root):
