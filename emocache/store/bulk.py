@@ -26,8 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import google_crc32c
 import numpy as np
-
+from numcodecs import Zstd
+from numcodecs.blosc import decompress
 from zarr.buffer import default_buffer_prototype
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 
@@ -158,8 +160,6 @@ class ChunkReader:
     :func:`fast_codecs` names it) into a thread's scratch buffer."""
 
     def __init__(self, arr, where: str, codec: str = "zstd"):
-        from numcodecs import Zstd
-
         self.arr = arr
         self.codec = codec
         self.where = where
@@ -232,8 +232,6 @@ class ChunkReader:
 
     def decode(self, c: int) -> np.ndarray:
         """Chunk ``c`` as (rows, D) in the array's dtype; valid until this thread decodes its next chunk."""
-        import google_crc32c
-
         raw = self.fetch(c)
         name = self.arr.metadata.encode_chunk_key((c, 0))
         if raw is None:
@@ -251,8 +249,6 @@ class ChunkReader:
             scratch = self.local.scratch = np.empty(self.shape, self.arr.dtype)
         try:
             if self.codec == "blosc":
-                from numcodecs.blosc import decompress
-
                 decompress(body, scratch)
             else:
                 self.zstd.decode(body, out=scratch)

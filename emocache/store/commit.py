@@ -6,6 +6,7 @@ import errno
 import time
 
 import numpy as np
+import zarr
 
 from emocache.store.layout import BLOCKS, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
 from emocache.store.storage import codecs, frame_codecs, quiet_zarr
@@ -74,8 +75,6 @@ class BlockWriter:
         stops with a StoreError saying so, and the store stays valid (the block is committed by one of them or
         left uncommitted for the next run).
         """
-        import zarr
-
         try:
             return self._commit_block(b, pooled, index, frames, errors, layers)
         except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
@@ -122,8 +121,6 @@ class BlockWriter:
 
 def require_group(parent, name: str):
     """Open or create a sub-group; another process creating it at the same moment is fine."""
-    import zarr
-
     for attempt in range(RETRIES):
         try:
             return parent.require_group(name)
@@ -146,8 +143,6 @@ DIMS = {"keys": ("utterance",), "labels": ("utterance",), "pooled": ("utterance"
 def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=None):
     """Open an array of exactly this spec, or create it; a mismatching one (left by a crashed creation of an
     entry that never got its attributes) is replaced."""
-    import zarr
-
     want = np.dtype(dtype) if dtype is not str else None
     try:
         a = g[name]

@@ -7,8 +7,8 @@ size; every metadata document is bounded in bytes and JSON nesting, and an array
 chunk's decoded size is read from its compression header (zstd frame content size, blosc header, gzip by bounded
 inflation) and checked against the array's declared chunk shape and dtype before zarr decompresses it (for strings
 also from below: at least the 4 + 4 bytes per item their encoding needs, so a string array backs the rows it
-declares). A chunk that zarr asks for and the store lacks is remembered (``missing``), so readers can refuse a fill value standing in for a
-committed block.
+declares). A chunk that zarr asks for and the store lacks is remembered (``missing``), so readers can refuse a fill
+value standing in for a committed block.
 
 The guarded classes (:class:`SafeLocalStore`, :class:`SafeZipStore`, :class:`SafeFsspecStore`) each open their kind
 of URL with ``connect``; :data:`emocache.store.storage.BACKENDS` maps URL schemes to them.

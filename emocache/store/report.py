@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
 
 from emocache.store.root import Store
@@ -39,8 +40,6 @@ def entry_bytes(store: Store, model: str, dataset: str) -> int | None:
         except (OSError, NotImplementedError):
             return None
     if url.endswith(".zip"):
-        import zipfile
-
         with zipfile.ZipFile(url) as z:
             return sum(i.compress_size for i in z.infolist() if i.filename.startswith(prefix))
     total = 0

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from emocache.config import DEFAULT_BLOCK
 from emocache.manifest import ManifestError, check_name
@@ -23,8 +24,6 @@ class Store:
 
     def __init__(self, url: str | Path, mode: str = "r", storage_options: dict | None = None,
                  limits: Limits | None = None):
-        import zarr
-
         self.url = str(url)
         self.limits = limits or Limits()
         self.mode = mode
@@ -105,8 +104,6 @@ class Store:
 
     def has_entry(self, model: str, dataset: str) -> bool:
         """Whether the entry exists and is complete (its attributes written)."""
-        import zarr
-
         g = self._node(f"{model}/{dataset}")
         if g is None:
             return False
@@ -155,8 +152,6 @@ class Store:
                                  f"(sha256 {old.get('manifest_sha256', '?')[:12]}); this manifest has {len(keys)}. "
                                  "Use another dataset name or store")
             return e
-        import zarr
-
         for attempt in range(RETRIES):
             try:
                 g = create_entry_group(self.root, model, dataset, keys, labels, dim, frame_dim, provenance,
@@ -218,8 +213,6 @@ class Store:
 def _open_for_writing(zs):
     """The root group for writing (created when missing; concurrent creators are fine). Writers ignore consolidated
     metadata and drop it, so no reader sees a stale listing."""
-    import zarr
-
     for attempt in range(RETRIES):
         try:
             root = zarr.open_group(zs, mode="a", zarr_format=3, use_consolidated=False)

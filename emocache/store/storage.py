@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 
 from zarr.buffer import default_buffer_prototype
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from emocache.store.guard import SafeFsspecStore, SafeLocalStore, SafeZipStore
 from emocache.store.validate import Limits, StoreError
@@ -21,8 +23,6 @@ STORAGE_OPTIONS_ENV = "EMOCACHE_STORAGE_OPTIONS"
 @contextlib.contextmanager
 def quiet_zarr():
     """Silence zarr's notices that string arrays and consolidated metadata are not yet in the v3 spec, here only."""
-    from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message=".*not part (of|in) the Zarr format 3.*", category=ZarrUserWarning)
@@ -31,8 +31,6 @@ def quiet_zarr():
 
 def codecs(level: int = 3):
     """zstd then a CRC32C checksum on every chunk (frames use level 1: features compress little, speed wins)."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
     return [ZstdCodec(level=level), Crc32cCodec()]
 
 
@@ -53,8 +51,6 @@ def frame_codecs(itemsize: int, codec: str = "zstd"):
     machine (3.9-4.5 vs 2.3-2.9 GB/s float32). zstd already meets the 2 GB/s target, so the format keeps zstd
     (docs/BENCHMARKS.md, "Frame reads on a quiet AMD EPYC machine").
     """
-    from zarr.codecs import BloscCodec, Crc32cCodec
-
     if codec == "zstd":
         return codecs(level=1)
     if codec != "blosc-zstd":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import zarr
+
 FORMAT_NAME = "emocache_format"
 SAFE_CODECS = frozenset({"bytes", "vlen-utf8", "zstd", "gzip", "blosc", "crc32c", "transpose"})
 """Codecs a store may use; anything else (pickle, custom plugins, sharding) is refused before a chunk is decoded."""
@@ -77,8 +79,6 @@ def codec_names(codecs) -> set[str]:
 def check_array(arr, where: str, dtypes: tuple[str, ...], shape: tuple | None = None, ndim: int | None = None):
     """Refuse an array with an unsafe codec, another data type or shape, or chunks decoding to more than the
     store's :class:`Limits` allow (StoreError naming ``where``)."""
-    import zarr
-
     if not isinstance(arr, zarr.Array):
         raise StoreError(f"{where}: expected an array, found a {type(arr).__name__}")
     meta = arr.metadata.to_dict()

@@ -12,10 +12,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-from zarr.core.sync import sync as _zarr_sync
+import zarr
 
 CHECKED_VERSION = "3.1.6"
 """The zarr release whose private API this module was checked against."""
+
+try:
+    from zarr.core.sync import sync as _zarr_sync
+except ImportError as e:  # pragma: no cover - only on a zarr that moved it
+    raise ImportError(f"emocache needs zarr.core.sync.sync (checked against zarr {CHECKED_VERSION}; this is zarr "
+                      f"{zarr.__version__}): update emocache/store/zarr_compat.py ({e})") from None
 
 T = TypeVar("T")
 

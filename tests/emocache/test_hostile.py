@@ -658,9 +658,10 @@ def zip_member_pickle_codec(tmp: Path) -> Path:
 
 
 def _args(cmd: str, url: Path, tmp: Path) -> list:
-    return {"merge": ["merge", url, tmp / "dst"], "pack": ["pack", url, tmp / "out.zip"],
-            "export-hf": ["export", "/".join(ENTRY), "--store", url, "--to", "hf", tmp / "hf"],
-            "export-lhotse": ["export", "/".join(ENTRY), "--store", url, "--to", "lhotse", tmp / "lh"]}.get(cmd, [cmd, url])
+    export = ["export", "/".join(ENTRY), "--store", url, "--to"]
+    args = {"merge": ["merge", url, tmp / "dst"], "pack": ["pack", url, tmp / "out.zip"],
+            "export-hf": [*export, "hf", tmp / "hf"], "export-lhotse": [*export, "lhotse", tmp / "lh"]}
+    return args.get(cmd, [cmd, url])
 
 
 # (store, command, exit code, fragment(s) of the one-line message or report, peak MB bound or None). Every row runs

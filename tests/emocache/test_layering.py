@@ -39,3 +39,28 @@ def test_engines_depend_one_way():
     assert not {"emocache.extract", "emocache.distributed"} & imports(PACKAGE / "runner.py")
     for low in ("config.py", "runtime.py", "signals.py"):
         assert not {m for m in imports(PACKAGE / low) if m.startswith("emocache.") and m != "emocache.store"}, low
+
+
+def test_settings_are_the_lowest_layer():
+    """config.py imports no emocache module, so encoders (which import it) never reach the store."""
+    assert not {m for m in imports(PACKAGE / "config.py") if m.startswith("emocache")}
+
+
+def function_imports(path: Path) -> set[str]:
+    """emocache modules a file imports inside a function."""
+    out = set()
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emocache"):
+                    out.add(node.module)
+                elif isinstance(node, ast.Import):
+                    out |= {a.name for a in node.names if a.name.startswith("emocache")}
+    return out
+
+
+def test_store_layer_imports_its_own_modules_at_the_top():
+    """No import inside a function hides a loop in the store and the modules around it (lazy imports are kept for
+    heavy third-party libraries only)."""
+    files = [*sorted((PACKAGE / "store").glob("*.py")), *(PACKAGE / f for f in ("config.py", "verify.py", "share.py"))]
+    assert {str(p.relative_to(PACKAGE)): function_imports(p) for p in files if function_imports(p)} == {}
