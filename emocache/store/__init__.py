@@ -27,11 +27,14 @@ Crash-safety invariants (read before reordering any write):
 6. **Consolidated metadata dropped on write.** A writer opening the store removes it, so no reader sees a stale
    listing; ``emocache consolidate`` after the last writer.
 
-Modules: :mod:`~emocache.store.layout` (names and numbers), :mod:`~emocache.store.validate` (untrusted stores),
-:mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.guard` (checks on every object read or
-written), :mod:`~emocache.store.entry` (reading an entry), :mod:`~emocache.store.bulk` (whole-entry frame reads on
-threads), :mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~emocache.store.root` (the store and
-the Python API), :mod:`~emocache.store.report` (``emocache info``).
+Modules: :mod:`~emocache.store.layout` (names, numbers, index-row checks), :mod:`~emocache.store.validate`
+(untrusted stores; every limit), :mod:`~emocache.store.storage` (backends: :data:`BACKENDS`, a scheme -> class
+registry), :mod:`~emocache.store.guard` (the guarded store classes: checks on every object read or written),
+:mod:`~emocache.store.strings` (keys and labels), :mod:`~emocache.store.entry` (reading an entry),
+:mod:`~emocache.store.bulk` (whole-entry frame reads on threads), :mod:`~emocache.store.commit` (writing and
+committing blocks), :mod:`~emocache.store.root` (the store, ``write_arrays`` and the Python API),
+:mod:`~emocache.store.report` (``emocache info``), :mod:`~emocache.store.zarr_compat` (zarr's private API, only
+there).
 """
 
 from emocache.config import DEFAULT_BLOCK
