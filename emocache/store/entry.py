@@ -186,22 +186,21 @@ class Entry(BlockWriter):
                          "more than the store holds (a damaged or hostile store; a missing chunk is never read as "
                          "its fill value)")
 
-    def _strings(self, arr, unique: bool) -> list[str]:
+    def _strings(self, arr, n: int, unique: bool) -> list[str]:
         where = f"{self.url}/{arr.path}" if self.url else arr.path
         self.require_chunks(arr, where)
-        return read_strings(arr, self.n, where, unique)
+        return read_strings(arr, n, where, unique)
 
     @functools.cached_property
     def keys(self) -> list[str]:
         """The manifest keys, store order: every chunk stored, no key twice (else a StoreError, raised at the first
         repeat: memory follows the distinct keys the store holds)."""
-        return self._strings(self.keys_array, unique=True)
+        return self._strings(self.keys_array, self.n, unique=True)
 
     @functools.cached_property
     def labels(self) -> list[str]:
-        """The raw labels, store order; read once the keys prove the entry's ``n``."""
-        self.keys
-        return self._strings(self.labels_array, unique=False)
+        """The raw labels, store order; read once the keys prove the entry's ``n`` (one label per key)."""
+        return self._strings(self.labels_array, len(self.keys), unique=False)
 
     # -- the index -------------------------------------------------------------------------------------------
     def index(self, rows: slice | None = None) -> np.ndarray:
