@@ -11,6 +11,7 @@ from rich.table import Table
 
 from emocache.config import DTYPES, LONG_POLICIES, EncoderConfig, ExtractConfig
 from emocache.runtime import PLAIN_EVERY_SECONDS, console
+from emocache.store.storage import parse_storage_options
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -29,8 +30,6 @@ STORAGE_OPTIONS_HELP = ("fsspec options for s3:// or gs:// stores as JSON, e.g. 
 
 
 def _storage_options(raw: Optional[str]) -> dict:
-    from emocache.store import parse_storage_options
-
     try:
         return parse_storage_options(raw)
     except ValueError as e:

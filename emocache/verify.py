@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
-from emocache.store import Entry, Store, StoreError, block_name, index_problem
+from emocache.store import PENDING, Entry, Store, StoreError, block_name, index_problem
 from emocache.store.layout import BLOCKS
 from emocache.store.storage import get_bytes, metadata_keys, quiet_zarr
 
@@ -112,7 +112,7 @@ def _check_block(entry: Entry, b: int, rows: np.ndarray, names: set[str]) -> Non
     if problem:
         raise ValueError(problem)
     for sl in F.windows() if F is not None else ():
-        F[sl]  # checksums, a window at a time
+        F[sl]  # read: every chunk checksum-verified, a window at a time
     entry.block_errors(b)
 
 
@@ -129,7 +129,7 @@ def verify_entry(entry: Entry) -> EntryCheck:
     names = entry.block_groups()
     committed: set[int] = set()
     for b, rows in _index_blocks(entry, chk):
-        if (rows[:, 0] == -1).any():
+        if (rows[:, 0] == PENDING).any():
             continue
         committed.add(b)
         try:
