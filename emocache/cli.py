@@ -54,14 +54,16 @@ def _limit_options():
             typer.Option(d.metadata_bytes / (1 << 20), "--max-metadata-mb",
                          help="Untrusted stores: largest metadata document (zarr.json) in MiB."),
             typer.Option(d.json_depth, "--max-json-depth", help="Untrusted stores: deepest JSON nesting."),
-            typer.Option(d.rows, "--max-rows", help="Untrusted stores: most utterances per entry."))
+            typer.Option(d.rows, "--max-rows", help="Untrusted stores: most utterances per entry."),
+            typer.Option(d.json_values, "--max-json-values",
+                         help="Untrusted stores: most JSON values in one metadata document (counted before parsing)."))
 
 
-def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int):
+def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int, json_values: int):
     from emocache.store import Limits, StoreError
 
     try:
-        return Limits.from_cli(chunk_mb, metadata_mb, json_depth, rows)
+        return Limits.from_cli(chunk_mb, metadata_mb, json_depth, rows, json_values)
     except StoreError as e:
         _fail(str(e))
 
@@ -146,11 +148,12 @@ def info(url: str = typer.Argument(..., help="Store URL."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
          max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+         max_json_values: int = _limit_options()[4]) -> None:
     """What a store holds: entries, utterances done/failed, dims, bytes, provenance."""
     from emocache.store import StoreError, describe, dumps, open_store
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         rows = describe(open_store(url, storage_options=_storage_options(storage_options), limits=limits))
     except StoreError as e:
@@ -186,7 +189,8 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
                                               help="Exit 0 for a store with uncommitted blocks (a run in progress)."),
            storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
            max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-           max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+           max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+           max_json_values: int = _limit_options()[4]) -> None:
     """Integrity: every committed block readable, checksums match, index consistent, every block committed;
     names blocks to redo. Exit 1 on damage or (without --allow-partial) an incomplete store."""
     from rich.markup import escape
@@ -194,7 +198,7 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
     from emocache.store import StoreError, open_store
     from emocache.verify import verify_store
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         checks = verify_store(open_store(url, storage_options=_storage_options(storage_options), limits=limits))
     except StoreError as e:
@@ -239,12 +243,13 @@ def pack(url: str = typer.Argument(..., help="Store URL to pack."),
          out: Path = typer.Argument(..., help="Output .zip (one read-only file; open it like any store)."),
          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
          max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+         max_json_values: int = _limit_options()[4]) -> None:
     """Pack a store into one read-only .zip with consolidated metadata, to hand to others."""
     from emocache.share import pack as run
     from emocache.store import StoreError
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         n = run(url, out, storage_options=_storage_options(storage_options), limits=limits)
     except (StoreError, OSError) as e:  # OSError: out exists, or its folder does not
@@ -258,12 +263,13 @@ def merge(src: str = typer.Argument(..., help="Store (or .zip) to copy entries f
           entry: list[str] = typer.Option([], help="MODEL/DATASET to copy; repeatable (default: all)."),
           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
           max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-          max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+          max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+          max_json_values: int = _limit_options()[4]) -> None:
     """Copy committed blocks of SRC's entries into DST, refusing entries whose provenance or keys conflict."""
     from emocache.share import merge as run
     from emocache.store import StoreError
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         rows = run(src, dst, entries=entry or None, storage_options=_storage_options(storage_options), limits=limits)
     except (StoreError, KeyError) as e:

@@ -169,6 +169,11 @@ class Guard:
             self.check_chunk(key, raw)
 
     def check_metadata(self, key: str, raw: bytes) -> None:
+        values = sum(raw.count(c) for c in (b",", b":", b"[", b"{"))  # an upper bound on the values parsing makes
+        if values > self.limits.json_values:
+            raise StoreError(f"{self.where(key)}: metadata document with up to {values} JSON values, over the limit "
+                             f"of {self.limits.json_values}; a damaged or hostile store (raise --max-json-values only "
+                             "for a store you trust)")
         try:
             meta = json.loads(raw)
         except RecursionError:

@@ -37,14 +37,20 @@ class Limits:
     """Deepest nesting of a metadata document (``--max-json-depth``)."""
     rows: int = 1 << 24
     """Most utterances per entry (``--max-rows``)."""
+    json_values: int = 2 << 20
+    """Most JSON values in one metadata document, counted before parsing as its ``,`` ``:`` ``[`` ``{`` bytes (an
+    upper bound; ``--max-json-values``): 6 MB of ``[{},{},...]`` parses into hundreds of MB. A packed store's
+    consolidated root holds about 41 per node, so the default admits about 50,000 nodes."""
 
     @classmethod
-    def from_cli(cls, chunk_mb: float, metadata_mb: float, json_depth: int, rows: int) -> "Limits":
+    def from_cli(cls, chunk_mb: float, metadata_mb: float, json_depth: int, rows: int,
+                 json_values: int = 2 << 20) -> "Limits":
         for name, v in (("--max-chunk-mb", chunk_mb), ("--max-metadata-mb", metadata_mb),
-                        ("--max-json-depth", json_depth), ("--max-rows", rows)):
+                        ("--max-json-depth", json_depth), ("--max-rows", rows), ("--max-json-values", json_values)):
             if not v > 0:
                 raise StoreError(f"{name} {v}: must be positive")
-        return cls(int(chunk_mb * (1 << 20)), int(metadata_mb * (1 << 20)), int(json_depth), int(rows))
+        return cls(int(chunk_mb * (1 << 20)), int(metadata_mb * (1 << 20)), int(json_depth), int(rows),
+                   int(json_values))
 
 
 class StoreError(ValueError):

@@ -262,6 +262,8 @@ def test_limits_are_raised_by_flags(tmp_path, cli):
     assert code == 0, out
     code, out = cli("info", url, "--max-chunk-mb", "0")
     assert code == 2 and "--max-chunk-mb 0.0: must be positive" in out
+    code, out = cli("info", url, "--max-json-values", "10")
+    assert code == 2 and "JSON values, over the limit of 10" in out and "--max-json-values" in out
 
 
 def test_symlinked_block_folder_is_never_written_through(tmp_path):
@@ -570,6 +572,13 @@ def frames_declared_huge(tmp: Path) -> Path:
     return url
 
 
+def dense_json(tmp: Path) -> Path:
+    """The entry's zarr.json carries 6 MB of ``[{},{},...]``: 4 million JSON values, hundreds of MB once parsed."""
+    url = make(tmp / "s")
+    edit(node(url, "zarr.json"), lambda m: m["attributes"].__setitem__("x", [{}] * 2_000_000))
+    return url
+
+
 def dup_keys(tmp: Path) -> Path:
     url = make(tmp / "s")
     open_store(url, mode="a").entry(*ENTRY).keys_array[:] = np.array([f"k{i}" for i in range(N - 1)] + ["k0"],
@@ -682,6 +691,8 @@ ISSUE22 = [
     ("frames declaring 2^40 rows", frames_declared_huge, "export-lhotse", 2, "b000001/frames: chunk(s) ['c/1/0'",
      512),
     ("frames declaring 2^40 rows", frames_declared_huge, "merge", 2, "b000001/frames: chunk(s) ['c/1/0'", 512),
+    ("zarr.json of dense JSON", dense_json, "info", 2, "m/ds/zarr.json: metadata document with up to 4000030 JSON "
+                                                       "values, over the limit of 2097152", 512),
     ("duplicate keys", dup_keys, "verify", 1, "duplicate key 'k0' (rows 0 and 11)", None),
     ("duplicate keys", dup_keys, "merge", 2, "duplicate key 'k0' (rows 0 and 11)", None),
     ("duplicate keys", dup_keys, "export-hf", 2, "duplicate key 'k0'", None),
