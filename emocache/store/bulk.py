@@ -281,6 +281,8 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
         plan.append((b, arr, runs(pieces)))
     entry.check_rows(idx, rows)  # no two utterances sharing frames (what verify refuses)
     try:  # pages are touched only as chunks decode: a chunk missing from a committed block stops the read early
+        if len(rows) and (offsets[1:] < offsets[:-1]).any():
+            raise MemoryError  # lengths whose sum overflows int64
         out = np.empty((int(offsets[-1]), entry.frame_dim), dtype)  # (sum T_i, D)
     except MemoryError:
         raise StoreError(f"{entry.where}: the index claims {int(offsets[-1])} frames of {entry.frame_dim} values "

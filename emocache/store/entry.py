@@ -164,7 +164,7 @@ class Entry(BlockWriter):
         found = set()
         for key in list_prefix(arr.store, prefix):
             c = chunk_coords(name, sep, key[len(prefix):])
-            if c is not None and len(c) == len(grid) and all(x < g for x, g in zip(c, grid)):
+            if c is not None and len(c) == len(grid) and all(x < min(g, 1 << 62) for x, g in zip(c, grid)):
                 found.add(c)
         return np.array(sorted(found), dtype=np.int64).reshape(-1, len(grid))
 
@@ -173,14 +173,17 @@ class Entry(BlockWriter):
         nothing is allocated or decoded for rows the array only declares."""
         grid = tuple(math.ceil(s / c) if c else 0 for s, c in zip(arr.shape, arr.chunks))
         total = math.prod(grid)
-        have = self.stored_chunks(arr)
+        have = {tuple(c) for c in self.stored_chunks(arr).tolist()}
         if len(have) >= total:
             return
-        present = set(np.ravel_multi_index(have.T, grid).tolist()) if len(have) else set()
         first, i = [], 0
-        while len(first) < 5 and i < total:
-            if i not in present:
-                first.append(arr.metadata.encode_chunk_key(tuple(int(x) for x in np.unravel_index(i, grid))))
+        while len(first) < 5 and i < total:  # the first absent chunks, in C order (at most len(have) + 5 steps)
+            coords, rest = [], i
+            for g in reversed(grid):
+                rest, x = divmod(rest, g)
+                coords.append(x)
+            if tuple(reversed(coords)) not in have:
+                first.append(arr.metadata.encode_chunk_key(tuple(reversed(coords))))
             i += 1
         raise StoreError(f"{where}: chunk(s) {first} missing ({total - len(have)} of {total}); the array declares "
                          "more than the store holds (a damaged or hostile store; a missing chunk is never read as "
