@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from emocache.config import (COMPILE_MODES, DTYPES, FRONTENDS, LONG_POLICIES, EncoderConfig, ExtractConfig,
-                             parse_storage_options)
+from emocache.config import COMPILE_MODES, DTYPES, FRONTENDS, LONG_POLICIES, EncoderConfig, ExtractConfig
 from emocache.runtime import PLAIN_EVERY_SECONDS, PLAIN_FIRST_SECONDS, console
+from emocache.store.storage import parse_storage_options
 
 app = typer.Typer(help="Frozen speech-encoder features for SER research, cached in Zarr stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -60,14 +60,16 @@ def _limit_options():
             typer.Option(d.metadata_bytes / (1 << 20), "--max-metadata-mb",
                          help="Untrusted stores: largest metadata document (zarr.json) in MiB."),
             typer.Option(d.json_depth, "--max-json-depth", help="Untrusted stores: deepest JSON nesting."),
-            typer.Option(d.rows, "--max-rows", help="Untrusted stores: most utterances per entry."))
+            typer.Option(d.rows, "--max-rows", help="Untrusted stores: most utterances per entry."),
+            typer.Option(d.json_values, "--max-json-values",
+                         help="Untrusted stores: most JSON values in one metadata document (counted before parsing)."))
 
 
-def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int):
+def _limits(chunk_mb: float, metadata_mb: float, json_depth: int, rows: int, json_values: int):
     from emocache.store import Limits, StoreError
 
     try:
-        return Limits.from_cli(chunk_mb, metadata_mb, json_depth, rows)
+        return Limits.from_cli(chunk_mb, metadata_mb, json_depth, rows, json_values)
     except StoreError as e:
         _fail(str(e))
 
@@ -160,11 +162,12 @@ def info(url: str = typer.Argument(..., help="Store URL."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
          max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+         max_json_values: int = _limit_options()[4]) -> None:
     """What a store holds: entries, utterances done/failed, dims, bytes, provenance."""
     from emocache.store import StoreError, describe, dumps, open_store
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         rows = describe(open_store(url, storage_options=_storage_options(storage_options), limits=limits))
     except StoreError as e:
@@ -200,19 +203,24 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
                                               help="Exit 0 for a store with uncommitted blocks (a run in progress)."),
            storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
            max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-           max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+           max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+           max_json_values: int = _limit_options()[4]) -> None:
     """Integrity: every committed block readable, checksums match, index consistent, every block committed;
     names blocks to redo. Exit 1 on damage or (without --allow-partial) an incomplete store."""
+    from rich.markup import escape
+
     from emocache.store import StoreError, open_store
     from emocache.verify import verify_store
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         checks = verify_store(open_store(url, storage_options=_storage_options(storage_options), limits=limits))
     except StoreError as e:
         _fail(str(e))
     incomplete = 0
-    bad = 0
+    bad = len(checks.problems)
+    for msg in checks.problems:
+        console.print(f"[red]store:[/red] {escape(msg)}", soft_wrap=True)
     for c in checks:
         status = "[green]ok[/green]" if c.ok else f"[red]{len(c.problems)} bad block(s)[/red]"
         console.print(f"{c.model}/{c.dataset}: {c.committed}/{c.blocks} blocks committed, {status}"
@@ -230,9 +238,13 @@ def verify(url: str = typer.Argument(..., help="Store URL."),
         n_blocks = sum(len(c.problems) for c in checks)
         if n_blocks:
             console.print(f"[red]{n_blocks} block(s) to redo[/red]: rerun the same `emocache extract` with --redo-failed")
-        if bad > n_blocks:
-            console.print(f"[red]{bad - n_blocks} damaged entry array(s)[/red] (keys/labels): no redo repairs them; "
+        n_entry = sum(len(c.entry_problems) for c in checks)
+        if n_entry:
+            console.print(f"[red]{n_entry} damaged entry array(s)[/red] (keys/labels): no redo repairs them; "
                           "re-extract into a new store")
+        if checks.problems:
+            console.print(f"[red]{len(checks.problems)} store problem(s)[/red]: nodes outside the layout or "
+                          "missing from the metadata readers use; re-pack or re-extract the store")
         raise typer.Exit(1)
     if incomplete and not allow_partial:
         console.print(f"[red]{incomplete} incomplete entr{'y' if incomplete == 1 else 'ies'}[/red] "
@@ -245,12 +257,13 @@ def pack(url: str = typer.Argument(..., help="Store URL to pack."),
          out: Path = typer.Argument(..., help="Output .zip (one read-only file; open it like any store)."),
          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
          max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+         max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+         max_json_values: int = _limit_options()[4]) -> None:
     """Pack a store into one read-only .zip with consolidated metadata, to hand to others."""
     from emocache.share import pack as run
     from emocache.store import StoreError
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         n = run(url, out, storage_options=_storage_options(storage_options), limits=limits)
     except (StoreError, OSError) as e:  # OSError: out exists, or its folder does not
@@ -264,12 +277,13 @@ def merge(src: str = typer.Argument(..., help="Store (or .zip) to copy entries f
           entry: list[str] = typer.Option([], help="MODEL/DATASET to copy; repeatable (default: all)."),
           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP),
           max_chunk_mb: float = _limit_options()[0], max_metadata_mb: float = _limit_options()[1],
-          max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3]) -> None:
+          max_json_depth: int = _limit_options()[2], max_rows: int = _limit_options()[3],
+          max_json_values: int = _limit_options()[4]) -> None:
     """Copy committed blocks of SRC's entries into DST, refusing entries whose provenance or keys conflict."""
     from emocache.share import merge as run
     from emocache.store import StoreError
 
-    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows)
+    limits = _limits(max_chunk_mb, max_metadata_mb, max_json_depth, max_rows, max_json_values)
     try:
         rows = run(src, dst, entries=entry or None, storage_options=_storage_options(storage_options), limits=limits)
     except (StoreError, KeyError) as e:

@@ -10,8 +10,6 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from emocache.store import DEFAULT_BLOCK
-
 DEVICES = ("auto", "cpu", "cuda", "cuda:I")
 """Device spellings: auto = the first CUDA device when torch sees one, else the CPU; cuda:I = the I-th GPU."""
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -22,6 +20,9 @@ COMPILE_MODES = ("auto", "on", "off")
 """torch.compile of the encoders' repeated layers; auto = on for CUDA, off on the CPU."""
 FRONTENDS = ("auto", "cpu", "device")
 """Where neural frontends run: device = batched torch ops on the model's device; auto = device on CUDA, else cpu."""
+
+DEFAULT_BLOCK = 128
+"""Utterances per block (``--block-size``): the unit of commit, resume and distribution of a store."""
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -206,19 +207,3 @@ def parse_part(part: str | None) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"--part {part!r}: expected I/N with 0 <= I < N, e.g. 0/4")
     return i, n
-
-
-def parse_storage_options(raw: str | None, source: str = "--storage-options") -> dict:
-    """Storage options given as JSON (the ``--storage-options`` flag, or ``source`` naming where else they came
-    from) -> dict, empty when not given; a one-line ValueError otherwise."""
-    import json
-
-    if not raw:
-        return {}
-    try:
-        opts = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{source} is not JSON ({e}); e.g. '{{\"endpoint_url\": \"http://host:9000\"}}'") from None
-    if not isinstance(opts, dict):
-        raise ValueError(f"{source} must hold a JSON object, got {type(opts).__name__}")
-    return opts

@@ -8,9 +8,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import zarr
+from zarr.storage import MemoryStore
 
-from emocache.store import Entry, Limits, StoreError, is_remote, open_store, zarr_store
-from emocache.store.storage import get_bytes, local_path, object_keys, quiet_zarr
+from emocache.store import Entry, Limits, StoreError, index_problem, is_remote, open_store, zarr_store
+from emocache.store.storage import get_bytes, local_path, object_keys, quiet_zarr, set_bytes
 from emocache.suggest import did_you_mean
 
 MERGE_FIELDS = ("model", "weights", "revision", "sha256", "layer", "pooling", "long_policy", "compute_dtype",
@@ -27,16 +29,10 @@ def _get(zs, key: str) -> bytes:
 
 def _consolidated_root(zs, keys: list[str]) -> bytes:
     """The root zarr.json with consolidated metadata of every node, computed from a copy of the metadata only."""
-    import zarr
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-    from zarr.storage import MemoryStore
-
     mem = MemoryStore()
-    proto = default_buffer_prototype()
     for k in keys:
         if k == "zarr.json" or k.endswith("/zarr.json"):
-            sync(mem.set(k, proto.buffer.from_bytes(_get(zs, k))))
+            set_bytes(mem, k, _get(zs, k))
     with quiet_zarr():
         zarr.consolidate_metadata(mem)
     return get_bytes(mem, "zarr.json")
@@ -108,8 +104,6 @@ def pack(url: str, out: str | Path, storage_options: dict | None = None, limits:
 def consolidate(url: str, storage_options: dict | None = None) -> int:
     """Write consolidated metadata into the store's root (writers drop it again; rerun after the last one).
     Returns the number of nodes listed."""
-    import zarr
-
     if str(url).endswith(".zip"):
         raise StoreError(f"{url}: packed stores are consolidated already")
     open_store(url, storage_options=storage_options)  # an emocache store, format checked
@@ -127,30 +121,24 @@ def _check_provenance(src: Entry, dst_prov: dict, where: str) -> None:
                          "another store or dataset name")
 
 
-def _read_block(src: Entry, b: int, idx: np.ndarray):
-    """(pooled, index rows, frames or None, errors, layers or None) of a committed source block, checked as
-    `verify` checks it."""
-    from emocache.verify import index_problem
-
-    sl = src.block_slice(b)
+def _read_block(src: Entry, b: int, rows: np.ndarray):
+    """(pooled, index rows, frames or None, errors, layers or None) of a committed source block whose index rows
+    are ``rows`` (n_b, 2), checked as `verify` checks it (pooled NaN/inf refused unless the entry allows them)."""
     where = f"{src.where} block {b}"
     try:
-        P = src.block_pooled(b, idx)  # (n_b, D)
-        F = None
-        if src.has_frames:
-            arr = src.block_frames(b)
-            F = src.block_frames_data(b, dtype=arr.dtype)  # (sum T_i, D_frames), float16 or float32
-        problem = index_problem(idx[sl], None if F is None else F.shape[0])
+        P = src.block_pooled(b)  # (n_b, D)
+        F = src.stored_frames(b) if src.has_frames else None  # (sum T_i, D_frames), copied a window at a time
+        problem = index_problem(rows, None if F is None else F.shape[0])
         if problem:
             raise StoreError(f"{where}: {problem}; run `emocache verify` on the source")
         errs = src.block_errors(b)
-        L = src.block_layers(b, idx)  # (n_b, L, D) or None
+        L = src.block_layers(b)  # (n_b, L, D) or None
     except StoreError:
         raise
     except Exception as e:
         raise StoreError(f"{where}: unreadable ({type(e).__name__}: {e}); run `emocache verify` on the "
                          "source") from None
-    return P, idx[sl].copy(), F, errs, L
+    return P, rows, F, errs, L
 
 
 def merge(src: str, dst: str, entries: list[str] | None = None, storage_options: dict | None = None,
@@ -188,16 +176,15 @@ def merge(src: str, dst: str, entries: list[str] | None = None, storage_options:
             if de.labels != se.labels:
                 raise StoreError(f"{where}: same keys but different labels than {src}; refusing to merge")
         de = d.create_entry(m, ds, se.keys, se.labels, se.dim, se.frame_dim, se.provenance,
-                            has_frames=se.has_frames, block_size=se.block_size, layers=se.layer_ids)
-        sidx, didx = se.index(), de.index()
+                            has_frames=se.has_frames, block_size=se.block_size, layers=se.layer_ids,
+                            allow_nonfinite=se.allow_nonfinite)
+        have_dst = set(de.block_counts().committed.tolist())
         copied = skipped = 0
-        for b, (ss, ds_state) in enumerate(zip(se.block_states(sidx), de.block_states(didx))):
-            if not ss.committed:
-                continue
-            if ds_state.committed:
+        for b in se.block_counts().committed.tolist():  # from the source's stored index chunks only
+            if b in have_dst:
                 skipped += 1
                 continue
-            de.commit_block(b, *_read_block(se, b, sidx))
+            de.commit_block(b, *_read_block(se, b, se.index(se.block_slice(b))))
             copied += 1
         rows.append({"model": m, "dataset": ds, "copied": copied, "skipped": skipped, "created": not existing})
     return rows

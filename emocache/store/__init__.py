@@ -27,24 +27,29 @@ Crash-safety invariants (read before reordering any write):
 6. **Consolidated metadata dropped on write.** A writer opening the store removes it, so no reader sees a stale
    listing; ``emocache consolidate`` after the last writer.
 
-Modules: :mod:`~emocache.store.layout` (names and numbers), :mod:`~emocache.store.validate` (untrusted stores),
-:mod:`~emocache.store.storage` (backends), :mod:`~emocache.store.guard` (checks on every object read or
-written), :mod:`~emocache.store.entry` (reading an entry), :mod:`~emocache.store.bulk` (whole-entry frame reads on
-threads), :mod:`~emocache.store.commit` (writing and committing blocks), :mod:`~emocache.store.root` (the store and
-the Python API), :mod:`~emocache.store.report` (``emocache info``).
+Modules: :mod:`~emocache.store.layout` (names, numbers, index-row checks), :mod:`~emocache.store.validate`
+(untrusted stores; every limit), :mod:`~emocache.store.storage` (backends: :data:`BACKENDS`, a scheme -> class
+registry), :mod:`~emocache.store.guard` (the guarded store classes: checks on every object read or written),
+:mod:`~emocache.store.strings` (keys and labels), :mod:`~emocache.store.entry` (reading an entry),
+:mod:`~emocache.store.bulk` (whole-entry frame reads on threads), :mod:`~emocache.store.commit` (writing and
+committing blocks), :mod:`~emocache.store.root` (the store, ``write_arrays`` and the Python API),
+:mod:`~emocache.store.report` (``emocache info``), :mod:`~emocache.store.zarr_compat` (zarr's private API, only
+there).
 """
 
+from emocache.config import DEFAULT_BLOCK
 from emocache.store.bulk import FrameSet
-from emocache.store.commit import write_arrays
-from emocache.store.entry import Entry
-from emocache.store.layout import (DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, BlockState, block_name,
-                                   block_path, frames_end, invalid_rows)
+from emocache.store.entry import BlockCounts, Entry
+from emocache.store.layout import (F16_MAX, FAILED, FORMAT, PENDING, BlockState, block_name, block_path, frames_end,
+                                   index_problem, invalid_rows, overlapping_blocks)
 from emocache.store.report import describe, dumps, entry_bytes
-from emocache.store.root import Store, open_store
-from emocache.store.storage import (STORAGE_OPTIONS_ENV, is_remote, storage_options_for, zarr_store)
+from emocache.store.root import Store, open_store, write_arrays
+from emocache.store.storage import (BACKENDS, STORAGE_OPTIONS_ENV, is_remote, parse_storage_options,
+                                    storage_options_for, zarr_store)
 from emocache.store.validate import MAX_ROWS, SAFE_CODECS, Limits, StoreError, check_array
 
-__all__ = ["DEFAULT_BLOCK", "F16_MAX", "FAILED", "FORMAT", "MAX_ROWS", "PENDING", "SAFE_CODECS",
-           "STORAGE_OPTIONS_ENV", "BlockState", "Entry", "FrameSet", "Limits", "Store", "StoreError", "block_name",
-           "block_path", "check_array", "describe", "dumps", "entry_bytes", "frames_end", "invalid_rows", "is_remote",
-           "open_store", "storage_options_for", "write_arrays", "zarr_store"]
+__all__ = ["BACKENDS", "DEFAULT_BLOCK", "F16_MAX", "FAILED", "FORMAT", "MAX_ROWS", "PENDING", "SAFE_CODECS",
+           "STORAGE_OPTIONS_ENV", "BlockCounts", "BlockState", "Entry", "FrameSet", "Limits", "Store", "StoreError",
+           "block_name", "block_path", "check_array", "describe", "dumps", "entry_bytes", "frames_end",
+           "index_problem", "invalid_rows", "is_remote", "open_store", "overlapping_blocks", "parse_storage_options",
+           "storage_options_for", "write_arrays", "zarr_store"]

@@ -26,10 +26,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import google_crc32c
 import numpy as np
+from numcodecs import Zstd
+from numcodecs.blosc import decompress
+from zarr.buffer import default_buffer_prototype
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
 
 from emocache.store.guard import BLOSC_HEADER, zstd_content_size
 from emocache.store.validate import StoreError
+from emocache.store.zarr_compat import sync
 
 MAX_THREADS = 8
 """Default upper bound on decoding threads (the default is the CPUs this process may run on, at most this)."""
@@ -114,14 +120,10 @@ def fast_codecs(arr, frame_dim: int) -> str | None:
     endian) + zstd + crc32c (the format) or bytes + blosc (any inner codec and shuffle, typesize the dtype's) +
     crc32c (``frame_codecs(..., "blosc-zstd")``), the chunk spanning every column; None for anything else (read
     through zarr)."""
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ZstdCodec
-    from zarr.core.chunk_grids import RegularChunkGrid
-
     c = arr.metadata.codecs
     if not (len(c) == 3 and isinstance(c[0], BytesCodec) and str(getattr(c[0].endian, "value", "little")) == "little"
-            and isinstance(c[2], Crc32cCodec) and isinstance(arr.metadata.chunk_grid, RegularChunkGrid)
-            and tuple(arr.metadata.chunk_grid.chunk_shape)[1:] == (frame_dim,)
-            and arr.dtype in (np.float16, np.float32)):
+            and isinstance(c[2], Crc32cCodec) and arr.metadata.to_dict()["chunk_grid"].get("name") == "regular"
+            and tuple(arr.chunks)[1:] == (frame_dim,) and arr.dtype in (np.float16, np.float32)):
         return None
     if isinstance(c[1], ZstdCodec):
         return "zstd"
@@ -158,12 +160,10 @@ class ChunkReader:
     :func:`fast_codecs` names it) into a thread's scratch buffer."""
 
     def __init__(self, arr, where: str, codec: str = "zstd"):
-        from numcodecs import Zstd
-
         self.arr = arr
         self.codec = codec
         self.where = where
-        self.rows = int(arr.metadata.chunk_grid.chunk_shape[0])
+        self.rows = int(arr.chunks[0])
         self.shape = (self.rows, int(arr.shape[1]))
         self.nbytes = self.rows * self.shape[1] * arr.dtype.itemsize
         self.zstd = Zstd()
@@ -185,9 +185,6 @@ class ChunkReader:
         key, zs = self.key(c), self.arr.store
         resolve = getattr(zs, "resolve", None)
         if resolve is None:
-            from zarr.core.buffer import default_buffer_prototype
-            from zarr.core.sync import sync
-
             buf = sync(zs.get(key, prototype=default_buffer_prototype()))
             return None if buf is None else buf.as_numpy_array().view(np.uint8).reshape(-1)
         if self.folder is None:  # the array's folder, every component checked once
@@ -235,8 +232,6 @@ class ChunkReader:
 
     def decode(self, c: int) -> np.ndarray:
         """Chunk ``c`` as (rows, D) in the array's dtype; valid until this thread decodes its next chunk."""
-        import google_crc32c
-
         raw = self.fetch(c)
         name = self.arr.metadata.encode_chunk_key((c, 0))
         if raw is None:
@@ -254,8 +249,6 @@ class ChunkReader:
             scratch = self.local.scratch = np.empty(self.shape, self.arr.dtype)
         try:
             if self.codec == "blosc":
-                from numcodecs.blosc import decompress
-
                 decompress(body, scratch)
             else:
                 self.zstd.decode(body, out=scratch)
@@ -286,7 +279,14 @@ def read_frames(entry, rows: np.ndarray, idx: np.ndarray, dtype=np.float32, thre
                 entry._rows(arr, b, off, ln)  # raises, naming the block
             pieces.append((off, ln, int(offsets[j])))
         plan.append((b, arr, runs(pieces)))
-    out = np.empty((int(offsets[-1]), entry.frame_dim), dtype)  # (sum T_i, D)
+    entry.check_rows(idx, rows)  # no two utterances sharing frames (what verify refuses)
+    try:  # pages are touched only as chunks decode: a chunk missing from a committed block stops the read early
+        if len(rows) and (offsets[1:] < offsets[:-1]).any():
+            raise MemoryError  # lengths whose sum overflows int64
+        out = np.empty((int(offsets[-1]), entry.frame_dim), dtype)  # (sum T_i, D)
+    except MemoryError:
+        raise StoreError(f"{entry.where}: the index claims {int(offsets[-1])} frames of {entry.frame_dim} values "
+                         "for these utterances, more than this machine can hold; run `emocache verify`") from None
     copy = converter()
     tasks: list[tuple[ChunkReader, int, list[tuple[int, int, int]]]] = []
     for b, arr, pieces in plan:

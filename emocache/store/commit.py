@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import errno
 import time
-from pathlib import Path
 
 import numpy as np
+import zarr
 
-from emocache.store.layout import BLOCKS, DEFAULT_BLOCK, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
+from emocache.store.layout import BLOCKS, F16_MAX, FAILED, FORMAT, PENDING, block_name, block_path
 from emocache.store.storage import codecs, frame_codecs, quiet_zarr
-from emocache.store.validate import StoreError, StoreIOError
+from emocache.store.validate import WINDOW_BYTES, StoreError, StoreIOError
 
 RETRIES = 8
 """Attempts at creating an entry while other processes create the same one."""
@@ -63,18 +63,18 @@ class BlockWriter:
                     Y[i] = layers[i]
         self.commit_block(b, P, index, F, {self.keys[sl.start + i]: msg for i, msg in sorted(errors.items())}, Y)
 
-    def commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
-                     errors: dict[str, str], layers: np.ndarray | None = None) -> None:
+    def commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames, errors: dict[str, str],
+                     layers: np.ndarray | None = None) -> None:
         """Write block ``b``'s objects, the index chunk last: pooled (n_b, D) float32, index (n_b, 2) int64,
-        frames (sum T_i, D_frames) float16/float32 (None without frames), errors key -> message.
+        frames (sum T_i, D_frames) float16/float32 (None without frames; an array, or anything with ``shape``,
+        ``dtype`` and row slicing such as :class:`~emocache.store.entry.StoredFrames`, copied a window at a time),
+        errors key -> message.
 
         A block group left by an earlier attempt is uncommitted first (index chunk reset), then replaced. Two
         processes writing the same block at once is not supported (one writer per storage object): the loser
         stops with a StoreError saying so, and the store stays valid (the block is committed by one of them or
         left uncommitted for the next run).
         """
-        import zarr
-
         try:
             return self._commit_block(b, pooled, index, frames, errors, layers)
         except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
@@ -84,7 +84,7 @@ class BlockWriter:
                              "time; run one writer per block (--part I/N splits the blocks), then rerun to finish "
                              "any block left uncommitted") from None
 
-    def _commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames: np.ndarray | None,
+    def _commit_block(self, b: int, pooled: np.ndarray, index: np.ndarray, frames,
                       errors: dict[str, str], layers: np.ndarray | None = None) -> None:
         sl = self.block_slice(b)
         blocks = self.group.require_group(BLOCKS)
@@ -102,8 +102,9 @@ class BlockWriter:
                                  chunks=(rows, self.frame_dim), fill_value=0,
                                  compressors=frame_codecs(F.dtype.itemsize, self.frame_codec),
                                  config={"write_empty_chunks": True}, dimension_names=DIMS["frames"])
-            if total:
-                arr[:] = F
+            step = max(rows, WINDOW_BYTES // (self.frame_dim * F.dtype.itemsize) // rows * rows)
+            for a in range(0, total, step):  # whole chunks, a window at a time (a merge's source streams too)
+                arr[a:a + step] = F[a:a + step]
         self.pooled_array.with_config({"write_empty_chunks": True})[sl] = pooled
         if self.layer_ids:
             if layers is None:
@@ -120,8 +121,6 @@ class BlockWriter:
 
 def require_group(parent, name: str):
     """Open or create a sub-group; another process creating it at the same moment is fine."""
-    import zarr
-
     for attempt in range(RETRIES):
         try:
             return parent.require_group(name)
@@ -144,8 +143,6 @@ DIMS = {"keys": ("utterance",), "labels": ("utterance",), "pooled": ("utterance"
 def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=None):
     """Open an array of exactly this spec, or create it; a mismatching one (left by a crashed creation of an
     entry that never got its attributes) is replaced."""
-    import zarr
-
     want = np.dtype(dtype) if dtype is not str else None
     try:
         a = g[name]
@@ -165,7 +162,7 @@ def require_array(g, name: str, shape: tuple, dtype, chunks: tuple, fill_value=N
 
 def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
                        frame_dim: int, provenance: dict, has_frames: bool, block_size: int,
-                       layers: tuple[int, ...] = ()):
+                       layers: tuple[int, ...] = (), allow_nonfinite: bool = False):
     """Write an entry's group and arrays, then its attributes in one write (from then on the entry exists)."""
     g = require_group(require_group(root, model), dataset)
     n = len(keys)
@@ -180,23 +177,6 @@ def create_entry_group(root, model: str, dataset: str, keys: list[str], labels: 
     require_group(g, BLOCKS)
     g.update_attributes({"n": n, "block_size": bs, "dim": dim, "frame_dim": frame_dim, "has_frames": has_frames,
                          "provenance": provenance, "format": FORMAT,
-                         **({"layers": list(layers)} if layers else {})})  # one write: the entry exists
+                         **({"layers": list(layers)} if layers else {}),
+                         **({"allow_nonfinite": True} if allow_nonfinite else {})})  # one write: the entry exists
     return g
-
-
-def write_arrays(url: str | Path, model: str, dataset: str, keys: list[str], labels: list[str],
-                 pooled: np.ndarray, frames: list[np.ndarray] | None = None, provenance: dict | None = None,
-                 block_size: int = DEFAULT_BLOCK):
-    """Write a complete entry from arrays (features made elsewhere, tests, merges); returns the Entry."""
-    from emocache.store.root import open_store
-
-    pooled = np.asarray(pooled, dtype=np.float32)
-    frame_dim = frames[0].shape[1] if frames else pooled.shape[1]
-    prov = {"model": model, "weights": "arrays", "layer": "n/a", "pooling": "given", **(provenance or {})}
-    st = open_store(url, mode="a")
-    e = st.create_entry(model, dataset, list(keys), list(labels), pooled.shape[1], frame_dim, prov,
-                        has_frames=frames is not None, block_size=block_size)
-    for b in range(e.n_blocks):
-        sl = e.block_slice(b)
-        e.write_block(b, pooled[sl], frames[sl] if frames is not None else None, {})
-    return e

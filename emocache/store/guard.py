@@ -2,10 +2,16 @@
 
 Local stores resolve each key inside the store root and refuse symbolic links and special files (FIFOs,
 devices, sockets) for reading, writing, listing and deleting; zip members are checked against their declared
-size; every metadata document is bounded in bytes and JSON nesting; every chunk's decoded size is read from its
-compression header (zstd frame content size, blosc header, gzip by bounded inflation) and checked against the
-array's declared chunk shape and dtype before zarr decompresses it. A chunk that zarr asks for and the store
-lacks is remembered (``missing``), so readers can refuse a fill value standing in for a committed block.
+size; every metadata document is bounded in bytes and JSON nesting, and an array document naming a codec outside
+:data:`~emocache.store.validate.SAFE_CODECS` is refused as it is read (also inside consolidated metadata); every
+chunk's decoded size is read from its compression header (zstd frame content size, blosc header, gzip by bounded
+inflation) and checked against the array's declared chunk shape and dtype before zarr decompresses it (for strings
+also from below: at least the 4 + 4 bytes per item their encoding needs, so a string array backs the rows it
+declares). A chunk that zarr asks for and the store lacks is remembered (``missing``), so readers can refuse a fill
+value standing in for a committed block.
+
+The guarded classes (:class:`SafeLocalStore`, :class:`SafeZipStore`, :class:`SafeFsspecStore`) each open their kind
+of URL with ``connect``; :data:`emocache.store.storage.BACKENDS` maps URL schemes to them.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from emocache.inputs import json_depth  # noqa: F401  (one JSON-depth check for store metadata and input files)
-from emocache.store.validate import Limits, StoreError, StoreIOError
+from zarr.abc.store import RangeByteRequest
+from zarr.buffer import default_buffer_prototype
+from zarr.storage import FsspecStore, LocalStore, ZipStore
+
+from emocache.inputs import InputError, check_file, json_depth  # one guard for store metadata and input files
+from emocache.store.validate import SAFE_CODECS, Limits, StoreError, StoreIOError, codec_names
 
 COMPRESSORS = ("zstd", "gzip", "blosc")
 ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
@@ -68,6 +78,8 @@ class ChunkSpec:
 
     decoded: int | None
     """Bytes of one chunk from the declared chunk shape and dtype (None for variable-length strings)."""
+    items: int
+    """Values per chunk (the product of the chunk shape)."""
     compressor: str | None
     """The one compression codec (zstd, gzip, blosc) or None."""
     n_compressors: int
@@ -80,12 +92,13 @@ def chunk_spec(meta: dict) -> ChunkSpec | None:
     try:
         shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
         item = ITEMSIZE.get(str(meta.get("data_type")))
-        decoded = math.prod(int(s) for s in shape) * item if item else None
+        items = math.prod(int(s) for s in shape)
+        decoded = items * item if item else None
         names = [c.get("name") if isinstance(c, dict) else c for c in meta.get("codecs") or ()]
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     comps = [n for n in names if n in COMPRESSORS]
-    return ChunkSpec(decoded, comps[0] if comps else None, len(comps))
+    return ChunkSpec(decoded, items, comps[0] if comps else None, len(comps))
 
 
 class Guard:
@@ -119,8 +132,6 @@ class Guard:
         """Backend checks before any byte is read (path, type, declared size)."""
 
     async def get(self, key, prototype=None, byte_range=None):
-        from zarr.core.buffer import default_buffer_prototype
-
         prototype = prototype or default_buffer_prototype()
         self.before_get(key)
         buf = await super().get(key, prototype, byte_range)
@@ -146,6 +157,11 @@ class Guard:
             self.check_chunk(key, raw)
 
     def check_metadata(self, key: str, raw: bytes) -> None:
+        values = sum(raw.count(c) for c in (b",", b":", b"[", b"{"))  # an upper bound on the values parsing makes
+        if values > self.limits.json_values:
+            raise StoreError(f"{self.where(key)}: metadata document with up to {values} JSON values, over the limit "
+                             f"of {self.limits.json_values}; a damaged or hostile store (raise --max-json-values only "
+                             "for a store you trust)")
         try:
             meta = json.loads(raw)
         except RecursionError:
@@ -158,16 +174,25 @@ class Guard:
             raise StoreError(f"{self.where(key)}: JSON nested {depth} levels deep, over the limit of "
                              f"{self.limits.json_depth} (raise --max-json-depth only for a store you trust)")
         prefix = key[:-len("zarr.json")]
-        spec = chunk_spec(meta)
-        if spec is not None:
-            self.specs[prefix.rstrip("/")] = spec
+        self.add_node(prefix.rstrip("/"), meta)
         cons = meta.get("consolidated_metadata") if isinstance(meta, dict) else None
         nodes = cons.get("metadata") if isinstance(cons, dict) else None
         if isinstance(nodes, dict):
             for path, m in nodes.items():
-                spec = chunk_spec(m)
-                if spec is not None:
-                    self.specs[f"{prefix}{path}".strip("/")] = spec
+                self.add_node(f"{prefix}{path}".strip("/"), m)
+
+    def add_node(self, path: str, meta) -> None:
+        """Check one node's metadata (its codecs) and remember its chunk spec."""
+        if not isinstance(meta, dict) or meta.get("node_type") != "array":
+            return
+        bad = codec_names(meta.get("codecs")) - SAFE_CODECS
+        if bad:
+            raise StoreError(f"{self.where(path)}: uses codec(s) {sorted(bad)}; emocache reads only "
+                             f"{sorted(SAFE_CODECS)} (a store is data, never code). Ask its author to re-extract "
+                             "with emocache")
+        spec = chunk_spec(meta)
+        if spec is not None:
+            self.specs[path] = spec
 
     def spec_for(self, key: str) -> ChunkSpec | None:
         path = key
@@ -206,6 +231,10 @@ class Guard:
                      else "allowed (--max-chunk-mb)")
             raise StoreError(f"{self.where(key)}: chunk inflates to {amount} bytes, more than the {limit} {bound}; "
                              "a damaged or hostile store (a compression bomb) is not decoded")
+        if spec is not None and spec.decoded is None and size < 4 + 4 * spec.items:
+            raise StoreError(f"{self.where(key)}: chunk decodes to {size} bytes, fewer than the {4 + 4 * spec.items} "
+                             f"bytes its {spec.items} strings need at least; the array declares more than the store "
+                             "holds (a damaged or hostile store)")
 
 
 def _kind(mode: int) -> str:
@@ -216,182 +245,238 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def guarded_classes():
-    """(SafeLocalStore, SafeZipStore, SafeFsspecStore), built on first use so zarr is imported lazily."""
-    global _CLASSES
-    if _CLASSES is not None:
-        return _CLASSES
-    from zarr.abc.store import RangeByteRequest
-    from zarr.storage import FsspecStore, LocalStore, ZipStore
+def _link_error(path) -> StoreError:
+    return StoreError(f"{path}: a symbolic link inside the store; emocache never follows links in a store (remove it "
+                      "or replace it with the real file)")
 
-    class SafeLocalStore(Guard, LocalStore):
-        """LocalStore that stays inside its root: no symbolic links, no special files, errors in one line."""
 
-        def resolve(self, key: str, final: str = "file",
-                    folder: tuple[str, Path] | None = None) -> tuple[Path, os.stat_result | None]:
-            """The path of ``key`` under the root, each component checked with lstat (never followed).
+def _special_error(path, mode: int) -> StoreError:
+    return StoreError(f"{path}: a {_kind(mode)} inside the store; only regular files and folders are read (remove it)")
 
-            ``folder`` = (key prefix, its path) from an earlier resolve of a folder above ``key``: only the
-            components below it are checked (a bulk reader resolving many chunks of one array).
-            """
-            parts = key.strip("/").split("/") if key.strip("/") else []
-            if any(p in ("", ".", "..") for p in parts):
-                raise StoreError(f"{self.where(key)}: not a valid object key")
-            path = self.root
-            above = folder[0].strip("/").split("/") if folder is not None else None
-            if above and parts[:len(above)] == above and len(parts) > len(above):
-                path, parts = folder[1], parts[len(above):]
+
+class SafeLocalStore(Guard, LocalStore):
+    """LocalStore that stays inside its root: no symbolic links, no special files, errors in one line."""
+
+    @classmethod
+    def connect(cls, url: str, read_only: bool, storage_options: dict, limits: Limits) -> "SafeLocalStore":
+        """The store folder at ``url`` (created on first write unless ``read_only``)."""
+        try:
+            os.stat(url)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # a name longer than the file system allows, a component that is a file
+            raise StoreError(f"{url}: not a usable path ({e.strerror or e}); give a shorter or valid store path") from None
+        if read_only and not Path(url).exists():
+            raise StoreError(f"{url}: no store here (nothing extracted yet? run `emocache extract ... --store {url}`)")
+        if Path(url).exists() and not Path(url).is_dir():
+            raise StoreError(f"{url}: not a folder; a store is a folder (or a .zip made by `emocache pack`)")
+        return cls(url, read_only=read_only).guard(limits, url)
+
+    def resolve(self, key: str, final: str = "file",
+                folder: tuple[str, Path] | None = None) -> tuple[Path, os.stat_result | None]:
+        """The path of ``key`` under the root, each component checked with lstat (never followed).
+
+        ``folder`` = (key prefix, its path) from an earlier resolve of a folder above ``key``: only the
+        components below it are checked (a bulk reader resolving many chunks of one array).
+        """
+        parts = key.strip("/").split("/") if key.strip("/") else []
+        if any(p in ("", ".", "..") for p in parts):
+            raise StoreError(f"{self.where(key)}: not a valid object key")
+        path = self.root
+        above = folder[0].strip("/").split("/") if folder is not None else None
+        if above and parts[:len(above)] == above and len(parts) > len(above):
+            path, parts = folder[1], parts[len(above):]
+        try:
+            st = os.stat(path)  # the root itself is the user's choice and may be a link
+        except OSError:
+            return path, None
+        for i, p in enumerate(parts):
+            path = path / p
             try:
-                st = os.stat(path)  # the root itself is the user's choice and may be a link
-            except OSError:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
                 return path, None
-            for i, p in enumerate(parts):
-                path = path / p
-                try:
-                    st = os.lstat(path)
-                except (FileNotFoundError, NotADirectoryError):
-                    return path, None
-                if stat.S_ISLNK(st.st_mode):
-                    raise StoreError(f"{path}: a symbolic link inside the store; emocache never follows links in a "
-                                     "store (remove it or replace it with the real file)")
-                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-                    raise StoreError(f"{path}: a {_kind(st.st_mode)} inside the store; only regular files and "
-                                     "folders are read (remove it)")
-                if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-                    return path, None
-            return path, st
+            if stat.S_ISLNK(st.st_mode):
+                raise _link_error(path)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                raise _special_error(path, st.st_mode)
+            if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+                return path, None
+        return path, st
 
-        def before_get(self, key: str) -> None:
-            _, st = self.resolve(key)
-            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > self.max_object(key):
-                raise self.too_big(key, st.st_size)
+    def before_get(self, key: str) -> None:
+        _, st = self.resolve(key)
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > self.max_object(key):
+            raise self.too_big(key, st.st_size)
 
-        async def set(self, key, value):
-            path, _ = self.resolve(key)
-            return await self._guarded(super().set, path, key, value)
+    async def set(self, key, value):
+        path, _ = self.resolve(key)
+        return await self._guarded(super().set, path, key, value)
 
-        async def set_if_not_exists(self, key, value):
-            path, _ = self.resolve(key)
-            return await self._guarded(super().set_if_not_exists, path, key, value)
+    async def set_if_not_exists(self, key, value):
+        path, _ = self.resolve(key)
+        return await self._guarded(super().set_if_not_exists, path, key, value)
 
-        async def _guarded(self, fn, path, *args):
-            """Run a write; an OSError (disk full, permissions) becomes a one-line StoreError naming the path."""
+    async def _guarded(self, fn, path, *args):
+        """Run a write; an OSError (disk full, permissions) becomes a one-line StoreError naming the path."""
+        try:
+            return await fn(*args)
+        except StoreError:
+            raise
+        except OSError as e:
+            hint = ("; free space and rerun the same command (committed blocks are kept)"
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+            raise StoreIOError(f"{path}: {e.strerror or e}{hint}", e.errno) from None
+
+    async def delete(self, key):
+        path, _ = self.resolve(key)
+        return await self._guarded(super().delete, path, key)
+
+    async def delete_dir(self, prefix):
+        path, _ = self.resolve(prefix)
+        return await self._guarded(super().delete_dir, path, prefix)
+
+    async def exists(self, key):
+        _, st = self.resolve(key)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    async def getsize(self, key):
+        path, st = self.resolve(key)
+        if st is None:
+            raise FileNotFoundError(path)
+        return st.st_size
+
+    def _walk(self, base: Path):
+        """Relative keys of every regular file under ``base``; links and special files are errors."""
+        skip = len(str(self.root).rstrip(os.sep)) + 1
+        stack = [str(base)]
+        while stack:
+            d = stack.pop()
             try:
-                return await fn(*args)
-            except StoreError:
-                raise
-            except OSError as e:
-                hint = ("; free space and rerun the same command (committed blocks are kept)"
-                        if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
-                raise StoreIOError(f"{path}: {e.strerror or e}{hint}", e.errno) from None
+                entries = list(os.scandir(d))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_symlink():
+                    raise _link_error(e.path)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    yield e.path[skip:].replace(os.sep, "/")
+                else:
+                    raise _special_error(e.path, e.stat(follow_symlinks=False).st_mode)
 
-        async def delete(self, key):
-            path, _ = self.resolve(key)
-            return await self._guarded(super().delete, path, key)
+    async def list(self):
+        for k in self._walk(self.root):
+            yield k
 
-        async def delete_dir(self, prefix):
-            path, _ = self.resolve(prefix)
-            return await self._guarded(super().delete_dir, path, prefix)
-
-        async def exists(self, key):
-            _, st = self.resolve(key)
-            return st is not None and stat.S_ISREG(st.st_mode)
-
-        async def getsize(self, key):
-            path, st = self.resolve(key)
-            if st is None:
-                raise FileNotFoundError(path)
-            return st.st_size
-
-        def _walk(self, base: Path):
-            """Relative keys of every regular file under ``base``; links and special files are errors."""
-            stack = [base]
-            while stack:
-                d = stack.pop()
-                try:
-                    entries = list(os.scandir(d))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                for e in entries:
-                    p = Path(e.path)
+    def metadata_keys(self) -> list[str]:
+        """Every ``zarr.json`` key under the root. Unlike :meth:`list`, a link or special file under another name
+        is passed over (no reader takes metadata from it; the readers of its data refuse it), so ``verify`` can
+        still name the blocks it damages; a linked folder or ``zarr.json`` is an error."""
+        out, stack = [], [self.root]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                p = Path(e.path)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(p)
+                elif e.name == "zarr.json":
                     if e.is_symlink():
-                        raise StoreError(f"{p}: a symbolic link inside the store; emocache never follows links in "
-                                         "a store (remove it or replace it with the real file)")
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(p)
-                    elif e.is_file(follow_symlinks=False):
-                        yield p.relative_to(self.root).as_posix()
-                    else:
-                        raise StoreError(f"{p}: a {_kind(e.stat(follow_symlinks=False).st_mode)} inside the store; "
-                                         "only regular files and folders are read (remove it)")
+                        raise _link_error(p)
+                    if not e.is_file(follow_symlinks=False):
+                        raise _special_error(p, e.stat(follow_symlinks=False).st_mode)
+                    out.append(p.relative_to(self.root).as_posix())
+                elif e.is_symlink() and e.is_dir():
+                    raise _link_error(p)
+        return out
 
-        async def list(self):
-            for k in self._walk(self.root):
+    def _folder(self, prefix):
+        """The resolved path of ``prefix`` when it is a folder in the store, else None."""
+        path, st = self.resolve(prefix.rstrip("/"))
+        return path if st is not None and stat.S_ISDIR(st.st_mode) else None
+
+    async def list_prefix(self, prefix):
+        path = self._folder(prefix)
+        if path is not None:
+            for k in self._walk(path):
                 yield k
 
-        def _folder(self, prefix):
-            """The resolved path of ``prefix`` when it is a folder in the store, else None."""
-            path, st = self.resolve(prefix.rstrip("/"))
-            return path if st is not None and stat.S_ISDIR(st.st_mode) else None
-
-        async def list_prefix(self, prefix):
-            path = self._folder(prefix)
-            if path is not None:
-                for k in self._walk(path):
-                    yield k
-
-        async def list_dir(self, prefix):
-            path = self._folder(prefix)
-            if path is None:
-                return
-            for e in os.scandir(path):
-                if e.is_symlink():
-                    raise StoreError(f"{e.path}: a symbolic link inside the store; emocache never follows links in "
-                                     "a store (remove it or replace it with the real file)")
-                if not (e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)):
-                    raise StoreError(f"{e.path}: a {_kind(e.stat(follow_symlinks=False).st_mode)} inside the store; "
-                                     "only regular files and folders are read (remove it)")
-                yield e.name
-
-    class SafeZipStore(Guard, ZipStore):
-        """ZipStore whose members are checked against their declared sizes before they are read."""
-
-        def before_get(self, key: str) -> None:
-            if not self._is_open:
-                self._sync_open()
-            try:
-                info = self._zf.getinfo(key)
-            except KeyError:
-                return
-            if info.file_size > self.max_object(key):
-                raise self.too_big(key, info.file_size)
-
-        async def get(self, key, prototype=None, byte_range=None):
-            try:
-                return await Guard.get(self, key, prototype, byte_range)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
-                # zipfile never inflates past the declared size; data that disagrees with it fails here
-                raise StoreError(f"{self.where(key)}: damaged zip member ({type(e).__name__}: {e}); re-pack or "
-                                 "re-download the store") from None
-
-    class SafeFsspecStore(Guard, FsspecStore):
-        """FsspecStore reading at most the limit plus one byte of any object."""
-
-        async def get(self, key, prototype=None, byte_range=None):
-            from zarr.core.buffer import default_buffer_prototype
-
-            prototype = prototype or default_buffer_prototype()
-            if byte_range is not None:
-                return await FsspecStore.get(self, key, prototype, byte_range)
-            limit = self.max_object(key)
-            buf = await FsspecStore.get(self, key, prototype, RangeByteRequest(0, limit + 1))
-            if buf is not None and len(buf) > limit:
-                raise self.too_big(key, len(buf))
-            self.after_get(key, buf)
-            return buf
-
-    _CLASSES = (SafeLocalStore, SafeZipStore, SafeFsspecStore)
-    return _CLASSES
+    async def list_dir(self, prefix):
+        path = self._folder(prefix)
+        if path is None:
+            return
+        for e in os.scandir(path):
+            if e.is_symlink():
+                raise _link_error(e.path)
+            if not (e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)):
+                raise _special_error(e.path, e.stat(follow_symlinks=False).st_mode)
+            yield e.name
 
 
-_CLASSES = None
+class SafeZipStore(Guard, ZipStore):
+    """ZipStore (read-only) whose members are checked against their declared sizes before they are read."""
+
+    members: zipfile.ZipFile
+    """The zip's central directory, read once when connecting (member names and declared sizes)."""
+
+    @classmethod
+    def connect(cls, url: str, read_only: bool, storage_options: dict, limits: Limits) -> "SafeZipStore":
+        """The packed store at ``url``: a regular file whose central directory reads."""
+        if not read_only:
+            raise StoreError(f"{url}: zip stores are read-only; write to a directory, then `emocache pack` it")
+        try:
+            check_file(url, 1 << 62)  # the members are bounded by the limits, not the archive
+        except InputError as e:
+            raise StoreError(f"{e}; a packed store is one .zip file") from None
+        zs = cls(url, mode="r").guard(limits, url)
+        try:
+            zs.members = zipfile.ZipFile(url)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+            raise StoreError(f"{url}: not a readable zip file ({type(e).__name__}: {e}); the file is truncated "
+                             "or not made by `emocache pack`") from None
+        return zs
+
+    def before_get(self, key: str) -> None:
+        try:
+            info = self.members.getinfo(key)
+        except KeyError:
+            return
+        if info.file_size > self.max_object(key):
+            raise self.too_big(key, info.file_size)
+
+    async def get(self, key, prototype=None, byte_range=None):
+        try:
+            return await Guard.get(self, key, prototype, byte_range)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+            # zipfile never inflates past the declared size; data that disagrees with it fails here
+            raise StoreError(f"{self.where(key)}: damaged zip member ({type(e).__name__}: {e}); re-pack or "
+                             "re-download the store") from None
+
+
+class SafeFsspecStore(Guard, FsspecStore):
+    """FsspecStore reading at most the limit plus one byte of any object."""
+
+    @classmethod
+    def connect(cls, url: str, read_only: bool, storage_options: dict, limits: Limits) -> "SafeFsspecStore":
+        """The store at an fsspec URL (s3://, gs://), with these fsspec options."""
+        try:
+            zs = cls.from_url(url, read_only=read_only, storage_options=storage_options)
+        except ImportError as e:
+            raise StoreError(f"{url}: {e}; install the filesystem package (s3fs for s3://, gcsfs for gs://)") from None
+        return zs.guard(limits, url)
+
+    async def get(self, key, prototype=None, byte_range=None):
+        prototype = prototype or default_buffer_prototype()
+        if byte_range is not None:
+            return await FsspecStore.get(self, key, prototype, byte_range)
+        limit = self.max_object(key)
+        buf = await FsspecStore.get(self, key, prototype, RangeByteRequest(0, limit + 1))
+        if buf is not None and len(buf) > limit:
+            raise self.too_big(key, len(buf))
+        self.after_get(key, buf)
+        return buf

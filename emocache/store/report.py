@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
 
-from emocache.store.layout import FAILED, PENDING
 from emocache.store.root import Store
 from emocache.store.storage import is_remote, local_path
 
 
 def describe(store: Store) -> list[dict]:
-    """One row per entry: counts, dims, bytes, provenance (``emocache info``)."""
+    """One row per entry: counts, dims, bytes, provenance (``emocache info``); counts come from the stored index
+    chunks only, read in windows (memory stays bounded whatever ``n`` an entry declares)."""
     rows = []
     for model, dataset in store.entries():
         e = store.entry(model, dataset)
-        idx = e.index()
+        done, failed, pending = e.counts()
         rows.append({
-            "model": model, "dataset": dataset, "n": e.n, "done": int((idx[:, 0] >= 0).sum()),
-            "failed": int((idx[:, 0] == FAILED).sum()), "pending": int((idx[:, 0] == PENDING).sum()),
+            "model": model, "dataset": dataset, "n": e.n, "done": done, "failed": failed, "pending": pending,
             "dim": e.dim, "frames": e.has_frames, "blocks": e.n_blocks, "bytes": entry_bytes(store, model, dataset),
             "provenance": e.provenance,
         })
@@ -40,8 +40,6 @@ def entry_bytes(store: Store, model: str, dataset: str) -> int | None:
         except (OSError, NotImplementedError):
             return None
     if url.endswith(".zip"):
-        import zipfile
-
         with zipfile.ZipFile(url) as z:
             return sum(i.compress_size for i in z.infolist() if i.filename.startswith(prefix))
     total = 0

@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zarr
 
+from emocache.config import DEFAULT_BLOCK
+from emocache.paths import UnsafeNameError, check_name
 from emocache.store.bulk import FrameSet
 from emocache.store.commit import RETRIES, create_entry_group
 from emocache.store.entry import Entry
-from emocache.store.layout import DEFAULT_BLOCK, FORMAT
+from emocache.store.layout import FORMAT
 from emocache.store.storage import has_consolidated, is_remote, quiet_zarr, storage_options_for, zarr_store
 from emocache.store.validate import FORMAT_NAME, Limits, StoreError, StoreIOError
 
@@ -21,8 +24,6 @@ class Store:
 
     def __init__(self, url: str | Path, mode: str = "r", storage_options: dict | None = None,
                  limits: Limits | None = None):
-        import zarr
-
         self.url = str(url)
         self.limits = limits or Limits()
         self.mode = mode
@@ -103,8 +104,6 @@ class Store:
 
     def has_entry(self, model: str, dataset: str) -> bool:
         """Whether the entry exists and is complete (its attributes written)."""
-        import zarr
-
         g = self._node(f"{model}/{dataset}")
         if g is None:
             return False
@@ -114,16 +113,17 @@ class Store:
 
     def create_entry(self, model: str, dataset: str, keys: list[str], labels: list[str], dim: int,
                      frame_dim: int, provenance: dict, has_frames: bool = True,
-                     block_size: int = DEFAULT_BLOCK, layers: tuple[int, ...] = ()) -> Entry:
+                     block_size: int = DEFAULT_BLOCK, layers: tuple[int, ...] = (),
+                     allow_nonfinite: bool = False) -> Entry:
         """Create an entry, or return the existing one when it holds the same keys and weights.
 
-        Refuses (StoreError) an existing entry whose keys, weights identity, layer(s) or dims differ. ``layers``:
-        the hidden_states indices whose pooled vectors the entry stores besides ``pooled`` (``--layers``). Safe when
-        several processes create the same entry at once: every step writes identical objects and the
-        attributes (which make the entry exist) come last, so they all end with one valid entry.
+        Refuses (StoreError) an existing entry whose keys, weights identity, layer(s), dims or
+        ``allow_nonfinite`` differ. ``layers``: the hidden_states indices whose pooled vectors the entry stores
+        besides ``pooled`` (``--layers``). ``allow_nonfinite``: the entry may hold NaN/inf pooled vectors on purpose
+        (recorded in its attributes; readers refuse them otherwise). Safe when several processes create the same
+        entry at once: every step writes identical objects and the attributes (which make the entry exist) come
+        last, so they all end with one valid entry.
         """
-        from emocache.paths import UnsafeNameError, check_name
-
         try:
             check_name(model, "model")
             check_name(dataset, "dataset")
@@ -144,17 +144,18 @@ class Store:
             if e.dim != dim or e.frame_dim != frame_dim or e.has_frames != has_frames:
                 raise StoreError(f"{self.url}/{path}: existing entry has dim={e.dim}, frames={e.has_frames}; "
                                  f"this run has dim={dim}, frames={has_frames}")
+            if e.allow_nonfinite != allow_nonfinite:
+                raise StoreError(f"{self.url}/{path}: existing entry has allow_nonfinite={e.allow_nonfinite}, this "
+                                 f"run has {allow_nonfinite}; refusing to mix them. Use another --store or dataset")
             if e.keys != list(keys):
                 raise StoreError(f"{self.url}/{path}: the entry holds {e.n} utterances from another manifest "
                                  f"(sha256 {old.get('manifest_sha256', '?')[:12]}); this manifest has {len(keys)}. "
                                  "Use another dataset name or store")
             return e
-        import zarr
-
         for attempt in range(RETRIES):
             try:
                 g = create_entry_group(self.root, model, dataset, keys, labels, dim, frame_dim, provenance,
-                                       has_frames, block_size, tuple(layers))
+                                       has_frames, block_size, tuple(layers), allow_nonfinite)
                 return Entry(g, model, dataset, self.url)
             except (zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError, StoreIOError) as e:
                 # another process creating the same entry replaced an object under our feet: try again
@@ -163,7 +164,7 @@ class Store:
                 time.sleep(0.02 * (attempt + 1))
                 if self.has_entry(model, dataset):
                     return self.create_entry(model, dataset, keys, labels, dim, frame_dim, provenance, has_frames,
-                                             block_size, layers)
+                                             block_size, layers, allow_nonfinite)
         raise StoreError(f"{self.url}/{path}: other processes kept replacing this entry while it was created; "
                          "rerun")
 
@@ -212,8 +213,6 @@ class Store:
 def _open_for_writing(zs):
     """The root group for writing (created when missing; concurrent creators are fine). Writers ignore consolidated
     metadata and drop it, so no reader sees a stale listing."""
-    import zarr
-
     for attempt in range(RETRIES):
         try:
             root = zarr.open_group(zs, mode="a", zarr_format=3, use_consolidated=False)
@@ -232,6 +231,31 @@ def open_store(url: str | Path, mode: str = "r", storage_options: dict | None = 
     ``limits`` bound what an untrusted store can make emocache read (:class:`~emocache.store.validate.Limits`).
     """
     return Store(url, mode=mode, storage_options=storage_options, limits=limits)
+
+
+def write_arrays(url: str | Path, model: str, dataset: str, keys: list[str], labels: list[str],
+                 pooled: np.ndarray, frames: list[np.ndarray] | None = None, provenance: dict | None = None,
+                 block_size: int = DEFAULT_BLOCK, allow_nonfinite: bool = False) -> Entry:
+    """Write a complete entry from arrays (features made elsewhere, tests, merges); returns the Entry.
+
+    NaN/inf pooled vectors are refused (readers would refuse them as damage) unless ``allow_nonfinite``, which the
+    entry then records (attribute ``allow_nonfinite``).
+    """
+    pooled = np.asarray(pooled, dtype=np.float32)
+    bad = ~np.isfinite(pooled.reshape(len(pooled), -1)).all(1)
+    if bad.any() and not allow_nonfinite:
+        raise StoreError(f"{url}/{model}/{dataset}: {int(bad.sum())} pooled vector(s) hold NaN/inf (e.g. key(s) "
+                         f"{[keys[i] for i in np.flatnonzero(bad)[:3].tolist()]}); readers refuse them as damage. "
+                         "Pass allow_nonfinite=True to store them on purpose (the entry records it)")
+    frame_dim = frames[0].shape[1] if frames else pooled.shape[1]
+    prov = {"model": model, "weights": "arrays", "layer": "n/a", "pooling": "given", **(provenance or {})}
+    st = open_store(url, mode="a")
+    e = st.create_entry(model, dataset, list(keys), list(labels), pooled.shape[1], frame_dim, prov,
+                        has_frames=frames is not None, block_size=block_size, allow_nonfinite=allow_nonfinite)
+    for b in range(e.n_blocks):
+        sl = e.block_slice(b)
+        e.write_block(b, pooled[sl], frames[sl] if frames is not None else None, {})
+    return e
 
 
 def _line(e: BaseException) -> str:

@@ -6,10 +6,15 @@ import contextlib
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
+from zarr.buffer import default_buffer_prototype
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
+
+from emocache.store.guard import SafeFsspecStore, SafeLocalStore, SafeZipStore
 from emocache.store.validate import Limits, StoreError
+from emocache.store.zarr_compat import collect, sync
 
 STORAGE_OPTIONS_ENV = "EMOCACHE_STORAGE_OPTIONS"
 """JSON fsspec storage options used when none are passed (e.g. {"endpoint_url": ...} for an S3-compatible server)."""
@@ -18,8 +23,6 @@ STORAGE_OPTIONS_ENV = "EMOCACHE_STORAGE_OPTIONS"
 @contextlib.contextmanager
 def quiet_zarr():
     """Silence zarr's notices that string arrays and consolidated metadata are not yet in the v3 spec, here only."""
-    from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message=".*not part (of|in) the Zarr format 3.*", category=ZarrUserWarning)
@@ -28,8 +31,6 @@ def quiet_zarr():
 
 def codecs(level: int = 3):
     """zstd then a CRC32C checksum on every chunk (frames use level 1: features compress little, speed wins)."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
     return [ZstdCodec(level=level), Crc32cCodec()]
 
 
@@ -50,8 +51,6 @@ def frame_codecs(itemsize: int, codec: str = "zstd"):
     machine (3.9-4.5 vs 2.3-2.9 GB/s float32). zstd already meets the 2 GB/s target, so the format keeps zstd
     (docs/BENCHMARKS.md, "Frame reads on a quiet AMD EPYC machine").
     """
-    from zarr.codecs import BloscCodec, Crc32cCodec
-
     if codec == "zstd":
         return codecs(level=1)
     if codec != "blosc-zstd":
@@ -70,85 +69,94 @@ def local_path(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
 
 
+def parse_storage_options(raw: str | None, source: str = "--storage-options") -> dict:
+    """Storage options given as JSON (the ``--storage-options`` flag, or ``source`` naming where else they came
+    from) -> dict, empty when not given; a one-line ValueError otherwise."""
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{source} is not JSON ({e}); e.g. '{{\"endpoint_url\": \"http://host:9000\"}}'") from None
+    if not isinstance(opts, dict):
+        raise ValueError(f"{source} must hold a JSON object, got {type(opts).__name__}")
+    return opts
+
+
 def storage_options_for(storage_options: dict | None = None) -> dict:
     """The given options, else those in $EMOCACHE_STORAGE_OPTIONS (JSON), else none."""
     if storage_options:
         return dict(storage_options)
-    from emocache.config import parse_storage_options
-
     try:
         return parse_storage_options(os.environ.get(STORAGE_OPTIONS_ENV), f"${STORAGE_OPTIONS_ENV}")
     except ValueError as e:
         raise StoreError(str(e)) from None
 
 
+BACKENDS: dict[str, type] = {"file": SafeLocalStore, "zip": SafeZipStore, "s3": SafeFsspecStore,
+                             "gs": SafeFsspecStore, "gcs": SafeFsspecStore}
+"""URL scheme -> guarded zarr store class (:mod:`emocache.store.guard`): ``file`` for local folders (and
+``file://`` URLs: zarr's LocalStore, atomic writes), ``zip`` for a local ``.zip`` (read-only), fsspec for object
+stores (s3fs for ``s3://``; gcsfs for ``gs://``/``gcs://``, the same code path, untested here)."""
+
+
+def scheme(url: str) -> str:
+    """The :data:`BACKENDS` key of a URL: its scheme; ``zip`` or ``file`` for a local path."""
+    url = str(url)
+    if is_remote(url):
+        return url.split("://", 1)[0].lower()
+    return "zip" if local_path(url).endswith(".zip") else "file"
+
+
 def zarr_store(url: str | Path, read_only: bool = True, storage_options: dict | None = None,
                limits: Limits | None = None):
-    """The guarded zarr storage for a URL (see :mod:`emocache.store.guard`): LocalStore for paths (atomic
-    writes), ZipStore for .zip, fsspec otherwise."""
-    from emocache.store.guard import guarded_classes
-
-    SafeLocal, SafeZip, SafeFsspec = guarded_classes()
-    limits = limits or Limits()
-    url = local_path(url)
-    if url.endswith(".zip") and not is_remote(url):
-        if not read_only:
-            raise StoreError(f"{url}: zip stores are read-only; write to a directory, then `emocache pack` it")
-        from emocache.inputs import InputError, check_file
-
-        try:
-            check_file(url, 1 << 62)  # the members are bounded by the limits, not the archive
-        except InputError as e:
-            raise StoreError(f"{e}; a packed store is one .zip file") from None
-        zs = SafeZip(url, mode="r").guard(limits, url)
-        try:
-            zs._sync_open()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
-            raise StoreError(f"{url}: not a readable zip file ({type(e).__name__}: {e}); the file is truncated "
-                             "or not made by `emocache pack`") from None
-        return zs
-    if is_remote(url):
-        try:
-            zs = SafeFsspec.from_url(url, read_only=read_only, storage_options=storage_options_for(storage_options))
-        except ImportError as e:
-            raise StoreError(f"{url}: {e}; install the filesystem package (s3fs for s3://, gcsfs for gs://)") from None
-        return zs.guard(limits, url)
-    try:
-        os.stat(url)
-    except FileNotFoundError:
-        pass
-    except OSError as e:  # a name longer than the file system allows, a component that is a file
-        raise StoreError(f"{url}: not a usable path ({e.strerror or e}); give a shorter or valid store path") from None
-    if read_only and not Path(url).exists():
-        raise StoreError(f"{url}: no store here (nothing extracted yet? run `emocache extract ... --store {url}`)")
-    if Path(url).exists() and not Path(url).is_dir():
-        raise StoreError(f"{url}: not a folder; a store is a folder (or a .zip made by `emocache pack`)")
-    return SafeLocal(url, read_only=read_only).guard(limits, url)
-
-
-async def _list(zs) -> list[str]:
-    return [k async for k in zs.list()]
+    """The guarded zarr storage for a URL, from :data:`BACKENDS` (see :mod:`emocache.store.guard`)."""
+    kind = scheme(str(url))
+    cls = BACKENDS.get(kind)
+    if cls is None:
+        remote = ", ".join(f"{k}://" for k in BACKENDS if k not in ("file", "zip"))
+        raise StoreError(f"{url}: unknown storage scheme {kind}://; known: a local folder or .zip (file://), "
+                         f"{remote}")
+    opts = storage_options_for(storage_options) if cls is SafeFsspecStore else {}
+    return cls.connect(local_path(str(url)), read_only, opts, limits or Limits())
 
 
 def object_keys(zs) -> list[str]:
     """Every object of a store except temporary files of interrupted LocalStore writes."""
-    from zarr.core.sync import sync
+    return sorted(collect(zs.list(), lambda k: not k.endswith(".partial")))
 
-    return sorted(k for k in sync(_list(zs)) if not k.endswith(".partial"))
+
+def metadata_keys(zs) -> list[str]:
+    """The key of every metadata document (``zarr.json``) in a store, listed from its objects (not from any
+    consolidated metadata)."""
+    own = getattr(zs, "metadata_keys", None)  # a local store's walk that passes over links to data
+    if own is not None:
+        return sorted(own())
+    return sorted(collect(zs.list(), lambda k: k == "zarr.json" or k.endswith("/zarr.json")))
+
+
+def list_prefix(zs, prefix: str) -> list[str]:
+    """The keys of the objects under ``prefix`` (a folder path ending in ``/``)."""
+    return collect(zs.list_prefix(prefix))
+
+
+def list_dir(zs, prefix: str) -> list[str]:
+    """The names directly under ``prefix`` (objects and folders)."""
+    return collect(zs.list_dir(prefix))
 
 
 def get_bytes(zs, key: str) -> bytes | None:
     """One object's bytes, None when absent."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
     buf = sync(zs.get(key, prototype=default_buffer_prototype()))
     return None if buf is None else buf.to_bytes()
 
 
-def exists(zs, key: str) -> bool:
-    from zarr.core.sync import sync
+def set_bytes(zs, key: str, data: bytes) -> None:
+    """Write one object."""
+    sync(zs.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
+
+def exists(zs, key: str) -> bool:
     return bool(sync(zs.exists(key)))
 
 

@@ -5,17 +5,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import zarr
+
 FORMAT_NAME = "emocache_format"
 SAFE_CODECS = frozenset({"bytes", "vlen-utf8", "zstd", "gzip", "blosc", "crc32c", "transpose"})
 """Codecs a store may use; anything else (pickle, custom plugins, sharding) is refused before a chunk is decoded."""
 MAX_ROWS = 1 << 40
+"""Ceiling of any integer attribute that counts rows (the configurable bound is :attr:`Limits.rows`)."""
+MAX_DIM = 1 << 20
+"""Largest ``dim`` and ``frame_dim`` (features per vector)."""
+MAX_LAYER = 10_000
+"""Largest hidden_states index in the ``layers`` attribute."""
+WINDOW_BYTES = 16 << 20
+"""Bytes of rows read at once (at least one block): the index (1 Mi rows) and pooled vectors are read in windows of
+whole blocks over the chunks actually stored, so no reader allocates for rows the store only declares."""
+GAP_BLOCKS = 8
+"""Absent chunks read between two stored ones (an absent index chunk reads as pending) so that a listing-driven
+read takes few requests; the absent chunks read are at most this many times the stored ones."""
 
 
 @dataclass(frozen=True)
 class Limits:
     """Bounds on what an untrusted store can make emocache read or allocate; raise them for stores you trust."""
 
-    chunk_bytes: int = 256 << 20
+    chunk_bytes: int = 128 << 20
     """Largest decoded chunk, from the array's declared chunk shape and dtype and each chunk's compression header
     (checked before decompressing); also bounds each stored object (``--max-chunk-mb``)."""
     metadata_bytes: int = 64 << 20
@@ -24,14 +37,20 @@ class Limits:
     """Deepest nesting of a metadata document (``--max-json-depth``)."""
     rows: int = 1 << 24
     """Most utterances per entry (``--max-rows``)."""
+    json_values: int = 2 << 20
+    """Most JSON values in one metadata document, counted before parsing as its ``,`` ``:`` ``[`` ``{`` bytes (an
+    upper bound; ``--max-json-values``): 6 MB of ``[{},{},...]`` parses into hundreds of MB. A packed store's
+    consolidated root holds about 41 per node, so the default admits about 50,000 nodes."""
 
     @classmethod
-    def from_cli(cls, chunk_mb: float, metadata_mb: float, json_depth: int, rows: int) -> "Limits":
+    def from_cli(cls, chunk_mb: float, metadata_mb: float, json_depth: int, rows: int,
+                 json_values: int = 2 << 20) -> "Limits":
         for name, v in (("--max-chunk-mb", chunk_mb), ("--max-metadata-mb", metadata_mb),
-                        ("--max-json-depth", json_depth), ("--max-rows", rows)):
+                        ("--max-json-depth", json_depth), ("--max-rows", rows), ("--max-json-values", json_values)):
             if not v > 0:
                 raise StoreError(f"{name} {v}: must be positive")
-        return cls(int(chunk_mb * (1 << 20)), int(metadata_mb * (1 << 20)), int(json_depth), int(rows))
+        return cls(int(chunk_mb * (1 << 20)), int(metadata_mb * (1 << 20)), int(json_depth), int(rows),
+                   int(json_values))
 
 
 class StoreError(ValueError):
@@ -66,8 +85,6 @@ def codec_names(codecs) -> set[str]:
 def check_array(arr, where: str, dtypes: tuple[str, ...], shape: tuple | None = None, ndim: int | None = None):
     """Refuse an array with an unsafe codec, another data type or shape, or chunks decoding to more than the
     store's :class:`Limits` allow (StoreError naming ``where``)."""
-    import zarr
-
     if not isinstance(arr, zarr.Array):
         raise StoreError(f"{where}: expected an array, found a {type(arr).__name__}")
     meta = arr.metadata.to_dict()

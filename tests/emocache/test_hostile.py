@@ -262,6 +262,8 @@ def test_limits_are_raised_by_flags(tmp_path, cli):
     assert code == 0, out
     code, out = cli("info", url, "--max-chunk-mb", "0")
     assert code == 2 and "--max-chunk-mb 0.0: must be positive" in out
+    code, out = cli("info", url, "--max-json-values", "10")
+    assert code == 2 and "JSON values, over the limit of 10" in out and "--max-json-values" in out
 
 
 def test_symlinked_block_folder_is_never_written_through(tmp_path):
@@ -505,3 +507,318 @@ def test_trainer_reads_refuse_damage_naming_store_and_array(tmp_path, damage, ma
     with pytest.raises(ValueError, match=match) as e:  # the trainer CLI prints ValueErrors as one line, exit 2
         load_features(trainer_open(str(url)), *ENTRY)
     one_line(e.value)
+
+
+# -- issue 22: bounded memory whatever an entry declares, damage refused by every reader, no hidden entries ----------
+HUGE_N = (1 << 24) - 1
+"""Rows an entry may declare within the default limits (``--max-rows`` is 2^24)."""
+
+
+def _tiny(url: Path, n: int = 4, block_size: int = 1, **kw) -> Path:
+    rng = np.random.default_rng(1)
+    frames = [rng.normal(size=(3, 3)).astype(np.float32) for _ in range(n)]
+    write_arrays(url, *ENTRY, [f"k{i}" for i in range(n)], ["a"] * n, np.stack([f.mean(0) for f in frames]),
+                 frames, block_size=block_size, **kw)
+    return url
+
+
+def _declare_rows(url: Path, n: int, block_size: int = 1) -> None:
+    edit(node(url, "zarr.json"), lambda m: m["attributes"].update(n=n, block_size=block_size))
+    for a in ("keys", "labels"):
+        edit(node(url, a, "zarr.json"), lambda m: m.update(shape=[n]))
+    for a, d in (("pooled", 3), ("index", 2)):
+        edit(node(url, a, "zarr.json"), lambda m, d=d: m.update(shape=[n, d]))
+
+
+def huge_n_header(tmp: Path) -> Path:
+    """The issue's 2 KB store: a 4-row entry whose headers declare n = 2^24 - 1 rows in blocks of 1."""
+    url = _tiny(tmp / "s")
+    _declare_rows(url, HUGE_N)
+    return url
+
+
+def _string_chunk(url: Path, array: str, values: bytes, n: int) -> None:
+    """Replace ``array`` (keys or labels) by one stored chunk of ``n`` strings (the vlen-utf8 bytes ``values``)."""
+    import google_crc32c
+    from numcodecs import Zstd
+
+    edit(node(url, array, "zarr.json"),
+         lambda m: m.update(shape=[n], chunk_grid={"name": "regular", "configuration": {"chunk_shape": [n]}}))
+    body = Zstd(level=3).encode(n.to_bytes(4, "little") + values)
+    node(url, array, "c", "0").write_bytes(bytes(body) + google_crc32c.value(bytes(body)).to_bytes(4, "little"))
+
+
+def huge_n_keys(tmp: Path) -> Path:
+    """n = 2^24 - 1 backed by keys and labels that are stored: a few KB of zstd holding the key 'a' 2^24 - 1 times."""
+    url = huge_n_header(tmp)
+    for array in ("keys", "labels"):
+        _string_chunk(url, array, b"\x01\x00\x00\x00a" * HUGE_N, HUGE_N)
+    return url
+
+
+def chunk_at_limit(tmp: Path) -> Path:
+    """One pooled chunk of 128 MiB (the --max-chunk-mb default), stored as a few KB of zstd zeros."""
+    n = 1 << 15
+    url = tmp / "s"
+    write_arrays(url, *ENTRY, [f"k{i}" for i in range(n)], ["a"] * n, np.zeros((n, 1024), np.float32),
+                 block_size=n)
+    return url
+
+
+def frames_declared_huge(tmp: Path) -> Path:
+    """Block 1's frames array declares 2^40 rows (6.3 million chunks); one chunk is stored."""
+    url = make(tmp / "s")
+    edit(node(url, "blocks", "b000001", "frames", "zarr.json"), lambda m: m.update(shape=[1 << 40, 3]))
+    return url
+
+
+def dense_json(tmp: Path) -> Path:
+    """The entry's zarr.json carries 6 MB of ``[{},{},...]``: 4 million JSON values, hundreds of MB once parsed."""
+    url = make(tmp / "s")
+    edit(node(url, "zarr.json"), lambda m: m["attributes"].__setitem__("x", [{}] * 2_000_000))
+    return url
+
+
+def dup_keys(tmp: Path) -> Path:
+    url = make(tmp / "s")
+    open_store(url, mode="a").entry(*ENTRY).keys_array[:] = np.array([f"k{i}" for i in range(N - 1)] + ["k0"],
+                                                                      dtype=object)
+    return url
+
+
+def overlapping_rows(tmp: Path) -> Path:
+    url = make(tmp / "s")
+    _set_index(url, 0, [[0, 3], [1, 3]])
+    return url
+
+
+def nan_pooled(tmp: Path) -> Path:
+    url = make(tmp / "s")
+    open_store(url, mode="a").entry(*ENTRY).pooled_array[6] = np.full(3, np.nan, np.float32)
+    return url
+
+
+def nan_allowed(tmp: Path) -> Path:
+    url = tmp / "s"
+    P = np.ones((6, 3), np.float32)
+    P[2, 1] = np.nan
+    write_arrays(url, *ENTRY, [f"k{i}" for i in range(6)], ["a", "b"] * 3, P, block_size=4, allow_nonfinite=True)
+    return url
+
+
+def entry_one_group_deeper(tmp: Path) -> Path:
+    """The only entry sits at m/x/ds: readers list no entry."""
+    import shutil
+
+    url = make(tmp / "s")
+    (url / "m" / "x").mkdir()
+    shutil.move(url / "m" / "ds", url / "m" / "x" / "ds")
+    (url / "m" / "x" / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                           "attributes": {}}))
+    return url
+
+
+def _repack(z: Path, out: Path, change) -> Path:
+    """A copy of zip ``z`` with ``change(name, data) -> data or None (dropped)`` applied to every member."""
+    with zipfile.ZipFile(z) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = change(name, src.read(name))
+            if data is not None:
+                dst.writestr(name, data)
+    return out
+
+
+def _packed_two_entries(tmp: Path) -> Path:
+    url = make(tmp / "s")
+    write_arrays(url, "m", "ds2", ["a", "b"], ["x", "y"], np.ones((2, 3), np.float32))
+    pack(str(url), tmp / "p.zip")
+    return tmp / "p.zip"
+
+
+def zip_consolidated_omits_entry(tmp: Path) -> Path:
+    def change(name, data):
+        if name != "zarr.json":
+            return data
+        root = json.loads(data)
+        nodes = root["consolidated_metadata"]["metadata"]
+        root["consolidated_metadata"]["metadata"] = {k: v for k, v in nodes.items() if not k.startswith("m/ds2")}
+        return json.dumps(root)
+
+    return _repack(_packed_two_entries(tmp), tmp / "hidden.zip", change)
+
+
+def zip_consolidated_lists_missing_entry(tmp: Path) -> Path:
+    return _repack(_packed_two_entries(tmp), tmp / "ghost.zip",
+                   lambda name, data: None if name.startswith("m/ds2/") else data)
+
+
+def zip_member_pickle_codec(tmp: Path) -> Path:
+    """The member m/ds/pooled/zarr.json names a pickle codec; the consolidated metadata readers use is clean."""
+    def change(name, data):
+        if name != "m/ds/pooled/zarr.json":
+            return data
+        meta = json.loads(data)
+        meta["codecs"].insert(1, {"name": "numcodecs.pickle"})
+        return json.dumps(meta)
+
+    url = make(tmp / "s")
+    pack(str(url), tmp / "p.zip")
+    return _repack(tmp / "p.zip", tmp / "evil.zip", change)
+
+
+def _args(cmd: str, url: Path, tmp: Path) -> list:
+    export = ["export", "/".join(ENTRY), "--store", url, "--to"]
+    args = {"merge": ["merge", url, tmp / "dst"], "pack": ["pack", url, tmp / "out.zip"],
+            "export-hf": [*export, "hf", tmp / "hf"], "export-lhotse": [*export, "lhotse", tmp / "lh"]}
+    return args.get(cmd, [cmd, url])
+
+
+# (store, command, exit code, fragment(s) of the one-line message or report, peak MB bound or None). Every row runs
+# the console command in a child process with a timeout; the bound is checked where memory is the point.
+ISSUE22 = [
+    ("n 2^24-1 header", huge_n_header, "info", 0, "16777215: 4 done, 0 failed, 16777211 pending", 512),
+    ("n 2^24-1 header", huge_n_header, "verify", 1, "keys: chunk(s) ['c/1', 'c/2', 'c/3', 'c/4', 'c/5'] missing "
+                                                    "(4194303 of 4194304)", 512),
+    ("n 2^24-1 header", huge_n_header, "merge", 2, "keys: chunk(s) ['c/1'", 512),
+    ("n 2^24-1 header", huge_n_header, "export-hf", 2, "keys: chunk(s) ['c/1'", 512),
+    ("n 2^24-1 keys stored", huge_n_keys, "info", 0, "16777215: 4 done", 512),
+    ("n 2^24-1 keys stored", huge_n_keys, "verify", 1, "duplicate key 'a' (rows 0 and 1)", 512),
+    ("n 2^24-1 keys stored", huge_n_keys, "merge", 2, "duplicate key 'a' (rows 0 and 1)", 512),
+    ("n 2^24-1 keys stored", huge_n_keys, "export-lhotse", 2, "duplicate key 'a' (rows 0 and 1)", 512),
+    ("128 MiB chunk of zeros", chunk_at_limit, "verify", 0, "m/ds: 1/1 blocks committed, ok", 512),
+    ("frames declaring 2^40 rows", frames_declared_huge, "verify", 1,
+     ("block 1: StoreError: ", "b000001/frames: chunk(s) ['c/1/0'"), 512),
+    ("frames declaring 2^40 rows", frames_declared_huge, "export-lhotse", 2, "b000001/frames: chunk(s) ['c/1/0'",
+     512),
+    ("frames declaring 2^40 rows", frames_declared_huge, "merge", 2, "b000001/frames: chunk(s) ['c/1/0'", 512),
+    ("zarr.json of dense JSON", dense_json, "info", 2, "m/ds/zarr.json: metadata document with up to 4000030 JSON "
+                                                       "values, over the limit of 2097152", 512),
+    ("duplicate keys", dup_keys, "verify", 1, "duplicate key 'k0' (rows 0 and 11)", None),
+    ("duplicate keys", dup_keys, "merge", 2, "duplicate key 'k0' (rows 0 and 11)", None),
+    ("duplicate keys", dup_keys, "export-hf", 2, "duplicate key 'k0'", None),
+    ("duplicate keys", dup_keys, "export-lhotse", 2, "duplicate key 'k0'", None),
+    ("overlapping index rows", overlapping_rows, "verify", 1, "block 0: ValueError: index rows overlap", None),
+    ("overlapping index rows", overlapping_rows, "merge", 2, "block 0: index rows overlap", None),
+    ("overlapping index rows", overlapping_rows, "export-lhotse", 2, "index: rows overlap (two utterances share "
+                                                                     "frames) or overflow int64 in block(s) [0]", None),
+    ("NaN pooled", nan_pooled, "verify", 1, "pooled: NaN/inf values in block(s) [1]", None),
+    ("NaN pooled", nan_pooled, "merge", 2, "pooled: NaN/inf values in block(s) [1]", None),
+    ("NaN pooled", nan_pooled, "export-hf", 2, "pooled: NaN/inf values in block(s) [1], which the entry does not "
+                                               "allow", None),
+    ("NaN pooled, allowed", nan_allowed, "verify", 0, "m/ds: 2/2 blocks committed, ok", None),
+    ("NaN pooled, allowed", nan_allowed, "export-hf", 0, "", None),
+    ("entry one group deeper", entry_one_group_deeper, "info", 0, ": 0 entries", None),
+    ("entry one group deeper", entry_one_group_deeper, "verify", 1, "/s/m/x/ds: an entry hidden outside the layout",
+     None),
+    ("zip: consolidated metadata omits an entry", zip_consolidated_omits_entry, "info", 0, ": 1 entry", None),
+    ("zip: consolidated metadata omits an entry", zip_consolidated_omits_entry, "verify", 1,
+     "hidden.zip/m/ds2: stored but missing from the consolidated metadata", None),
+    ("zip: consolidated metadata lists a missing entry", zip_consolidated_lists_missing_entry, "verify", 1,
+     "ghost.zip/m/ds2: in the consolidated metadata but not stored", None),
+    ("zip: member zarr.json names a pickle codec", zip_member_pickle_codec, "verify", 2,
+     "evil.zip/m/ds/pooled: uses codec(s) ['numcodecs.pickle']", None),
+    ("zip: member zarr.json names a pickle codec", zip_member_pickle_codec, "pack", 2,
+     "evil.zip/m/ds/pooled: uses codec(s) ['numcodecs.pickle']", None),
+]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name,build,cmd,code,fragment,peak_mb", ISSUE22,
+                         ids=[f"{r[0]}: {r[2]}" for r in ISSUE22])
+def test_issue22_hostile_store_cli(tmp_path, name, build, cmd, code, fragment, peak_mb):
+    """Each hostile store: the command's exit code and one-line message (2: one `error:` line), in bounded memory
+    and time (the child's own peak resident memory)."""
+    from tests.helpers.cli import run_emocache_peak
+
+    url = build(tmp_path)
+    p, peak = run_emocache_peak(*_args(cmd, url, tmp_path), timeout=120)
+    out = " ".join(line for line in (p.stdout + p.stderr).splitlines() if not line.startswith("peak_kb "))
+    assert p.returncode == code, out[-2000:]
+    for part in (fragment,) if isinstance(fragment, str) else fragment:
+        assert part in out, out[-2000:]
+    if code == 2:
+        lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip() and not ln.startswith("peak_kb ")]
+        assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    if peak_mb is not None:
+        assert peak < peak_mb, f"{name} {cmd}: peak {peak:.0f} MB"
+
+
+def _trainer_features(url):
+    from trainer.data import load_features
+
+    return load_features(open_store(url), *ENTRY)
+
+
+def _trainer_frames(url):
+    from trainer.frames import load_frames
+
+    st = open_store(url)
+    return load_frames(st, *ENTRY, st.pooled(*ENTRY)[0])
+
+
+# (store, the reader, the one-line StoreError it raises): every reader refuses what verify refuses
+READERS = [
+    ("n 2^24-1 header: pooled", huge_n_header, _pooled, r"keys: chunk\(s\) \['c/1'"),
+    ("n 2^24-1 header: labels", huge_n_header, lambda url: open_store(url).labels(*ENTRY), r"keys: chunk\(s\)"),
+    ("n 2^24-1 header: all_frames", huge_n_header, lambda url: open_store(url).all_frames(*ENTRY),
+     r"keys: chunk\(s\)"),
+    ("n 2^24-1 header: trainer", huge_n_header, _trainer_features, r"keys: chunk\(s\)"),
+    ("duplicate keys: pooled", dup_keys, _pooled, r"m/ds/keys: duplicate key 'k0' \(rows 0 and 11\).*re-extract"),
+    ("duplicate keys: all_frames", dup_keys, lambda url: open_store(url).all_frames(*ENTRY), "duplicate key 'k0'"),
+    ("duplicate keys: frames", dup_keys, lambda url: open_store(url).frames(*ENTRY, "k3"), "duplicate key 'k0'"),
+    ("duplicate keys: trainer", dup_keys, _trainer_features, "duplicate key 'k0'"),
+    ("overlapping rows: all_frames", overlapping_rows, lambda url: open_store(url).all_frames(*ENTRY),
+     r"m/ds/index: rows overlap .* block\(s\) \[0\]; run `emocache verify`.*--redo-failed"),
+    ("overlapping rows: all_frames float16", overlapping_rows,
+     lambda url: open_store(url).all_frames(*ENTRY, dtype=np.float16), r"rows overlap"),
+    ("overlapping rows: iter_frames", overlapping_rows, _frames, r"rows overlap .* block\(s\) \[0\]"),
+    ("overlapping rows: frames", overlapping_rows, lambda url: open_store(url).frames(*ENTRY, "k2"),
+     r"rows overlap .* block\(s\) \[0\]"),
+    ("overlapping rows: trainer --head mean", overlapping_rows, _trainer_frames, r"rows overlap"),
+    ("NaN pooled: pooled", nan_pooled, _pooled,
+     r"m/ds/pooled: NaN/inf values in block\(s\) \[1\].*allow_nonfinite.*--redo-failed"),
+    ("NaN pooled: trainer", nan_pooled, _trainer_features, r"pooled: NaN/inf values"),
+    ("frames declaring 2^40 rows: iter_frames", frames_declared_huge, _frames, r"b000001/frames: chunk\(s\)"),
+]
+
+
+@pytest.mark.parametrize("name,build,read,match", READERS, ids=[r[0] for r in READERS])
+def test_issue22_readers_refuse(tmp_path, name, build, read, match):
+    with pytest.raises(StoreError, match=match) as e:
+        read(build(tmp_path))
+    one_line(e.value)
+
+
+def test_nonfinite_pooled_only_on_purpose(tmp_path):
+    """write_arrays refuses NaN/inf pooled vectors unless asked; an entry that allows them reads them back (the
+    trainer's --nonfinite then decides), and a merge keeps the permission."""
+    P = np.ones((4, 3), np.float32)
+    P[1, 0] = np.inf
+    with pytest.raises(StoreError, match=r"1 pooled vector\(s\) hold NaN/inf \(e.g. key\(s\) \['k1'\]\).*"
+                                         "allow_nonfinite=True") as e:
+        write_arrays(tmp_path / "a", *ENTRY, [f"k{i}" for i in range(4)], ["a"] * 4, P)
+    one_line(e.value)
+    url = nan_allowed(tmp_path)
+    keys, X = open_store(url).pooled(*ENTRY)
+    assert keys[2] == "k2" and np.isnan(X[2, 1]) and np.isfinite(np.delete(X, 2, 0)).all()
+    merge(str(url), str(tmp_path / "dst"))
+    assert open_store(tmp_path / "dst").entry(*ENTRY).allow_nonfinite
+    with pytest.raises(StoreError, match="allow_nonfinite=True, this run has False"):
+        write_arrays(url, *ENTRY, [f"k{i}" for i in range(6)], ["a", "b"] * 3, np.ones((6, 3), np.float32),
+                     block_size=4)
+
+
+def test_string_reads_stop_at_the_first_duplicate(tmp_path, monkeypatch):
+    """Keys are parsed one at a time: a store repeating one key 2^24 - 1 times costs one chunk's bytes, and the
+    error names the key and its two rows; labels repeat freely and share one string object."""
+    url = huge_n_keys(tmp_path)
+    e = open_store(url).entry(*ENTRY)
+    with pytest.raises(StoreError, match=r"duplicate key 'a' \(rows 0 and 1\)"):
+        e.keys
+    url2 = _tiny(tmp_path / "t", n=5)
+    _string_chunk(url2, "labels", b"\x03\x00\x00\x00neu" * 5, 5)
+    labels = open_store(url2).entry(*ENTRY).labels
+    assert labels == ["neu"] * 5 and all(x is labels[0] for x in labels)
+    _string_chunk(url2, "labels", b"\x03\x00\x00\x00neu" * 4, 5)  # one string short of its count
+    with pytest.raises(StoreError, match="labels: chunk 0 ends inside its strings"):
+        open_store(url2).entry(*ENTRY).labels

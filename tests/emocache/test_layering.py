@@ -79,3 +79,28 @@ def test_encoder_side_reads_no_private_attribute_outside_the_adapters():
             found += [f"{p.name}:{n.lineno} import {m}" for m in mods
                       if any(s.startswith("_") and not s.startswith("__") for s in m.split("."))]
     assert found == []
+
+
+def test_settings_are_the_lowest_layer():
+    """config.py imports no emocache module, so encoders (which import it) never reach the store."""
+    assert not {m for m in imports(PACKAGE / "config.py") if m.startswith("emocache")}
+
+
+def function_imports(path: Path) -> set[str]:
+    """emocache modules a file imports inside a function."""
+    out = set()
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emocache"):
+                    out.add(node.module)
+                elif isinstance(node, ast.Import):
+                    out |= {a.name for a in node.names if a.name.startswith("emocache")}
+    return out
+
+
+def test_store_layer_imports_its_own_modules_at_the_top():
+    """No import inside a function hides a loop in the store and the modules around it (lazy imports are kept for
+    heavy third-party libraries only)."""
+    files = [*sorted((PACKAGE / "store").glob("*.py")), *(PACKAGE / f for f in ("config.py", "verify.py", "share.py"))]
+    assert {str(p.relative_to(PACKAGE)): function_imports(p) for p in files if function_imports(p)} == {}

@@ -125,7 +125,7 @@ def test_gpu_workers_fall_back_to_pinned_processes(monkeypatch):
 
 @pytest.mark.parametrize("raw, expect", [("{bad", "is not JSON"), ("[1]", "must hold a JSON object, got list")])
 def test_storage_options_parsed_in_one_place(raw, expect):
-    from emocache.config import parse_storage_options
+    from emocache.store.storage import parse_storage_options
 
     assert parse_storage_options(None) == {} and parse_storage_options('{"anon": true}') == {"anon": True}
     with pytest.raises(ValueError, match=expect):

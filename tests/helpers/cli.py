@@ -44,3 +44,11 @@ def run_measured(module: str, *args, timeout: float = 120,
     peak = float(lines[-1].split()[1]) / 1024 if lines and lines[-1].startswith("PEAK_RSS_KB") else float("nan")
     p.stderr = "\n".join(ln for ln in lines if not ln.startswith("PEAK_RSS_KB")).strip("\n") + "\n"
     return p, peak
+
+
+def run_emocache_peak(*args, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    """``emocache ARGS`` in a child Python process (as :func:`run_emocache`) and its peak resident memory in MB
+    (:func:`run_measured` on ``emocache.cli``); fails when the child reported none (killed)."""
+    p, peak = run_measured("emocache.cli", *args, timeout=timeout)
+    assert peak == peak, f"no peak reported (killed?): {p.stderr[-500:]}"
+    return p, peak

@@ -66,9 +66,9 @@ def test_missing_entry_names_the_options(synth):
         open_store(str(synth["root"] / "not-a-store"))
 
 
-def _entry(tmp_path, X, keys, labels, model="m", dataset="ds"):
+def _entry(tmp_path, X, keys, labels, model="m", dataset="ds", **kw):
     store = str(tmp_path / "store")
-    write_arrays(store, model, dataset, keys, labels, X)
+    write_arrays(store, model, dataset, keys, labels, X, **kw)
     return store
 
 
@@ -90,7 +90,7 @@ def test_nan_features_error_or_drop_with_count(tmp_path):
     keys, labels, X = _two_class(40)
     X[3, 1] = np.nan
     X[7, 0] = np.inf
-    store = _entry(tmp_path, X, keys, labels)
+    store = _entry(tmp_path, X, keys, labels, allow_nonfinite=True)  # readers refuse NaN/inf unless the entry allows it
     man = tmp_path / "man"
     write_folds(man, "ds", keys, labels, 2, {"neu": "Neutral", "ang": "Angry"})
     kw = dict(store=store, manifests=str(man), model="m", dataset="ds", epochs_baseline=1, epochs_stage2=1,
