@@ -349,5 +349,5 @@ _clash = set(SHARED) & set(option_fields())
 if _clash:
     raise ValueError(f"method options {sorted(_clash)} reuse names of the shared settings (TrainConfig); rename them")
 
-__all__ = ["TrainConfig", "FLAT_FIELDS", "HASH_EXCLUDED", "SHARED", "SIX_CLASSES", "METHODS", "get_method", "field_docs",
-           "flat_fields", "method_options", "option_defaults", "load_methods"]
+__all__ = ["TrainConfig", "FLAT_FIELDS", "HASH_EXCLUDED", "SHARED", "SIX_CLASSES", "METHODS", "get_method",
+           "field_docs", "flat_fields", "method_options", "option_defaults", "load_methods"]

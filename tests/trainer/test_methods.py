@@ -21,7 +21,7 @@ from trainer.config import TrainConfig, flat_fields, method_options
 
 REPO = Path(__file__).resolve().parents[2]
 
-TOY = '''"""A toy method for the registry test: the baseline, then cross-entropy on the labelled rows again, weighted."""
+TOY = '''"""A toy method for the registry test: the baseline, then cross-entropy on the labelled rows again."""
 
 from __future__ import annotations
 
@@ -177,7 +177,8 @@ def test_options_are_checked_from_their_metadata():
 
     check_fields(O())
     for kw, msg in (({"a": 0}, "--a 0: must be at least 1"), ({"b": 1.0}, r"--b 1.0: must be in \[0, 1\)"),
-                    ({"b": float("nan")}, "--b nan: must be a finite number"), ({"c": "z"}, "--c 'z': use one of x, y")):
+                    ({"b": float("nan")}, "--b nan: must be a finite number"),
+                    ({"c": "z"}, "--c 'z': use one of x, y")):
         with pytest.raises(ValueError, match=msg):
             check_fields(O(**kw))
 

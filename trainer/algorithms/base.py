@@ -142,8 +142,9 @@ class PoolOptions(Options):
 
     def validate(self, cfg) -> None:
         if self.unlabeled_from and self.unlabeled_from == cfg.dataset:
-            raise ValueError(f"--unlabeled-from {self.unlabeled_from} names the trained dataset itself, whose test rows "
-                             "would then enter the unlabelled pool; leave --unlabeled-from empty for the same corpus")
+            raise ValueError(f"--unlabeled-from {self.unlabeled_from} names the trained dataset itself, whose test "
+                             "rows would then enter the unlabelled pool; leave --unlabeled-from empty for the same "
+                             "corpus")
         if self.unlabeled_from and cfg.normalize == "speaker":
             raise ValueError("--normalize speaker with --unlabeled-from: the other corpus's speakers are not "
                              "normalised; use --normalize global, or leave --unlabeled-from empty")

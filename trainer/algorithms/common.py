@@ -1,5 +1,6 @@
-"""Pieces the algorithms share: the masked mean over a padded batch (trainer.frames), the per-run confidence of the curves, an
-endless labelled-batch stream, per-run random draws for active runs, and feature-space views (noise + dropout)."""
+"""Pieces the algorithms share: the masked mean over a padded batch (trainer.frames.masked_mean), the per-run
+confidence of the curves, an endless labelled-batch stream, per-run random draws for active runs, and
+feature-space views (noise + dropout)."""
 
 from __future__ import annotations
 
