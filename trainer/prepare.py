@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from emocache import Store
 from trainer.config import TrainConfig
-from trainer.data import (DataError, Features, FoldRows, crop_views, fold_rows, join_by_key, load_features, map_labels,
-                          missing_keys_error, open_store, read_label_map, row_speakers, speaker_normalize,
+from trainer.data import (DataError, Features, FoldRows, Labels, crop_views, fold_rows, join_by_key, load_features,
+                          map_labels, missing_keys_error, open_store, read_label_map, row_speakers, speaker_normalize,
                           split_labeled)
 from trainer.frames import FRAME_PAD, use_frames
 from trainer.robust import REGULARIZERS, FrameBank, frame_bank
@@ -53,10 +54,10 @@ class Loaded:
     """The entries a run reads: the trained dataset's features, the unlabelled source's (the same object without
     --unlabeled-from), their labels and folds."""
 
-    store: object
+    store: Store
     feats: Features
     ufeats: Features
-    labels: object
+    labels: Labels
     folds: list[FoldRows]
 
 
