@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocache.runtime import fmt_number, print_table
+from emocache.runtime import fmt_number, markdown_table, print_table
 
 
 def synthetic_features(n: int, mean_frames: int, dim: int, seed: int = 0) -> list[np.ndarray]:
@@ -149,13 +149,13 @@ COLUMNS = [("layout", "layout"), ("utterances", "utts"), ("frames", "frames"), (
            ("disk_MB", "disk MB"), ("frames_MB", "frames MB")]
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
-    sep = "|" + "---|" * len(COLUMNS)
-    return "\n".join([head, sep] + ["| " + " | ".join(fmt_number(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows])
+def markdown_rows(rows: list[dict]) -> str:
+    """The benchmark rows as a markdown table."""
+    return markdown_table([h for _, h in COLUMNS], [[fmt_number(r.get(k)) for k, _ in COLUMNS] for r in rows],
+                          "l" * len(COLUMNS))
 
 
 def print_rows(rows: list[dict]) -> None:
     print_table("store benchmark: same float32 features, warm page cache (read MB/s: float32 MB per second)",
                 COLUMNS, rows)
-    print(markdown_table(rows))
+    print(markdown_rows(rows))

@@ -1,4 +1,5 @@
-"""Run-time helpers both packages use: the console, progress reporting and the dask client.
+"""Run-time helpers both packages use: the console, progress reporting, tables (rich and markdown) and the dask
+client.
 
 - :func:`progress_bar`: in a terminal a rich bar; without one (nohup, SLURM, CI logs) a first plain line after
   :data:`PLAIN_FIRST_SECONDS`, then one every :data:`PLAIN_EVERY_SECONDS` seconds and one at the end:
@@ -94,6 +95,15 @@ def fmt_number(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
+
+
+def markdown_table(header: list[str], rows: list[list], align: str = "") -> str:
+    """A GitHub markdown table, the one renderer of both packages: ``header``, then ``rows`` (cells as ``str``),
+    ``align`` one letter per column, 'l' or 'r' (default: the first column left, the others right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    lines = ["| " + " | ".join(map(str, header)) + " |", sep]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
 def print_table(title: str, columns: list[tuple[str, str]], rows: list[dict], min_width: int = 200) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emocache.runtime import markdown_table
 from trainer.significance import paired
 from trainer.tables import load_results
 
@@ -31,9 +32,7 @@ def summary(folder: Path) -> str:
     for c in ("macro_f1", "policy_teacher_test_agreement", "policy_teacher_pool_agreement"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     teachers = df[df.method == "teacher"]
-    lines = [f"**{folder.name}** (teacher {', '.join(sorted(set(df.teacher) - {''}))})", "",
-             "| policy | teacher regularisers | teacher alone | policy final | Δ to plain teacher [95%] p "
-             "| test agreement | pool agreement |", "|---|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for (model, method, reward), g in df[df.method != "teacher"].groupby(["model", "method", "reward"]):
         final, stage1 = g[g.stage == "final"], g[g.stage == "stage1"]
         plain = final[final.regularize == ""].set_index(KEY).macro_f1
@@ -49,10 +48,13 @@ def summary(folder: Path) -> str:
                 delta = ""
             agree = [f"{100 * s[c].mean():.1f} → {100 * f[c].mean():.1f}"
                      for c in ("policy_teacher_test_agreement", "policy_teacher_pool_agreement")]
-            lines.append(f"| {model} {method} {reward} | {'+'.join(reg.split(',')) if reg else 'plain'} | "
-                         f"{pct(t) if len(t) else '-'} | {pct(f.macro_f1)} | {delta} | {agree[0]} | {agree[1]} |")
+            rows.append([f"{model} {method} {reward}", "+".join(reg.split(",")) if reg else "plain",
+                         pct(t) if len(t) else "-", pct(f.macro_f1), delta, agree[0], agree[1]])
     n = df[df.stage == "final"].groupby(["method", "reward", "regularize"]).size().max()
-    return "\n".join(lines + ["", f"_{n} (fold, seed) runs per cell._", ""])
+    table = markdown_table(["policy", "teacher regularisers", "teacher alone", "policy final",
+                            "Δ to plain teacher [95%] p", "test agreement", "pool agreement"], rows, "llrrrrr")
+    return "\n".join([f"**{folder.name}** (teacher {', '.join(sorted(set(df.teacher) - {''}))})", "", table, "",
+                      f"_{n} (fold, seed) runs per cell._", ""])
 
 
 if __name__ == "__main__":

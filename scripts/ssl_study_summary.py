@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from emocache.runtime import markdown_table
 from trainer.significance import paired
 from trainer.tables import load_results
 
@@ -30,8 +31,7 @@ def summary(folder: Path) -> str:
     df["name"] = [name(r) for r in df.itertuples()]
     key = ["fold", "seed"]
     same = df[df.name == "same-epochs"].set_index(key).macro_f1 * 100
-    lines = ["| method | macro-F1 % [95% CI] | Δ to same-epochs [95% bootstrap] p | collapsed (epochs) | under-trained "
-             "| selected epoch |", "|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for n, g in sorted(df.groupby("name"), key=lambda kv: -kv[1].macro_f1.mean()):
         x = g.macro_f1.to_numpy() * 100
         half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
@@ -47,9 +47,10 @@ def summary(folder: Path) -> str:
         ep = ",".join(str(int(e)) for e in col.collapse_epoch) if len(col) else ""
         under = int(g.under_trained.sum()) if "under_trained" in g else 0
         sel = f"{g.selected_epoch.astype(float).mean():.0f}" if (g["select"] == "val").all() else "last"
-        lines.append(f"| {n} | {x.mean():.1f} [{x.mean() - half:.1f}, {x.mean() + half:.1f}] | {d} | "
-                     f"{len(col)}/{len(g)}{f' ({ep})' if ep else ''} | {under}/{len(g)} | {sel} |")
-    return "\n".join(lines)
+        rows.append([n, f"{x.mean():.1f} [{x.mean() - half:.1f}, {x.mean() + half:.1f}]", d,
+                     f"{len(col)}/{len(g)}{f' ({ep})' if ep else ''}", f"{under}/{len(g)}", sel])
+    return markdown_table(["method", "macro-F1 % [95% CI]", "Δ to same-epochs [95% bootstrap] p", "collapsed (epochs)",
+                           "under-trained", "selected epoch"], rows)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from emocache.runtime import markdown_table
 from trainer import experiment
 from trainer.algorithms.bgrpo import advantage, bgrpo_loss
+from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
+from trainer.frames import FRAME_PAD
 from trainer.metrics import scores
-from trainer.models import PolicyMLP
+from trainer.models import PolicyMLP, StackedAdam, StackedMLP
 from trainer.rewards import reward
+from trainer.synthetic import make_dataset
 
 
 class Rows(Dataset):
@@ -116,8 +120,6 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
     experiment.set_threads(threads)
     tmp = None
     if not store:
-        from trainer.synthetic import make_dataset
-
         tmp = tempfile.TemporaryDirectory(prefix="trainer-bench-")
         store, manifests, model, dataset = f"{tmp.name}/store", f"{tmp.name}/manifests", "bench-model", "bench"
         make_dataset(store, manifests, model, dataset, n=n, dim=dim, n_folds=folds, separation=separation)
@@ -166,29 +168,29 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
 
 def markdown(report: dict) -> str:
     """The benchmark as a markdown table."""
-    lines = [f"{report['n']} x {report['dim']}, {report['classes']} classes, {report['folds']} folds x "
-             f"{len(report['seeds'])} seed(s), {report['epochs_total']} epochs (b-grpo: baseline + B-GRPO), "
-             f"torch {report['torch']}, {report['threads']} threads; features loaded in "
-             f"{report['load_seconds']:.1f} s (not in the times below)", "",
-             "| loop | seconds | macro-F1 % (mean over runs) | time / stacked time |", "|---|---:|---:|---:|"]
-    lines.append(f"| stacked whole-tensor (trainer run) | {report['fast']['seconds']:.1f} | "
-                 f"{100 * report['fast']['macro_f1_mean']:.1f} | 1.0x |")
+    head = (f"{report['n']} x {report['dim']}, {report['classes']} classes, {report['folds']} folds x "
+            f"{len(report['seeds'])} seed(s), {report['epochs_total']} epochs (b-grpo: baseline + B-GRPO), "
+            f"torch {report['torch']}, {report['threads']} threads; features loaded in "
+            f"{report['load_seconds']:.1f} s (not in the times below)")
+    fast = report["fast"]["seconds"]
+    rows = [["stacked whole-tensor (trainer run)", f"{fast:.1f}", f"{100 * report['fast']['macro_f1_mean']:.1f}",
+             "1.0x"]]
     if "grpo" in report:
         g = report["grpo"]
-        lines.append(f"| stacked per-input GRPO (trainer run grpo, G = {g['group_size']}, same baseline) | "
-                     f"{g['seconds']:.1f} | {100 * g['macro_f1_mean']:.1f} | "
-                     f"{g['seconds'] / report['fast']['seconds']:.1f}x |")
-    ev = report.get("eval_seconds", {})
-    cost = ", ".join(f"{k} {v:.1f} s" for k, v in ev.items())
-    trailer = ["", f"Inside the stacked time, per-epoch evaluation took: {cost} (test = curves, pool = collapse "
-               f"diagnostics, val = validation selection; val fraction {report.get('val_fraction', 0):g})."]
+        rows.append([f"stacked per-input GRPO (trainer run grpo, G = {g['group_size']}, same baseline)",
+                     f"{g['seconds']:.1f}", f"{100 * g['macro_f1_mean']:.1f}", f"{g['seconds'] / fast:.1f}x"])
     for key, speed, name in (("dataloader", "speedup", "per-sample DataLoader over an in-memory tensor"),
                              ("dataloader_npy", "speedup_npy", "per-sample DataLoader reading one .npy per "
                                                                "utterance (EmoBox)")):
         if key in report:
-            lines.append(f"| {name}, run by run | {report[key]['seconds']:.1f} | "
-                         f"{100 * report[key]['macro_f1_mean']:.1f} | {report[speed]:.1f}x |")
-    return "\n".join(lines + (trailer if ev else []))
+            rows.append([f"{name}, run by run", f"{report[key]['seconds']:.1f}",
+                         f"{100 * report[key]['macro_f1_mean']:.1f}", f"{report[speed]:.1f}x"])
+    table = markdown_table(["loop", "seconds", "macro-F1 % (mean over runs)", "time / stacked time"], rows)
+    ev = report.get("eval_seconds", {})
+    cost = ", ".join(f"{k} {v:.1f} s" for k, v in ev.items())
+    trailer = ["", f"Inside the stacked time, per-epoch evaluation took: {cost} (test = curves, pool = collapse "
+               f"diagnostics, val = validation selection; val fraction {report.get('val_fraction', 0):g})."]
+    return "\n".join([head, "", table] + (trailer if ev else []))
 
 
 def frame_head_cost(head: str, n: int = 5531, t: int = 250, dim: int = 512, folds: int = 5, epochs: int = 1,
@@ -197,10 +199,6 @@ def frame_head_cost(head: str, n: int = 5531, t: int = 250, dim: int = 512, fold
     padded float16 frames (n, 1.5 t, dim), lengths uniform in [t/2, 3t/2] (mean t), plus one evaluation pass over
     all rows; ``peak_rss_gib`` is this process's peak resident memory (run one head per process to compare)."""
     import resource
-
-    from trainer.algorithms.supervised import train_supervised
-    from trainer.frames import FRAME_PAD
-    from trainer.models import StackedAdam, StackedMLP
 
     experiment.set_threads(threads)
     g = torch.Generator().manual_seed(seed)
@@ -243,9 +241,7 @@ def frame_heads_bench(heads=("pooled", "mean", "attention"), **kw) -> list[dict]
 
 def frame_heads_markdown(rows: list[dict]) -> str:
     """The frame-head cost as a markdown table."""
-    lines = ["| head | input (N x T_max x D) | input GiB | s / epoch | eval s | peak RSS GiB |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['head']} | {r['n']} x {r['t_max']} x {r['dim']} | {r['input_gib']:.2f} | "
-                     f"{r['epoch_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['peak_rss_gib']:.2f} |")
-    return "\n".join(lines)
+    return markdown_table(["head", "input (N x T_max x D)", "input GiB", "s / epoch", "eval s", "peak RSS GiB"],
+                          [[r["head"], f"{r['n']} x {r['t_max']} x {r['dim']}", f"{r['input_gib']:.2f}",
+                            f"{r['epoch_seconds']:.1f}", f"{r['eval_seconds']:.1f}", f"{r['peak_rss_gib']:.2f}"]
+                           for r in rows], "llrrrr")

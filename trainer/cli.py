@@ -1,4 +1,5 @@
-"""`trainer` console script: run, table, pipeline, bench (a thin layer over the modules)."""
+"""`trainer` console script: run (one subcommand per method), table, pipeline, bench (a thin layer over the
+modules)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import warnings
 from pathlib import Path
 from typing import Optional, get_type_hints
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from trainer.config import CHOICES, TrainConfig, field_docs
+from trainer.algorithms.base import field_docs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="The B-GRPO paper's experiments on features cached by emocache.")
@@ -38,8 +41,18 @@ REQUIRED = ("store", "dataset", "manifests")
 """TrainConfig fields that `trainer run` requires on the command line."""
 
 
-def config_options(cls=TrainConfig, skip=("method",), required=REQUIRED) -> list[inspect.Parameter]:
-    """One typer option per field of ``cls``: its name, type, default, docstring as help, choices if enumerated."""
+def first_sentence(text: str) -> str:
+    """``text`` up to its first sentence end ('. ' or ': ' followed by more) or whole: the option's help line."""
+    for end in (". ", "; "):
+        if end in text:
+            text = text.split(end, 1)[0] + ("." if end == ". " else "")
+    return text
+
+
+def config_options(cls, skip=("method", "options"), required=REQUIRED) -> list[inspect.Parameter]:
+    """One typer option per field of dataclass ``cls``: its name, type, default, the first sentence of its docstring
+    as help (docs/TRAINER.md has the rest), its choices if enumerated. A bool that is off by default is a plain
+    flag (--standardize), one that is on has its --no- form (--no-plots)."""
     hints, docs = get_type_hints(cls), field_docs(cls)
     params = []
     for f in dataclasses.fields(cls):
@@ -48,21 +61,27 @@ def config_options(cls=TrainConfig, skip=("method",), required=REQUIRED) -> list
         typ, default = hints[f.name], ... if f.name in required else f.default
         if typ == tuple[int, ...]:  # seeds: comma-separated on the command line
             typ, default = str, default if default is ... else ",".join(map(str, default))
-        help_ = docs.get(f.name, "") + (f" (one of: {', '.join(CHOICES[f.name])})" if f.name in CHOICES else "")
-        opt = typer.Option(default, help=help_)
+        help_ = first_sentence(docs.get(f.name, ""))
+        if "choices" in f.metadata:
+            help_ = f"{help_.rstrip('.')} ({'|'.join(f.metadata['choices'])})."
+        name = "--" + f.name.replace("_", "-")
+        decls = [name] if typ is not bool else [name if not default else f"{name}/--no-{name[2:]}"]
+        opt = typer.Option(default, *decls, help=help_, show_default=typ is not bool and default not in ("", ...))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=typ))
     return params
 
 
 def run(method: str, **options):
-    """Train and test one method over the folds and seeds; writes results.csv/json, curves and plots."""
-    from trainer import experiment as exp
-    from trainer.data import DataError
+    """Train and test ``method`` over the folds and seeds with the CLI's options; writes results.csv/json, curves
+    and plots and prints the summary."""
     from emocache.runtime import progress_bar
+    from trainer import experiment as exp
+    from trainer.config import TrainConfig
+    from trainer.data import DataError
+    from trainer.tables import summary
 
     try:
-        exp.get_method(method)
-        cfg = TrainConfig(method=method, **{**options, "seeds": _seeds(options["seeds"])})
+        cfg = TrainConfig(method, **{**options, "seeds": _seeds(options["seeds"])})
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda m, *a, **k: err.print(f"[yellow]warning:[/yellow] {escape(str(m))}",
@@ -72,17 +91,45 @@ def run(method: str, **options):
         d = exp.write(res)
     except (DataError, ValueError) as e:
         _fail(e)
-    from trainer.tables import summary
-
     typer.echo(summary(res.rows))
     typer.echo(f"{res.seconds:.1f} s; results in {d}")
 
 
-run.__signature__ = inspect.Signature(
-    [inspect.Parameter("method", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                       default=typer.Argument(..., help="A method of the registry, e.g. baseline, dino, b-grpo"))]
-    + config_options())
-app.command()(run)
+def method_command(name: str) -> click.Command:
+    """`trainer run NAME`: the shared options (TrainConfig's fields), then the method's own (its Options)."""
+    from trainer.config import TrainConfig, get_method
+
+    cls = get_method(name)
+
+    def command(**options):
+        run(name, **options)
+
+    command.__signature__ = inspect.Signature(config_options(TrainConfig) + config_options(cls.Options, required=()))
+    sub = typer.Typer(add_completion=False, rich_markup_mode=None)
+    sub.command(name=name, help=f"{cls.description()}\n\nThe shared options first, then {name}'s own "
+                                "(docs/TRAINER.md).", short_help=cls.summary())(command)
+    return typer.main.get_command(sub)
+
+
+class MethodGroup(TyperGroup):
+    """`trainer run`: one subcommand per registered method, built when asked for (the method modules import torch,
+    which `trainer table` does not need)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from trainer.config import METHODS
+
+        return sorted(METHODS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from trainer.config import METHODS
+
+        return method_command(cmd_name) if cmd_name in METHODS else None
+
+
+run_app = typer.Typer(cls=MethodGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                      help="Train and test one method over the folds and seeds; `trainer run METHOD --help` lists "
+                           "its options.")
+app.add_typer(run_app, name="run")
 
 
 @app.command()

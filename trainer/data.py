@@ -5,6 +5,7 @@ Everything a run needs is loaded once as whole-dataset tensors; training only ev
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -13,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.config import SIX_CLASSES
+import emocache
+from emocache.inputs import parse_json
+from emocache.manifest import ManifestError, load_label_map, lookup_label, read_folds, read_manifest, six_class_map
+from emocache.speakers import SpeakerError, speaker_ids
+
+SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
+"""The B-GRPO paper's six classes, in its order (--labels six)."""
 
 
 class DataError(ValueError):
@@ -36,8 +43,6 @@ class Features:
 
 def open_store(url: str):
     """emocache.open_store with an error that names --store."""
-    import emocache
-
     if not url:
         raise DataError("--store is required: the feature store written by `emocache extract`")
     try:
@@ -52,8 +57,6 @@ def load_features(store, model: str, dataset: str, nonfinite: str = "error", lay
     ``layer``: 'last' (the pooled vectors), K (hidden_states layer K, ``store.pooled(layer=K)``) or 'weighted'
     (every stored layer, X (N, L, D)); the last two need an entry extracted with ``emocache extract --layers``.
     """
-    import emocache
-
     try:
         if layer == "last":
             keys, X = store.pooled(model, dataset)
@@ -109,8 +112,6 @@ def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> L
     ``six``: then through the paper's six-class map; labels outside the six classes are dropped and counted.
     Classes are those present in the data (six: in the paper's order; emobox: sorted).
     """
-    from emocache.manifest import lookup_label, six_class_map
-
     canon = []
     unknown: dict[str, int] = {}
     for r in raw:
@@ -157,8 +158,6 @@ def dataset_folder(manifests: str, dataset: str) -> Path:
 
 def read_label_map(manifests: str, dataset: str) -> dict[str, str]:
     """<manifests>/<dataset>/label_map.json (raw label -> EmoBox class); missing or not a JSON object is an error."""
-    from emocache.manifest import load_label_map
-
     p = dataset_folder(manifests, dataset) / "label_map.json"
     if not p.exists():
         raise DataError(f"{p}: no label map; EmoBox ships <dataset>/label_map.json beside the fold folders "
@@ -193,8 +192,6 @@ def fold_rows(keys: list[str], y: np.ndarray, manifests: str, dataset: str, fold
 
     Manifest keys in ``dropped_keys`` (features dropped at load) count as dropped, other absent keys as missing.
     """
-    from emocache.manifest import ManifestError, read_folds
-
     folder = dataset_folder(manifests, dataset)
     try:
         folds = read_folds(folder)
@@ -334,10 +331,6 @@ def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def row_speakers(manifests: str, dataset: str, keys: list[str], pattern: str = "") -> np.ndarray:
     """Speaker id of each key (emocache.speakers: the manifests' 'speaker' field, else --speaker-pattern, else
     the dataset's key rule); (N,) str. Only keys and speaker fields are read, never labels."""
-    from emocache.manifest import ManifestError, read_manifest
-    from emocache.inputs import parse_json
-    from emocache.speakers import SpeakerError, speaker_ids
-
     field_of: dict[str, str] = {}
     for p in sorted(dataset_folder(manifests, dataset).glob("fold_*/*.jsonl")):
         try:

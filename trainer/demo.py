@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emocache.demo import make_corpus
+from emocache.extract import ExtractConfig, extract
+from trainer import experiment
+from trainer.config import TrainConfig
+from trainer.tables import load_results, render
+
 DEMO_METHODS = ("baseline", "same-epochs", "full-labeled", "dino", "b-grpo")
 
 
@@ -19,12 +25,6 @@ def run_demo(out: str | Path, progress: bool = True, per_class: int = 16, seeds:
     Writes under ``out``: ``demo/`` (audio, manifests), ``store.zarr``, ``results/`` (rows, curves, plots) and
     ``table.md``; returns the table. Rerunning reuses the corpus and the committed store blocks and overwrites the results.
     """
-    from emocache.demo import make_corpus
-    from emocache.extract import ExtractConfig, extract
-    from trainer import experiment
-    from trainer.config import TrainConfig
-    from trainer.tables import load_results, render
-
     out = Path(out)
     ds_dir = out / "demo"
     if not (ds_dir / "demo.jsonl").exists():

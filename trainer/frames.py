@@ -23,6 +23,12 @@ import math
 import numpy as np
 import torch
 
+from emocache.store import StoreError
+from trainer.data import DataError
+
+HEADS = ("pooled", "mean", "attention")
+"""What the policy reads (--head): the entry's pooled vector (the paper) or its stored frames pooled by the policy
+(ours: masked mean, eq. F1, or attentive pooling with a learned query per run, eq. F2)."""
 FRAME_PAD = float("nan")
 """Value of padded frame positions in the (N, T, D) tensors: the mask is ``~isnan(x[..., 0])``."""
 
@@ -39,8 +45,6 @@ def frames_bytes(n: int, t_max: int, dim: int, dtype=torch.float16) -> int:
 def read_frames(store, model: str, dataset: str, keys: list[str]):
     """The frames of ``keys`` as a float16 :class:`emocache.store.FrameSet` (store order): the one place the trainer
     reads frames from a store (``Store.all_frames``: every chunk read once, checksum-verified, decoded on threads)."""
-    from emocache.store import StoreError
-
     try:
         return store.all_frames(model, dataset, list(keys), dtype=np.float16)
     except StoreError as e:
@@ -97,12 +101,21 @@ def frame_mask(x: torch.Tensor) -> torch.Tensor:
     return ~torch.isnan(x[..., 0])
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Eq. F1: mean over the valid frames; x (..., T, D), mask (..., T) -> (..., D). Padded values never enter
-    (they are replaced before the sum, so NaN or garbage padding is the same); no valid frame -> zeros."""
-    m = mask.unsqueeze(-1)  # (..., T, 1)
-    s = torch.where(m, x, torch.zeros((), dtype=x.dtype)).sum(-2)  # (..., D)
-    return s / m.sum(-2).clamp_min(1).to(x.dtype)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
+    """Mean of ``x`` over ``dim`` counting only the entries where ``mask`` is True; None = the plain mean.
+
+    ``mask`` has x's shape up to and including ``dim`` and broadcasts over the dims after it: a padded batch
+    x (..., B) with mask (..., B) (dim -1: a run's loss over its valid samples), or eq. F1, padded frames
+    x (..., T, D) with mask (..., T) and dim -2 -> (..., D). Masked values never enter (they are replaced before
+    the sum, so NaN or garbage padding is the same); no valid entry gives 0 (a run whose epoch has run out
+    contributes nothing), not NaN.
+    """
+    if mask is None:
+        return x.mean(dim)
+    d = dim % x.dim()
+    m = mask.to(torch.bool).reshape(mask.shape + (1,) * (x.dim() - 1 - d))  # broadcasts over the dims after d
+    s = torch.where(m, x, torch.zeros((), dtype=x.dtype)).sum(d)
+    return s / m.sum(d).clamp_min(1).to(x.dtype)
 
 
 def attention_weights(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -123,7 +136,7 @@ def attentive_pool(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> 
 def pooled_mean(X: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Masked frame means of padded frames X (N, T, D) -> float32 (N, D): what the mean head reads at start
     (the reference's logistic regression and the feature-scale warning use it)."""
-    return torch.cat([masked_mean(X[s:s + chunk].float(), frame_mask(X[s:s + chunk]))
+    return torch.cat([masked_mean(X[s:s + chunk].float(), frame_mask(X[s:s + chunk]), dim=-2)
                       for s in range(0, len(X), chunk)])
 
 
@@ -140,8 +153,6 @@ def frame_std(X: torch.Tensor, pools: list[torch.Tensor]) -> torch.Tensor:
 def use_frames(store, feats, memory_gb: float):
     """Replace ``feats.X`` (pooled, (N, D)) by the entry's padded frames (N, T_max, D) for a frame --head; a
     DataError (naming --head) when the entry has no frames or they do not fit ``memory_gb``."""
-    from trainer.data import DataError
-
     if not feats.frames_available:
         raise DataError(f"--head: {feats.model}/{feats.dataset} was extracted with --no-frames; re-extract it with "
                         "frames or use --head pooled")

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainer.config import HEADS
-from trainer.frames import attentive_pool, frame_mask, masked_mean, pooled_mean
+from trainer.frames import HEADS, attentive_pool, frame_mask, masked_mean, pooled_mean
 
 
 def chunk_rows(X: torch.Tensor, budget: int = 2**22) -> int:
@@ -140,7 +139,7 @@ class StackedMLP(nn.Module):
         if self.standardized:
             x = (x - self.mu) * self.inv_sd  # (M, B, [L or T,] D)
         if self.head == "mean":
-            x = masked_mean(x, mask)  # (M, B, D)
+            x = masked_mean(x, mask, dim=-2)  # (M, B, D)
         elif self.head == "attention":
             x = attentive_pool(x, mask, self.query)  # (M, B, D)
         if self.layer_logits is not None:

@@ -4,7 +4,7 @@ Spec::
 
     name = "table1"                    # tag of every row, and the table layout
     out = "results/table1"             # store / manifests / out may also come from the command line
-    [defaults]                         # any TrainConfig field
+    [defaults]                         # any setting of the cells' methods (flat names)
     model = "sensevoice-small"
     seeds = [0, 1, 2]
     [[grid]]                           # a cartesian product; several [[grid]] blocks are united
@@ -27,7 +27,6 @@ worker processes; any other value is a scheduler address). Each task returns its
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import os
@@ -39,9 +38,11 @@ import pandas as pd
 
 from emocache.inputs import LIMITS, InputError, json_depth, read_bounded
 from emocache.paths import UnsafeNameError, check_name, safe_name
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, flat_fields
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELDS = flat_fields()
+"""Every setting a cell can name by its flat name: the shared ones and every method's options; a cell whose
+method lacks a setting it is given is an error naming both (TrainConfig)."""
 TOP_KEYS = ("name", "out", "store", "manifests", "defaults", "grid")
 """Keys a spec may have at its top level."""
 WRITTEN = ("out", "save_teacher")

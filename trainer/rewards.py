@@ -19,7 +19,45 @@ the teacher's class or distribution.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A registered reward: its function and what it reads."""
+
+    fn: Callable[..., torch.Tensor]
+    teacher: bool = False
+    """Compares with the teacher's probabilities p_t (a teacher reward: --teacher MODEL is needed)."""
+    similarity: bool = False
+    """Reads the emotion similarity S of the classes (trainer.emotion_space)."""
+    rule: bool = False
+    """Pays C when a condition holds and the penalty P otherwise (--reward-value, --penalty-value)."""
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The function's arguments after ``p``."""
+        return tuple(inspect.signature(self.fn).parameters)[1:]
+
+
+REWARDS: dict[str, Reward] = {}
+"""--reward names -> :class:`Reward`, in registration order; a new reward is one function with ``@register``."""
+
+
+def register(name: str, *, teacher: bool = False, similarity: bool = False, rule: bool = False):
+    """Function decorator: add the reward ``fn(p, ...)`` to :data:`REWARDS` under ``name``. Its other arguments are
+    taken by name from the run's constants (``p_t``, ``delta``, ``C``, ``theta``, ``penalty``, ``o``, ``S``,
+    ``alpha``, ``gamma``: see :func:`reward`)."""
+    def add(fn):
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is registered twice ({REWARDS[name].fn.__module__}, {fn.__module__})")
+        REWARDS[name] = Reward(fn, teacher, similarity, rule)
+        return fn
+    return add
 
 
 def _pay(cond: torch.Tensor, C: float, penalty: float, dtype: torch.dtype) -> torch.Tensor:
@@ -35,17 +73,20 @@ def answer(p: torch.Tensor, o: torch.Tensor | None = None) -> tuple[torch.Tensor
     return o, p.gather(-1, o.unsqueeze(-1)).squeeze(-1)
 
 
+@register("r1", rule=True)
 def r1(p: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0,
        o: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1: C if max_N p_p(n|q_i) > delta, else 0 (self-reward; else ``penalty``); with ``o``: p_p(o|q_i)."""
     return _pay(answer(p, o)[1] > delta, C, penalty, p.dtype)
 
 
+@register("r2")
 def r2(p: torch.Tensor, o: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 2: max_N p_p(n|q_i) (self-reward); with ``o``: p_p(o|q_i)."""
     return answer(p, o)[1]
 
 
+@register("r3", teacher=True, rule=True)
 def r3(p: torch.Tensor, p_t: torch.Tensor, C: float = 1.0, penalty: float = 0.0,
        o: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3: C if argmax_N p_p == argmax_N p_t, else 0 (teacher-reward; else ``penalty``); with ``o``: o == argmax
@@ -53,6 +94,7 @@ def r3(p: torch.Tensor, p_t: torch.Tensor, C: float = 1.0, penalty: float = 0.0,
     return _pay(answer(p, o)[0] == p_t.argmax(-1), C, penalty, p.dtype)
 
 
+@register("r4", teacher=True, rule=True)
 def r4(p: torch.Tensor, p_t: torch.Tensor, delta: float = 0.5, C: float = 1.0, penalty: float = 0.0,
        o: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 4: C if the conditions of r1 and r3 both hold, else 0 (teacher-reward; else ``penalty``)."""
@@ -64,11 +106,13 @@ def kl(p_t: torch.Tensor, p: torch.Tensor, tiny: float = 1e-12) -> torch.Tensor:
     return (p_t * (p_t.clamp_min(tiny).log() - p.clamp_min(tiny).log())).sum(-1)
 
 
+@register("r5", teacher=True, rule=True)
 def r5(p: torch.Tensor, p_t: torch.Tensor, theta: float = 0.5, C: float = 1.0, penalty: float = 0.0) -> torch.Tensor:
     """Eq. 5: C if D_KL(P_t(n|q_i) || P_p(n|q_i)) < theta, else 0 (teacher-reward; else ``penalty``)."""
     return _pay(kl(p_t, p) < theta, C, penalty, p.dtype)
 
 
+@register("eswr", teacher=True, similarity=True)
 def eswr(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, alpha: float = 0.5, gamma: float = 0.5,
          o: torch.Tensor | None = None) -> torch.Tensor:
     """Emotion Similarity-Weighted Reward (EMO-RL's ESWR; the formula is ours): with a the answer and c =
@@ -79,6 +123,7 @@ def eswr(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, alpha: float = 0.5
     return torch.where(a == c, one, torch.where(s > gamma, alpha * s, zero))
 
 
+@register("wheel", teacher=True, similarity=True)
 def wheel(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, o: torch.Tensor | None = None) -> torch.Tensor:
     """Emotion-wheel reward (after AffectGPT-R1's wheel metrics; ours): the answer's expected similarity to the
     teacher's distribution, r = sum_c p_t(c) S[a, c], in [0, 1] (1 only when the teacher is sure of a's class)."""
@@ -86,32 +131,22 @@ def wheel(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, o: torch.Tensor |
     return (S.to(p.dtype)[a] * p_t).sum(-1)
 
 
-SIMILARITY_REWARDS = ("eswr", "wheel")
-"""Rewards that read the emotion similarity S (ours)."""
-
-
 def reward(name: str, p: torch.Tensor, p_t: torch.Tensor | None = None, *, delta: float = 0.5,
            C: float = 1.0, theta: float = 0.5, penalty: float = 0.0, o: torch.Tensor | None = None,
            S: torch.Tensor | None = None, alpha: float = 0.5, gamma: float = 0.5) -> torch.Tensor:
-    """Dispatch by name (r1..r5, eswr, wheel) with the run's constants; ``penalty`` applies to the rule rewards
-    r1, r3-r5. ``o`` (...,): the judged answers (per-input GRPO's sampled labels); None = the prediction argmax p.
-    ``S`` (C, C): the emotion similarity of eswr and wheel; ``alpha``, ``gamma``: eswr's constants."""
-    if name in ("r3", "r4", "r5", *SIMILARITY_REWARDS) and p_t is None:
+    """The reward registered as ``name`` with the run's constants, each passed to the rewards that take it;
+    ``penalty`` applies to the rule rewards (r1, r3-r5). ``o`` (...,): the judged answers (per-input GRPO's sampled
+    labels); None = the prediction argmax p. ``S`` (C, C): the emotion similarity of eswr and wheel; ``alpha``,
+    ``gamma``: eswr's constants."""
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}")
+    spec = REWARDS[name]
+    if spec.teacher and p_t is None:
         raise ValueError(f"reward {name} needs teacher probabilities (eq. 3-5; eswr, wheel)")
-    if name in ("r2", *SIMILARITY_REWARDS) and penalty != 0:
-        raise ValueError(f"reward {name} has no failing condition: a penalty value applies to r1, r3, r4, r5")
-    if name in SIMILARITY_REWARDS:
-        if S is None:
-            raise ValueError(f"reward {name} needs the emotion similarity matrix S (trainer.emotion_space)")
-        return eswr(p, p_t, S, alpha, gamma, o) if name == "eswr" else wheel(p, p_t, S, o)
-    if name == "r1":
-        return r1(p, delta, C, penalty, o)
-    if name == "r2":
-        return r2(p, o)
-    if name == "r3":
-        return r3(p, p_t, C, penalty, o)
-    if name == "r4":
-        return r4(p, p_t, delta, C, penalty, o)
-    if name == "r5":
-        return r5(p, p_t, theta, C, penalty)
-    raise ValueError(f"unknown reward {name!r}; known: r1, r2, r3, r4, r5, eswr, wheel")
+    if not spec.rule and penalty != 0:
+        raise ValueError(f"reward {name} has no failing condition: a penalty value applies to "
+                         f"{', '.join(n for n, r in REWARDS.items() if r.rule)}")
+    if spec.similarity and S is None:
+        raise ValueError(f"reward {name} needs the emotion similarity matrix S (trainer.emotion_space)")
+    given = dict(p_t=p_t, delta=delta, C=C, theta=theta, penalty=penalty, o=o, S=S, alpha=alpha, gamma=gamma)
+    return spec.fn(p, **{k: given[k] for k in spec.params})

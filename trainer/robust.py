@@ -23,9 +23,25 @@ from trainer.algorithms.common import masked_mean
 from trainer.algorithms.supervised import train_supervised
 from trainer.data import DataError
 
-REGULARIZERS = ("ls", "eam", "adv")
-"""--regularize names, in their canonical order: label smoothing (eq. 2), energy-adaptive mixup (Algorithm 1,
-eq. 3), FGM adversarial training (eq. 4-5)."""
+@dataclass(frozen=True)
+class Regularizer:
+    """A --regularize name: what it does and the teacher options it reads."""
+
+    what: str
+    params: tuple[str, ...]
+    """The teacher options it reads (a saved teacher is reused only where they are equal, when it is on)."""
+    frames: bool = False
+    """Mixes the teacher entry's stored frames (needs frames pooled by their mean, and unnormalised inputs)."""
+
+
+REGULARIZERS: dict[str, Regularizer] = {
+    "ls": Regularizer("label smoothing (eq. 2)", ("ls_epsilon",)),
+    "eam": Regularizer("energy-adaptive mixup of the teacher's frames (Algorithm 1, eq. 3)",
+                       ("eam_snr_min", "eam_snr_max"), frames=True),
+    "adv": Regularizer("FGM adversarial training on the teacher's input (eq. 4-5)", ("adv_epsilon", "adv_alpha")),
+}
+"""--regularize names -> :class:`Regularizer`, in their canonical order (how --regularize is spelt in names and
+rows); :func:`train_robust` combines the ones asked for."""
 
 
 def smooth_labels(y: torch.Tensor, n_classes: int, eps: float) -> torch.Tensor:
@@ -305,6 +321,6 @@ def train_robust(model, opt, X: torch.Tensor, y: torch.Tensor, pools: list[torch
     train_supervised(model, opt, X, y, pools, epochs, batch_size, gens, log, batch_loss)
 
 
-__all__ = ["REGULARIZERS", "smooth_labels", "ls_cross_entropy", "eam_loss", "fgm_delta", "ser_loss", "MixDraws",
+__all__ = ["REGULARIZERS", "Regularizer", "smooth_labels", "ls_cross_entropy", "eam_loss", "fgm_delta", "ser_loss", "MixDraws",
            "eam_draws", "eam_mix", "eam_pooled", "mix_lambda", "FrameBank", "frame_bank", "Regularization",
            "mix_batch", "adv_delta", "train_robust"]

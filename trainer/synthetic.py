@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emocache.store import write_arrays
+
 IEMOCAP_LABELS = {"neu": "Neutral", "hap": "Happy", "ang": "Angry", "sad": "Sad", "exc": "Happy"}
 
 
@@ -21,8 +23,6 @@ def make_dataset(store: str | Path, manifests: str | Path, model: str, dataset: 
     vector. Another model on the same utterances: same ``keys`` and ``seed``, other ``feature_seed``.
     Returns keys, raw labels and features.
     """
-    from emocache.store import write_arrays
-
     label_map = label_map or IEMOCAP_LABELS
     raw_names = list(label_map)
     rng = np.random.default_rng(seed)

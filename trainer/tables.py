@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emocache.runtime import markdown_table
+from trainer.algorithms.base import FLAT_FIELDS
 from trainer.significance import paired
-from trainer.config import TrainConfig
 
 TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher", "advantage", "labels",
         "unlabeled_from", "missing_train_classes", "missing_test_classes", "views", "balance"]
@@ -122,7 +123,7 @@ configurations differing in any other setting (config_hash) are never averaged t
 
 def check_one_configuration(g: pd.DataFrame):
     """Raise when the rows of a cell come from several configurations, naming the settings that differ."""
-    cols = [k for k in TrainConfig().settings() if k in g and k not in ONE_CONFIG_FREE]
+    cols = [k for k in FLAT_FIELDS if k in g and k not in ONE_CONFIG_FREE]
     if not cols or len(g) < 2:
         return
     keys = g[cols].astype(str).drop_duplicates()
@@ -164,12 +165,6 @@ def _paired_text(g: pd.DataFrame, base: pd.DataFrame, metric: str) -> str:
     r = paired(a[common].to_numpy() * 100, b[common].to_numpy() * 100)
     p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
     return f"Δ {r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}] n={r.n} p={p}{' *' if r.excludes_zero else ''}"
-
-
-def _md(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _grid(df: pd.DataFrame, row_specs: list[tuple[str, pd.Series]], datasets: list[str],
@@ -263,7 +258,7 @@ def table5(df, datasets, style):
 def generic(df, datasets, style):
     keys = ["method", "model", "reward", "teacher", "advantage", "unlabeled_from", "labeled_fraction", "labels"]
     keys += [k for k in ("select", *STABILISERS) if k in df]
-    keys += [k for k in TrainConfig().settings() if k in df and k not in keys and k not in ("fold", "dataset")
+    keys += [k for k in FLAT_FIELDS if k in df and k not in keys and k not in ("fold", "dataset")
              and df[k].astype(str).nunique() > 1]  # any other setting that differs between the runs shown
     specs = []
     for combo, g in df.groupby(keys, sort=False, dropna=False):
@@ -344,7 +339,7 @@ def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle:
 
 
 def as_md(title: str, header: list[str], rows: list[list[str]], notes: str, style: Style) -> str:
-    return f"**{title}**\n\n{_md(header, rows)}\n\n_{notes}_"
+    return f"**{title}**\n\n{markdown_table(header, rows)}\n\n_{notes}_"
 
 
 def as_csv(title: str, header: list[str], rows: list[list[str]], notes: str, style: Style) -> str:

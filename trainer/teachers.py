@@ -14,7 +14,7 @@ from trainer.algorithms.supervised import train_supervised
 from trainer.data import DataError, pad_rows
 from trainer.metrics import scores
 from trainer.models import StackedAdam, StackedMLP
-from trainer.robust import Regularization, train_robust
+from trainer.robust import REGULARIZERS, Regularization, train_robust
 
 MIX_SEED_OFFSET = 89
 """Teacher seed + this seeds each run's EAM draws (their own stream: the batches stay those of the plain teacher)."""
@@ -34,9 +34,7 @@ def teacher_settings(cfg) -> dict:
     out.update(normalization=cfg.normalization, regularize=",".join(on))
     if cfg.head != "pooled":  # teachers saved before --head existed were pooled ones
         out["head"] = cfg.head
-    out.update({k: getattr(cfg, k) for k, reg in (("ls_epsilon", "ls"), ("eam_snr_min", "eam"),
-                                                    ("eam_snr_max", "eam"), ("adv_epsilon", "adv"),
-                                                    ("adv_alpha", "adv")) if reg in on})
+    out.update({k: getattr(cfg, k) for reg in on for k in REGULARIZERS[reg].params})
     return out
 
 

@@ -130,3 +130,10 @@ def test_storage_options_parsed_in_one_place(raw, expect):
     assert parse_storage_options(None) == {} and parse_storage_options('{"anon": true}') == {"anon": True}
     with pytest.raises(ValueError, match=expect):
         parse_storage_options(raw)
+
+
+def test_markdown_table_aligns_and_renders_every_cell():
+    text = rt.markdown_table(["name", "x", "y"], [["a", 1, 2.5], ["b", "-", None]])
+    assert text.splitlines() == ["| name | x | y |", "|---|---:|---:|", "| a | 1 | 2.5 |", "| b | - | None |"]
+    assert rt.markdown_table(["a", "b"], [], "lr").splitlines()[1] == "|---|---:|"
+    assert rt.markdown_table(["a", "b"], [["1", "2"]], "ll").splitlines()[1] == "|---|---|"

@@ -9,7 +9,7 @@ import torch
 
 from emocache.store import write_arrays
 from trainer import experiment
-from trainer.config import TrainConfig
+from trainer.config import METHODS, TrainConfig, get_method
 from trainer.data import DataError
 
 COLUMNS = {"method", "model", "dataset", "fold", "seed", "reward", "teacher", "advantage", "labels",
@@ -17,7 +17,7 @@ COLUMNS = {"method", "model", "dataset", "fold", "seed", "reward", "teacher", "a
            "seconds", "stage"}
 
 
-@pytest.mark.parametrize("method", [m for m in experiment.METHODS if m != "reference"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "reference"])
 def test_each_method_gives_rows_per_fold_and_seed(base_kw, method):
     extra = {"teacher": "t"} if method == "teacher" else {}
     res = experiment.run(TrainConfig(method=method, seeds=(0, 1), **base_kw, **extra))
@@ -38,8 +38,10 @@ def test_each_method_gives_rows_per_fold_and_seed(base_kw, method):
 
 
 def test_unknown_method_lists_known():
-    with pytest.raises(ValueError, match="known: baseline, same-epochs, full-labeled, dino, b-grpo"):
-        experiment.get_method("ppo")
+    with pytest.raises(ValueError, match="unknown method 'ppo'; known: b-grpo, baseline, dino, fixmatch, full-labeled"):
+        get_method("ppo")
+    with pytest.raises(ValueError, match="known: .*pseudo-label, reference, same-epochs, teacher"):
+        TrainConfig(method="ppo")
 
 
 def test_a_run_does_not_depend_on_its_stack_neighbours(base_kw):

@@ -68,9 +68,9 @@ def test_masked_mean_ignores_padding_values():
     mask = torch.rand(2, 3, 5, generator=g) > 0.4
     mask[:, :, 0] = True
     ref = torch.stack([torch.stack([x[m, b][mask[m, b]].mean(0) for b in range(3)]) for m in range(2)])
-    torch.testing.assert_close(masked_mean(x, mask), ref)
+    torch.testing.assert_close(masked_mean(x, mask, dim=-2), ref)
     garbage = torch.where(mask.unsqueeze(-1), x, torch.full_like(x, 1e6))
-    torch.testing.assert_close(masked_mean(garbage, mask), ref)
+    torch.testing.assert_close(masked_mean(garbage, mask, dim=-2), ref)
     q = torch.randn(2, 4, generator=g)
     nan = torch.where(mask.unsqueeze(-1), x, torch.full_like(x, float("nan")))
     for pad in (garbage, nan):  # padding never changes the output
@@ -79,7 +79,7 @@ def test_masked_mean_ignores_padding_values():
     longer = torch.cat([x, torch.full((2, 3, 3, 4), -7.0)], 2)
     lmask = torch.cat([mask, torch.zeros(2, 3, 3, dtype=torch.bool)], 2)
     torch.testing.assert_close(attentive_pool(longer, lmask, q), attentive_pool(x, mask, q))
-    torch.testing.assert_close(masked_mean(longer, lmask), ref)
+    torch.testing.assert_close(masked_mean(longer, lmask, dim=-2), ref)
 
 
 def test_attention_pool_by_hand():
@@ -92,7 +92,7 @@ def test_attention_pool_by_hand():
     torch.testing.assert_close(attentive_pool(x, mask, q), torch.tensor([[[0.75, 0.5, 0.0, 0.0]]]))
     # no valid frame -> zero vector, no NaN
     assert torch.equal(attentive_pool(x, torch.zeros_like(mask), q), torch.zeros(1, 1, 4))
-    assert torch.equal(masked_mean(x, torch.zeros_like(mask)), torch.zeros(1, 1, 4))
+    assert torch.equal(masked_mean(x, torch.zeros_like(mask), dim=-2), torch.zeros(1, 1, 4))
 
 
 def test_attention_starts_as_mean_and_learns_a_query():
@@ -143,9 +143,10 @@ METHODS = ["baseline", "same-epochs", "full-labeled", "dino", "b-grpo", "grpo", 
 def test_cli_attention_head_every_method(fstore, tmp_path):
     common = ["--store", fstore["store"], "--manifests", fstore["manifests"], "--model", "fm", "--dataset", "ds",
               "--epochs-baseline", 2, "--epochs-stage2", 2, "--out", tmp_path, "--lr", "1e-3", "--threads", 1,
-              "--head", "attention", "--no-plots", "--reference-max-epochs", 3]
+              "--head", "attention", "--no-plots"]
     for method in METHODS:
-        extra = ["--reward", "r3", "--teacher", "ft"] if method in ("b-grpo", "grpo") else []
+        extra = {"b-grpo": ["--reward", "r3", "--teacher", "ft"], "grpo": ["--reward", "r3", "--teacher", "ft"],
+                 "reference": ["--reference-max-epochs", 3]}.get(method, [])
         p = sh("run", method, *common, *extra)
         assert "final mean over" in p.stdout
     for method in METHODS:

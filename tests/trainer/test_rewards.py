@@ -81,3 +81,25 @@ def test_similarity_rewards_need_teacher_and_matrix():
         rewards.reward("wheel", P, PT)
     with pytest.raises(ValueError, match="no failing condition"):
         rewards.reward("eswr", P, PT, S=S3, penalty=-1)
+
+
+def test_a_reward_is_one_registered_function():
+    from trainer.config import TrainConfig
+
+    @rewards.register("half-r2")
+    def half_r2(p, o=None, C=1.0):
+        """Half the policy's confidence, times C (a test reward)."""
+        return 0.5 * C * rewards.answer(p, o)[1]
+
+    try:
+        assert rewards.reward("half-r2", P, C=2.0).tolist() == pytest.approx([0.7, 0.4, 0.5])
+        assert not rewards.REWARDS["half-r2"].teacher and rewards.REWARDS["half-r2"].params == ("o", "C")
+        cfg = TrainConfig(method="b-grpo", reward="half-r2")  # a --reward choice, no teacher needed
+        assert cfg.readable_name.startswith("b-grpo___six_half-r2_positive")
+        with pytest.raises(ValueError, match="no failing condition"):
+            TrainConfig(method="b-grpo", reward="half-r2", penalty_value=-1)
+        with pytest.raises(ValueError, match="registered twice"):
+            rewards.register("half-r2")(half_r2)
+    finally:
+        del rewards.REWARDS["half-r2"]
+    assert [n for n, r in rewards.REWARDS.items() if r.teacher] == ["r3", "r4", "r5", "eswr", "wheel"]

@@ -142,5 +142,5 @@ def test_robust_teachers_spec_parses(monkeypatch):
     for method, reward in (("b-grpo", "r3"), ("grpo", "eswr"), ("teacher", "r1")):
         for ds in ("urdu", "demo"):
             assert sorted(c.regularize for c in got if (c.method, c.dataset, c.teacher) == (method, ds, "fbank-stats")
-                          and c.reward == reward) == ["", "ls", "ls,eam", "ls,eam,adv"]
+                          and c.to_dict()["reward"] == reward) == ["", "ls", "ls,eam", "ls,eam,adv"]
     assert all("eam" not in c.regularizers for c in got if c.teacher == "egemaps")

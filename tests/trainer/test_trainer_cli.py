@@ -132,20 +132,44 @@ def test_bench_frame_heads_small(tmp_path):
     assert rows[1]["input_gib"] > rows[0]["input_gib"] and "| attention |" in p.stdout
 
 
-def test_every_config_field_is_a_run_option_with_its_docstring():
+def test_every_setting_of_a_method_is_an_option_of_its_subcommand_with_its_docstring():
     import dataclasses
 
-    from trainer.cli import config_options
-    from trainer.config import CHOICES, TrainConfig, field_docs
+    from trainer.cli import config_options, first_sentence
+    from trainer.config import METHODS, SHARED, TrainConfig, field_docs
 
-    opts = {p.name: p for p in config_options()}
-    assert set(opts) == {f.name for f in dataclasses.fields(TrainConfig)} - {"method"}
-    assert opts["beta"].default.default == 0.04 and opts["beta"].annotation is float
-    assert opts["standardize"].annotation is bool and opts["seeds"].default.default == "0"
-    assert opts["store"].default.default is ...  # required
-    assert opts["reward"].default.help.startswith(field_docs(TrainConfig)["reward"])
-    assert "(one of: r1, r2, r3, r4, r5, eswr, wheel)" in opts["reward"].default.help
-    assert set(CHOICES) <= set(opts)
+    shared = {p.name: p for p in config_options(TrainConfig)}
+    assert set(shared) == set(SHARED)
+    assert shared["store"].default.default is ...  # required
+    assert shared["standardize"].annotation is bool and shared["seeds"].default.default == "0"
+    assert shared["labels"].default.help == "Label set (six|emobox)."
+    for name, cls in METHODS.items():
+        opts = {p.name: p for p in config_options(cls.Options, required=())}
+        assert set(opts) == {f.name for f in dataclasses.fields(cls.Options)}, name
+        for f, p in opts.items():
+            assert p.default.help.startswith(first_sentence(field_docs(cls.Options)[f]).rstrip(".")), (name, f)
+    bgrpo = {p.name: p for p in config_options(METHODS["b-grpo"].Options, required=())}
+    assert bgrpo["beta"].default.default == 0.04 and bgrpo["beta"].annotation is float
+    assert bgrpo["reward"].default.help == "Reward (r1|r2|r3|r4|r5|eswr|wheel)."
+
+
+def test_run_help_shows_the_shared_options_and_the_methods_own_on_two_screens():
+    import os
+
+    from trainer.config import METHODS, SHARED, method_options
+
+    env = {**os.environ, "COLUMNS": "80"}
+    listing = subprocess.run([*TRAINER, "run", "--help"], capture_output=True, text=True, timeout=300, env=env)
+    assert all(m in listing.stdout for m in METHODS)
+    for method in ("b-grpo", "baseline", "fixmatch"):
+        p = subprocess.run([*TRAINER, "run", method, "--help"], capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 0 and len(p.stdout.splitlines()) <= 100, (method, len(p.stdout.splitlines()))
+        flags = set(re.findall(r"^  (--[a-z0-9-]+)", p.stdout, re.M)) - {"--help"}
+        want = {"--" + n.replace("_", "-") for n in SHARED + method_options(method)}
+        assert flags == want, (method, flags ^ want)
+        assert "…" not in p.stdout
+    p = sh("run", "baseline", "--reward", "r3", ok=False)
+    assert p.returncode == 2 and "No such option" in p.stderr and "--reward" in p.stderr
 
 
 @pytest.mark.parametrize("args,msg", [

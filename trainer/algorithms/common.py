@@ -1,5 +1,6 @@
-"""Pieces the algorithms share: the masked mean over a padded batch, the per-run confidence of the curves, an
-endless labelled-batch stream, per-run random draws for active runs, and feature-space views (noise + dropout)."""
+"""Pieces the algorithms share: the masked mean over a padded batch (trainer.frames.masked_mean), the per-run
+confidence of the curves, an endless labelled-batch stream, per-run random draws for active runs, and
+feature-space views (noise + dropout)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,7 @@ from collections.abc import Iterator
 import torch
 
 from trainer.data import epoch_batches, run_multinomial, run_rand
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``x`` (..., B) over its last dim, counting only ``mask`` (..., B) True entries -> (...).
-
-    All-masked rows give 0 (not NaN): a run whose epoch has run out contributes nothing.
-    """
-    if mask is None:
-        return x.mean(-1)
-    m = mask.to(x.dtype)
-    return (x * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+from trainer.frames import frame_std, masked_mean
 
 
 def confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,7 +97,5 @@ def pool_std(X: torch.Tensor, pools: list[torch.Tensor], frames: bool = False) -
     ``frames`` (X padded frames (N, T, D), a frame --head) over the rows' valid frames, (M, 1, 1, D), so a view
     perturbs every frame (padding stays NaN, i.e. padding)."""
     if frames:
-        from trainer.frames import frame_std
-
         return frame_std(X, pools)
     return torch.stack([X[p].std(0) for p in pools]).nan_to_num(0.0).unsqueeze(1)

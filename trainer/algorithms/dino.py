@@ -11,9 +11,11 @@ the pooled vector. The EMA teacher is the model evaluated and reported.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from trainer.algorithms.base import CropOptions, PoolOptions, TwoStage, option, register
 from trainer.algorithms.common import active_rand, confidence, masked_mean, perturb, pool_std, update
 from trainer.data import epoch_batches
 
@@ -57,43 +59,87 @@ def noise_views(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float,
     return [perturb(x, std, noise, p_drop, gens, active) for _ in range(2)]
 
 
-def train_dino(student, teacher, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int,
-               batch_size: int, gens: list[torch.Generator], view_gens: list[torch.Generator], cfg,
-               crops: torch.Tensor | None = None, crop_sets: torch.Tensor | None = None, log=None):
-    """DINO on unlabelled rows; ``crops`` (S, N_u, V, D) frame-crop view sets, run r using set ``crop_sets[r]``,
-    else noise views of ``Xu``. Run r draws its views from its own ``view_gens[r]``."""
-    m = student.n_members
+def train_dino(ctx, teacher, opts: DinoOptions):
+    """DINO on each run's unlabelled rows (``ctx``: the student policy, the pool, the generators, the log) with
+    the EMA ``teacher``; views are the frame crops ``ctx.data.crops`` (S, N_u, V, D), run r using set
+    ``crop_sets[r]``, else noise views of ``Xu``. Run r draws its views from its own ``ctx.view_gens[r]``.
+    Returns the teacher-output center (M, 1, C)."""
+    student, Xu, pools, data = ctx.policy, ctx.data.Xu, ctx.data.unlabeled, ctx.data
+    epochs, batch_size, view_gens = ctx.cfg.epochs_stage2, ctx.cfg.batch_size, ctx.view_gens
+    opt = ctx.new_opt(student)
     steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
-    schedule = momentum_schedule(cfg.dino_momentum, epochs * steps_per_epoch)
-    center = torch.zeros(m, 1, student.w2.shape[2])  # (M, 1, C)
-    std = pool_std(Xu, pools, cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
+    schedule = momentum_schedule(opts.dino_momentum, epochs * steps_per_epoch)
+    center = torch.zeros(student.n_members, 1, student.w2.shape[2])  # (M, 1, C)
+    std = pool_std(Xu, pools, ctx.cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
     step = 0
     for epoch in range(epochs):
-        tau_t = teacher_temperature(epoch, epochs, cfg.dino_warmup_teacher_temp, cfg.dino_teacher_temp,
-                                    cfg.dino_warmup_frac)
-        for idx, valid, active in epoch_batches(pools, batch_size, gens):
-            if crops is not None:
-                n_views, sets = crops.shape[2], crop_sets.unsqueeze(1)  # sets (M, 1)
+        tau_t = teacher_temperature(epoch, epochs, opts.dino_warmup_teacher_temp, opts.dino_teacher_temp,
+                                    opts.dino_warmup_frac)
+        for idx, valid, active in epoch_batches(pools, batch_size, ctx.gens):
+            if data.crops is not None:
+                n_views, sets = data.crops.shape[2], data.crop_sets.unsqueeze(1)  # sets (M, 1)
                 a = active_rand("randint", idx.shape[1:], view_gens, active, n_views)  # (M, B) two distinct crops
                 b = (a + 1 + active_rand("randint", idx.shape[1:], view_gens, active, n_views - 1)) % n_views
-                v1, v2 = crops[sets, idx, a], crops[sets, idx, b]  # (M, B, D)
+                v1, v2 = data.crops[sets, idx, a], data.crops[sets, idx, b]  # (M, B, D)
             else:
-                v1, v2 = noise_views(Xu[idx], std, cfg.dino_noise, cfg.dino_dropout, view_gens, active)
+                v1, v2 = noise_views(Xu[idx], std, opts.dino_noise, opts.dino_dropout, view_gens, active)
             s1, s2 = student(v1), student(v2)  # (M, B, C)
             with torch.no_grad():
                 t1, t2 = teacher(v1), teacher(v2)
-            loss = dino_loss(s1, s2, t1, t2, center, cfg.dino_student_temp, tau_t, valid)  # (M,)
+            loss = dino_loss(s1, s2, t1, t2, center, opts.dino_student_temp, tau_t, valid)  # (M,)
             update(opt, loss, active)
             ema_update(teacher, student, torch.where(active, schedule[min(step, len(schedule) - 1)], 1.0))
             with torch.no_grad():
                 v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)
                 batch_center = ((t1 + t2) * v).sum(1, keepdim=True) / (2 * v.sum(1, keepdim=True).clamp_min(1))
-                cm = torch.where(active, cfg.dino_center_momentum, 1.0).view(-1, 1, 1)
+                cm = torch.where(active, opts.dino_center_momentum, 1.0).view(-1, 1, 1)
                 center = center * cm + batch_center * (1 - cm)
                 conf = confidence(t1, valid)
             step += 1
-            if log is not None:
-                log.step(active, loss, conf)
-        if log is not None:
-            log.end_epoch()
+            ctx.log.step(active, loss, conf)
+        ctx.log.end_epoch()
     return center
+
+
+@dataclass(frozen=True)
+class DinoOptions(PoolOptions, CropOptions):
+    """DINO's views, EMA teacher and temperatures."""
+
+    dino_views: str = option("auto", choices=("auto", "frames", "noise"))
+    """View kind. 'frames' (random frame-crop means), 'noise' (noise + dropout on pooled), 'auto'."""
+    dino_noise: float = 0.1
+    """Noise std of pooled views. In units of each feature's std."""
+    dino_dropout: float = 0.1
+    """Feature dropout of pooled views."""
+    dino_momentum: float = 0.996
+    """EMA momentum at the start. A cosine schedule raises it to 1 by the end."""
+    dino_student_temp: float = 0.1
+    """Student softmax temperature."""
+    dino_teacher_temp: float = 0.07
+    """Teacher temperature after the warm-up."""
+    dino_warmup_teacher_temp: float = 0.04
+    """Teacher temperature at the start."""
+    dino_warmup_frac: float = 0.3
+    """Share of the epochs warming up. The teacher temperature rises linearly over it."""
+    dino_center_momentum: float = 0.9
+    """EMA momentum of the teacher-output center."""
+
+    @property
+    def views(self) -> str:
+        return self.dino_views
+
+
+@register
+class DINO(TwoStage):
+    """DINO (Caron et al. 2021) on the unlabelled pool, after the baseline.
+
+    The EMA teacher is the model reported."""
+
+    name = "dino"
+    Options = DinoOptions
+
+    def stage2(self, ctx):
+        teacher = ctx.policy.frozen_copy()
+        ctx.log.begin("dino", teacher, ctx.cfg.epochs_stage2)
+        train_dino(ctx, teacher, ctx.cfg.options)
+        return teacher

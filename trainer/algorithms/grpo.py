@@ -10,10 +10,13 @@ eq. 7-8 over all B x G samples (GRPO's 1/B sum_i 1/G sum_g), with B-GRPO's own f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from trainer.algorithms.bgrpo import advantage, clipped_updates, policy_batches
-from trainer.algorithms.common import LabelledStream, active_multinomial, masked_mean
+from trainer.algorithms.base import option, register
+from trainer.algorithms.bgrpo import GRPOFamily, RewardOptions, advantage, clipped_updates, policy_batches
+from trainer.algorithms.common import active_multinomial, masked_mean
 
 
 def group_advantage(r: torch.Tensor, mode: str = "positive", mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -33,31 +36,50 @@ def flat_share(r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(flat, mask)
 
 
-def train_grpo(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int, batch_size: int,
-               gens: list[torch.Generator], logp_ref_all: torch.Tensor, reward_fn, group_size: int = 8,
-               adv_mode: str = "positive", eps: float = 0.2, beta: float = 0.04, mu: int = 1,
-               p_teacher_all: torch.Tensor | None = None, gens_action: list[torch.Generator] | None = None,
-               log=None, sup: LabelledStream | None = None, sup_weight: float = 0.0):
-    """Per-input GRPO on unlabelled rows of ``Xu``: every input of a batch gets G = ``group_size`` labels drawn
-    from pi_old (run r from its own ``gens_action[r]``), each rewarded, normalised within its input's group.
+def train_grpo(ctx, opts: GRPOOptions, logp_ref_all: torch.Tensor, reward_fn,
+               p_teacher_all: torch.Tensor | None = None) -> None:
+    """Per-input GRPO on each run's unlabelled rows: every input of a batch gets G = ``opts.group_size`` labels
+    drawn from pi_old (run r from its own ``ctx.view_gens[r]``), each rewarded, normalised within its input's group.
 
     Arguments as ``bgrpo.train_bgrpo``; ``reward_fn(p, p_t, o) -> r`` with p, p_t (M, B, G, C) and o (M, B, G).
     All B x G samples of the M runs are one tensor: one forward pass per update, no loop over samples.
     Curves: approx_kl, clip_frac (as B-GRPO) and flat_groups (``flat_share``).
     """
+    opt = ctx.new_opt(ctx.policy)
+    sup = ctx.labelled_stream() if opts.sup_weight > 0 else None
     run = torch.arange(logp_ref_all.shape[0]).unsqueeze(1)  # (M, 1)
-    for idx, valid, active, x, logp_all, p_old in policy_batches(policy, Xu, pools, batch_size, gens, epochs, log):
+    for idx, valid, active, x, logp_all, p_old in policy_batches(ctx):
         with torch.no_grad():
-            o = active_multinomial(p_old, gens_action, active, group_size)  # (M, B, G)
+            o = active_multinomial(p_old, ctx.view_gens, active, opts.group_size)  # (M, B, G)
             shape = (*o.shape, p_old.shape[-1])  # (M, B, G, C)
             p_t = p_teacher_all[run, idx].unsqueeze(2).expand(shape) if p_teacher_all is not None else None
             r = reward_fn(p_old.unsqueeze(2).expand(shape), p_t, o)  # (M, B, G)
-            adv = group_advantage(r, adv_mode, valid).flatten(1)  # (M, B * G)
+            adv = group_advantage(r, opts.advantage, valid).flatten(1)  # (M, B * G)
             mask = valid.unsqueeze(-1).expand(o.shape).flatten(1)  # (M, B * G)
             logp_ref = logp_ref_all[run, idx].gather(-1, o).flatten(1)  # (M, B * G)
             logp_old = logp_all.gather(-1, o).flatten(1)  # (M, B * G)
-        loss, extra = clipped_updates(policy, opt, x, logp_all, o, logp_old, logp_ref, adv, mask, active,
-                                      eps, beta, mu, sup, sup_weight)
-        if log is not None:
-            log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r.mean(-1), valid),
+        loss, extra = clipped_updates(ctx.policy, opt, x, logp_all, o, logp_old, logp_ref, adv, mask, active, opts,
+                                      sup)
+        ctx.log.step(active, loss, masked_mean(p_old.amax(-1), valid), masked_mean(r.mean(-1), valid),
                      flat_groups=flat_share(r, valid), **extra)
+
+
+@dataclass(frozen=True)
+class GRPOOptions(RewardOptions):
+    """Per-input GRPO: the reward options and the group size."""
+
+    group_size: int = option(8, ge=2)
+    """Labels G drawn per input. From pi_old; eq. 6 normalises each input's G rewards."""
+
+
+@register
+class GRPO(GRPOFamily):
+    """Per-input GRPO (ours): the G labels drawn for an input are its group.
+
+    The baseline, then eq. 7-8 over the B x G labels drawn from pi_old, eq. 6 within each input's group."""
+
+    name = "grpo"
+    Options = GRPOOptions
+
+    def train(self, ctx, logp_ref_all, reward_fn, p_teacher_all) -> None:
+        train_grpo(ctx, ctx.cfg.options, logp_ref_all, reward_fn, p_teacher_all)

@@ -12,10 +12,13 @@ small term. Each unlabelled batch of a run is paired with one labelled batch of 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from trainer.algorithms.common import LabelledStream, confidence, masked_mean, update
+from trainer.algorithms.base import PoolOptions, TwoStage, option, register
+from trainer.algorithms.common import confidence, masked_mean, update
 from trainer.algorithms.supervised import ce_loss
 from trainer.data import epoch_batches
 
@@ -49,23 +52,56 @@ def pseudo_label_loss(logits_l: torch.Tensor, y_l: torch.Tensor, valid_l: torch.
     return ce_loss(logits_l, y_l, valid_l) + alpha * unsup
 
 
-def train_pseudo_label(policy, opt, Xu: torch.Tensor, pools: list[torch.Tensor], epochs: int, batch_size: int,
-                       gens: list[torch.Generator], labelled: LabelledStream, tau: float, alpha_f: float,
-                       rampup: float, log=None):
-    """Stage 2: each unlabelled batch of each run (rows ``pools[r]`` of ``Xu``) with a labelled batch beside it.
+def train_pseudo_label(ctx, opts: PseudoLabelOptions):
+    """Stage 2: each unlabelled batch of each run (rows ``ctx.data.unlabeled[r]`` of ``Xu``) with a labelled batch
+    beside it (``ctx.labelled_stream()``).
 
     Curves get ``mask_rate`` (share of unlabelled samples above tau) and ``alpha`` (eq. 16's weight).
     """
+    policy, Xu, epochs, tau = ctx.policy, ctx.data.Xu, ctx.cfg.epochs_stage2, opts.pseudo_threshold
+    opt, labelled = ctx.new_opt(policy), ctx.labelled_stream()
     for epoch in range(epochs):
-        alpha = alpha_schedule(epoch, epochs, alpha_f, rampup)
-        for idx, valid, active in epoch_batches(pools, batch_size, gens):
+        alpha = alpha_schedule(epoch, epochs, opts.pseudo_weight, opts.pseudo_rampup)
+        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens):
             x_l, y_l, valid_l = labelled.batch(active)  # (M, B, D), (M, B), (M, B)
             logits_l, logits_u = policy(x_l), policy(Xu[idx])  # (M, B, C)
             loss = pseudo_label_loss(logits_l, y_l, valid_l, logits_u, valid, alpha, tau)  # (M,)
             update(opt, loss, active)
-            if log is not None:
-                keep = pseudo_labels(logits_u, tau)[1]
-                log.step(active, loss, confidence(logits_u, valid), mask_rate=masked_mean(keep.float(), valid),
+            keep = pseudo_labels(logits_u, tau)[1]
+            ctx.log.step(active, loss, confidence(logits_u, valid), mask_rate=masked_mean(keep.float(), valid),
                          alpha=torch.full(active.shape, alpha))
-        if log is not None:
-            log.end_epoch()
+        ctx.log.end_epoch()
+
+
+@dataclass(frozen=True)
+class PseudoLabelOptions(PoolOptions):
+    """Pseudo-labelling's threshold and eq. 16's weight schedule."""
+
+    pseudo_threshold: float = option(0.95, ge=0, le=1)
+    """Confidence a pool sample needs. Its max class probability (ours: Lee 2013 uses every sample;
+    the threshold is FixMatch's value)."""
+    pseudo_weight: float = option(3.0, ge=0)
+    """Final weight alpha_f of the pseudo-label term. Lee 2013, eq. 16: 3."""
+    pseudo_rampup: float = option(0.5, ge=0, le=1)
+    """Share of stage 2 ramping alpha up. alpha(t) rises linearly from 0 to alpha_f (eq. 16's T1..T2;
+    ours: T1 is the start of stage 2, the baseline being the warm-up)."""
+
+
+@register
+class PseudoLabel(TwoStage):
+    """Pseudo-labelling (Lee 2013) with a threshold, after the baseline.
+
+    Confident pool samples are trained on their predicted class beside the supervised term on the labelled rows."""
+
+    name = "pseudo-label"
+    Options = PseudoLabelOptions
+
+    def tags(self, cfg) -> list[str]:
+        o = cfg.options
+        changed = o.changed((("pseudo_threshold", "tau"), ("pseudo_weight", "alpha"), ("pseudo_rampup", "ramp")))
+        return changed + o.pool_tags()
+
+    def stage2(self, ctx):
+        ctx.log.begin("pseudo-label", ctx.policy, ctx.cfg.epochs_stage2)
+        train_pseudo_label(ctx, ctx.cfg.options)
+        return ctx.policy

@@ -1,10 +1,12 @@
-"""Supervised training (the baseline, same-epochs, full-labeled, and the teacher MLPs): cross-entropy."""
+"""Supervised training with cross-entropy: the paper's baseline, "same epochs" and "full labelled" methods, and
+the loop the teacher MLPs and every stage 1 use."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from trainer.algorithms.base import Method, register
 from trainer.algorithms.common import confidence, masked_mean, update
 from trainer.data import epoch_batches
 from trainer.models import StackedAdam, StackedMLP
@@ -32,3 +34,49 @@ def train_supervised(model: StackedMLP, opt: StackedAdam, X: torch.Tensor, y: to
                 log.step(active, loss, confidence(logits, valid))
         if log is not None:
             log.end_epoch()
+
+
+@register
+class Baseline(Method):
+    """Supervised on the labelled share (the paper's baseline).
+
+    Cross-entropy on each run's labelled rows for --epochs-baseline epochs."""
+
+    name = "baseline"
+
+    def epochs(self, cfg) -> int:
+        return cfg.epochs_baseline
+
+    def run(self, ctx):
+        ctx.supervised(ctx.data.labeled, ctx.cfg.epochs_baseline, "supervised")
+        return ctx.policy
+
+
+@register
+class SameEpochs(Method):
+    """The baseline trained for both stages' epochs (the paper's "same epochs").
+
+    Cross-entropy on each run's labelled rows for --epochs-baseline + --epochs-stage2 epochs."""
+
+    name = "same-epochs"
+
+    def run(self, ctx):
+        ctx.supervised(ctx.data.labeled, ctx.cfg.epochs_total, "supervised")
+        return ctx.policy
+
+
+@register
+class FullLabeled(Method):
+    """Supervised on every training label (the paper's "full labelled").
+
+    Cross-entropy on each run's whole training split for --epochs-baseline + --epochs-stage2 epochs."""
+
+    name = "full-labeled"
+    all_labels = True
+
+    def columns(self, cfg) -> dict:
+        return {**super().columns(cfg), "labeled_fraction": 1.0}
+
+    def run(self, ctx):
+        ctx.supervised(ctx.data.train_all, ctx.cfg.epochs_total, "supervised")
+        return ctx.policy
