@@ -153,6 +153,9 @@ class NeuralEncoder(Encoder):
 
     device_frontend: bool = False
     """The class has a frontend of batched torch ops (:meth:`device_frontend_run`) for ``--frontend device``."""
+    compile_pays: bool = True
+    """Whether ``--compile auto`` compiles on CUDA: the compiled layers were measured faster than eager there
+    (gpu-check on an H200, docs/BENCHMARKS.md); ``--compile on`` compiles whatever this says."""
 
     def __init__(self, config: EncoderConfig | None = None):
         super().__init__(config)
@@ -195,7 +198,8 @@ class NeuralEncoder(Encoder):
         if want == "on" and self.wants_hidden:
             raise EncoderError("--compile on: --layers/--frames-layer record hidden states with hooks on the layers, "
                                "which compiled layers do not run; use --compile off (or auto) with them")
-        return want == "on" or (want == "auto" and self.device.type == "cuda" and not self.wants_hidden)
+        return want == "on" or (want == "auto" and self.device.type == "cuda" and self.compile_pays
+                                and not self.wants_hidden)
 
     def set_dtype(self, dtype: torch.dtype) -> None:
         """Cast the weights to ``dtype`` once (no autocast: the model computes in its weights' type). The fp32

@@ -17,6 +17,15 @@ SR = 16000
 FAMILIES = ["whisper-large-v3", "wavlm-base-plus", "emotion2vec-base", "sensevoice-small"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_compile_caches():
+    """Each test counts the graphs it builds: graphs another test built for the same layer code (the caches are
+    per process and shared across instances) would otherwise be reused and counted as none."""
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
 def tiny(name: str, **kw):
     return build_encoder(name, EncoderConfig(device="cpu", random_init=True, config_overrides=overrides(name), **kw))
 
