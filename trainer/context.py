@@ -70,7 +70,8 @@ class Context:
         method = cfg.algorithm
         log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
                        [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], labelled_prior(cfg, data),
-                       1 if method.own_validation else cfg.eval_every, bar, keep_weights=cfg.save_model)
+                       1 if method.own_validation else cfg.eval_every, bar, keep_weights=cfg.save_model,
+                       stop=cfg.stop_rule, judge_prior=not cfg.unlabeled_from)
         ctx = cls(cfg, data, policy, None, log, gens,
                   [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
         ctx.opt = ctx.new_opt(policy)

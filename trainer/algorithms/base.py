@@ -212,6 +212,10 @@ class Method:
         """With ``own_validation``: the share of labelled rows it holds out when --val-fraction is 0."""
         return 0.0
 
+    def supports_protocol(self, name: str) -> bool:
+        """Whether it trains under --protocol ``name`` (trainer.protocols; every protocol by default)."""
+        return True
+
     def default_model(self, cfg) -> str:
         """--model when left empty and implied by the method ('' = the store's only entry for the dataset)."""
         return ""

@@ -168,8 +168,8 @@ def policy_batches(ctx):
     ``log.end_epoch()`` after each) with the policy at pi_old: yields idx, valid, active, x (M, B, D), log pi
     (M, B, C) (with gradient: the first update reuses it) and p_old (M, B, C) (no gradient)."""
     policy, Xu = ctx.policy, ctx.data.Xu
-    for _ in range(ctx.cfg.epochs_stage2):
-        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens):
+    for _ in ctx.log.epochs(ctx.cfg.epochs_stage2):
+        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens, ctx.log.live):
             x = Xu[idx]  # (M, B, D)
             logp_all = policy(x).log_softmax(-1)  # (M, B, C)
             yield idx, valid, active, x, logp_all, logp_all.detach().exp()
