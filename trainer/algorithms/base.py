@@ -37,6 +37,10 @@ fields before the method registry (issue 24). An option its method lacks enters 
 settings keep the config hash and results columns they had. Settings added since follow: a method's new options
 always, a new shared field only when set away from its default (so adding one keeps every earlier hash)."""
 
+LATER_SHARED = ("protocol", "converge_patience", "converge_max_epochs")
+"""Hashed shared settings (TrainConfig fields) added after FLAT_FIELDS: rows and results.json carry one only when
+it is set away from its default, so tables read a missing value as the default."""
+
 NUMBER_KEYS = ("ge", "gt", "le", "lt")
 """The bounds an option may declare: >=, >, <=, <."""
 
