@@ -21,7 +21,7 @@ from trainer.diagnostics import collapse_onset, under_trained
 from trainer.metrics import confusion, scores
 from trainer.models import StackedMLP, save_members
 from trainer.prepare import Prepared
-from trainer.teachers import hacking_columns, predictions
+from trainer.teachers import predictions, teacher_agreement_columns
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     reach = unlabelled_reach(log, snap.log_stage)
     trained = _trained_epochs(ctx, stage, snap)
     losses = log.losses.get("supervised", [])
-    hacking = _hacking(ctx, snap)
+    agree = _teacher_agreement(ctx, snap)
     rows, cm = [], np.zeros((len(data.classes),) * 2, dtype=np.int64)
     for r, info in enumerate(data.runs):
         n = len(data.test[r])
@@ -150,7 +150,7 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
             "under_trained": (not cfg.algorithm.own_validation and cfg.stop_rule is None
                               and under_trained([e[r] for e in losses])),
             **({"epochs": int(trained[r])} if trained is not None else {}),
-            **(hacking(r) if hacking else {}),
+            **(agree(r) if agree else {}),
         })
     return rows, cm
 
@@ -185,16 +185,16 @@ def _last_loss(losses: list[list[float]], r: int) -> float:
     return values[-1] if values else float("nan")
 
 
-def _hacking(ctx: Context, snap: Snapshot):
-    """Run r -> its reward-hacking columns (trainer.teachers.hacking_columns) where the stage's model was
-    rewarded by a teacher; None otherwise."""
+def _teacher_agreement(ctx: Context, snap: Snapshot):
+    """Run r -> its teacher-agreement columns (trainer.teachers.teacher_agreement_columns) where the stage's
+    model was rewarded by a teacher; None otherwise."""
     if not (snap.split_pred and ctx.teacher is not None):
         return None
     data = ctx.data
     t_pred = predictions(ctx.teacher, data, teacher=True)
     y_split = {s: [data.y[torch.as_tensor(p)].numpy() for p in rows_] for s, rows_ in
                (("test", data.test), ("val", data.val))}
-    return lambda r: hacking_columns({s: v[r] for s, v in y_split.items() if s in t_pred},
+    return lambda r: teacher_agreement_columns({s: v[r] for s, v in y_split.items() if s in t_pred},
                                      {s: v[r] for s, v in t_pred.items()},
                                      {s: v[r] for s, v in snap.split_pred.items()})
 

@@ -227,8 +227,8 @@ class Method:
     def prepared(self, cfg, data) -> None:
         """Adjust the prepared data (trainer.prepare) before training; nothing by default."""
 
-    def reports_hacking(self, cfg) -> bool:
-        """Whether its rows carry the reward-hacking columns (a policy rewarded by a teacher)."""
+    def reports_teacher_agreement(self, cfg) -> bool:
+        """Whether its rows carry the teacher-agreement columns (a policy rewarded by a teacher)."""
         return False
 
     def run(self, ctx):
