@@ -66,10 +66,10 @@ def under_predicted(shares: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return ((prior >= MIN_SHARE) & (shares < FLOOR)).any(-1)
 
 
-def collapse_onset(flags: list[torch.Tensor], epochs: list[int]) -> tuple[list[bool], list[int]]:
+def collapse_onset(flags: list[torch.Tensor], epochs: list) -> tuple[list[bool], list[int]]:
     """Per run: collapsed at the last evaluated epoch, and the first epoch of that final collapsed stretch (-1).
 
-    ``flags[i]`` (M,) bool is the rule at evaluated epoch ``epochs[i]``.
+    ``flags[i]`` (M,) bool is the rule at evaluated epoch ``epochs[i]``: an int, or (M,) each run's own epoch.
     """
     if not flags:
         return [], []
@@ -79,7 +79,8 @@ def collapse_onset(flags: list[torch.Tensor], epochs: list[int]) -> tuple[list[b
         i = len(epochs) - 1
         while i > 0 and f[i - 1, r]:
             i -= 1
-        onset.append(epochs[i] if out[r] else -1)
+        e = epochs[i]
+        onset.append((int(e[r]) if isinstance(e, torch.Tensor) else e) if out[r] else -1)
     return out, onset
 
 

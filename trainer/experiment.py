@@ -46,7 +46,7 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
 def warn_collapsed(ctx: Context) -> None:
     """One warning per run whose predictions on the unlabelled pool ended collapsed."""
     cfg, log = ctx.cfg, ctx.log
-    collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_epochs)
+    collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_run_epochs)
     for r, info in enumerate(ctx.data.runs):
         if collapsed and collapsed[r]:
             warnings.warn(f"{cfg.method} {cfg.dataset} fold {info['fold']} seed {info['seed']}: predictions on the "

@@ -81,6 +81,11 @@ class EpochLog:
         """(M,) bool: runs still training in this stage (None: all, the paper's fixed epochs)."""
         self.trained: dict[str, torch.Tensor] = {}
         """Stage -> (M,) epochs each run trained in it."""
+        self.run_epoch = torch.zeros(len(runs), dtype=torch.long)
+        """(M,) each run's own epoch clock: the epochs it has trained (= ``epoch`` for every run with fixed
+        epochs; with a stop rule a stopped run's clock stands still, so its epoch numbers do not depend on when
+        the runs sharing its stack stop). Best, oracle and collapse epochs are on this clock."""
+        self.collapse_run_epochs: list[torch.Tensor] = []  # per entry of collapse_flags, (M,) run epochs
         self.selected: dict[str, StageBest] = {}
         self.oracle: dict[str, StageBest] = {}
         self.losses: dict[str, list[list[float]]] = {}  # stage -> per epoch, per run mean loss
@@ -118,7 +123,7 @@ class EpochLog:
             yield epoch
             best = self.selected.get(self.stage)
             if best is not None:
-                self.live &= (self.epoch - best.improved) < self.stop.patience
+                self.live &= (self.run_epoch - best.improved) < self.stop.patience
             if not bool(self.live.any()):
                 break
         best = self.selected.get(self.stage)
@@ -153,7 +158,9 @@ class EpochLog:
         self.stage_epoch += 1
         n = self.steps.clamp_min(1)
         nan = [float("nan")] * len(self.runs)
-        self.trained[self.stage] += 1 if self.live is None else self.live.long()
+        ran = 1 if self.live is None else self.live.long()
+        self.trained[self.stage] += ran
+        self.run_epoch += ran
         evaluate = (self.stage_epoch % self.eval_every == 0 or self.stage_epoch == self.stage_epochs
                     or self.stop is not None)
         diag = self.evaluate() if evaluate else {}
@@ -165,6 +172,8 @@ class EpochLog:
         for r, run in enumerate(self.runs):
             row = {**run, "stage": self.stage, "epoch": self.epoch, "loss": loss[r], "reward": reward[r],
                    "confidence": conf[r], "test_macro_f1": nan[r]}
+            if self.stop is not None:
+                row["run_epoch"] = int(self.run_epoch[r])
             row.update({k: v[r] for k, v in extra.items()})
             row.update({k: v[r] for k, v in diag.items()})
             self.rows.append(row)
@@ -214,6 +223,7 @@ class EpochLog:
             flag = collapsed(shares, ref_shares)  # (M,)
             self.collapse_flags.append(flag)
             self.collapse_epochs.append(self.epoch)
+            self.collapse_run_epochs.append(self.run_epoch.clone())
             v = self.sets["pool"].valid
             health["collapsed"] = flag
             health["agreement"] = ((pred == ref_pred) & v).sum(1) / v.sum(1).clamp_min(1)  # (M,)
@@ -237,10 +247,10 @@ class EpochLog:
                                               test_pred.clone(), torch.full(score.shape, -1),
                                               None if test_prob is None else test_prob.clone())
         live = torch.ones_like(b.improved, dtype=torch.bool) if self.live is None else self.live  # (M,)
-        b.improved = torch.where((score > b.score) & live, torch.tensor(self.epoch), b.improved)
+        b.improved = torch.where((score > b.score) & live, self.run_epoch, b.improved)
         better = (score >= b.score) & live  # (M,)
         b.score = torch.where(better, score, b.score)
-        b.epoch = torch.where(better, torch.tensor(self.epoch), b.epoch)
+        b.epoch = torch.where(better, self.run_epoch, b.epoch)
         b.test_pred[better] = test_pred[better]
         if test_prob is not None:
             b.test_prob[better] = test_prob[better]

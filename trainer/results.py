@@ -119,8 +119,8 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     cfg, data, log = ctx.cfg, ctx.data, ctx.log
     sel, oracle = log.selected.get(snap.log_stage), log.oracle.get(snap.log_stage)
     use_sel = cfg.selects_val and sel is not None
-    epochs = [e for e in log.collapse_epochs if e <= snap.epoch]
-    col, onset = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
+    n = sum(e <= snap.epoch for e in log.collapse_epochs)
+    col, onset = collapse_onset(log.collapse_flags[:n], log.collapse_run_epochs[:n])
     health = log.health_at(snap.epoch)
     reach = unlabelled_reach(log, snap.log_stage)
     trained = _trained_epochs(ctx, stage, snap)
