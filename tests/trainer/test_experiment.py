@@ -233,3 +233,14 @@ def test_unlabeled_from_itself_and_out_file_are_refused(base_kw, tmp_path):
     f.write_text("x")
     with pytest.raises(DataError, match="is a file"):
         experiment.run(TrainConfig(method="baseline", **{**base_kw, "out": str(f)}))
+
+
+def test_an_external_pool_is_judged_against_the_stage1_models_predictions_on_it(base_kw):
+    # delta 1: no reward is ever paid, so stage 2 leaves the model as stage 1 made it: nothing collapsed, whatever
+    # the external pool's class shares are beside the trained corpus's labels
+    with pytest.warns(UserWarning, match="got no reward"):
+        res = experiment.run(TrainConfig(method="b-grpo", unlabeled_from="ext", delta=1.0, seeds=(0, 1), **base_kw))
+    final = [r for r in res.rows if r["stage"] == "final"]
+    assert not any(r["collapsed"] for r in final) and {r["pool_agreement_stage1"] for r in final} == {1.0}
+    assert not any(r["under_predicted"] for r in res.rows)  # not judged on another corpus's pool
+    assert all("pool_under_predicted" not in c for c in res.curves)
