@@ -139,7 +139,7 @@ def table(
     out: Optional[Path] = typer.Option(None, help="Write the table (in --format) here too"),
     stage: str = typer.Option("final", help="Rows of this stage (final | stage1)"),
     oracle: bool = typer.Option(False, "--oracle",
-                                help="Show each run's best TEST epoch (optimistic; so labelled in title, columns, rows)"),
+                                help="Show each run's best TEST epoch (optimistic, labelled so everywhere)"),
     compare: str = typer.Option("", help="Add the paired difference to this method (fold level: t-test, Holm; "
                                          "seed level: bootstrap, Wilcoxon)"),
     fmt: str = typer.Option("md", "--format", help="md (markdown, as shown here) | csv | latex (booktabs)"),
