@@ -5,7 +5,8 @@ Usage: python scripts/robust_summary.py ROBUST_OUT
 Per (policy method + reward, teacher regularisers): the teacher alone on test (macro-F1 %), the policy's final
 macro-F1 % (mean ± std over the (fold, seed) runs), its paired difference to the same method with the plain
 teacher (trainer.significance.paired: 95% bootstrap interval, Wilcoxon p), and the policy's agreement with the
-teacher on test and on the unlabelled pool, stage1 (the baseline) -> final (the reward-hacking check).
+teacher on test and on the unlabelled pool, stage1 (the baseline) -> final (agreement with the teacher, including
+its errors; results written before the columns were renamed are read under their old names).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from trainer.significance import paired
 from trainer.tables import load_results
 
 ORDER = ("", "ls", "ls,eam", "ls,adv", "ls,eam,adv")
+RENAMED = {"policy_teacher_test_agreement": "teacher_agreement_test",
+           "policy_teacher_pool_agreement": "teacher_agreement_pool"}
+"""The agreement columns' names before they were renamed (older results)."""
 KEY = ["fold", "seed"]
 
 
@@ -29,7 +33,8 @@ def pct(s) -> str:
 
 def summary(folder: Path) -> str:
     df = load_results([folder]).fillna({"regularize": ""})
-    for c in ("macro_f1", "policy_teacher_test_agreement", "policy_teacher_pool_agreement"):
+    df = df.rename(columns={old: new for old, new in RENAMED.items() if new not in df})
+    for c in ("macro_f1", "teacher_agreement_test", "teacher_agreement_pool"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     teachers = df[df.method == "teacher"]
     rows = []
@@ -47,7 +52,7 @@ def summary(folder: Path) -> str:
             else:
                 delta = ""
             agree = [f"{100 * s[c].mean():.1f} → {100 * f[c].mean():.1f}"
-                     for c in ("policy_teacher_test_agreement", "policy_teacher_pool_agreement")]
+                     for c in ("teacher_agreement_test", "teacher_agreement_pool")]
             rows.append([f"{model} {method} {reward}", "+".join(reg.split(",")) if reg else "plain",
                          pct(t) if len(t) else "-", pct(f.macro_f1), delta, agree[0], agree[1]])
     n = df[df.stage == "final"].groupby(["method", "reward", "regularize"]).size().max()

@@ -138,8 +138,10 @@ def table(
     layout: str = typer.Option("auto", help="auto | table1..table5 | generic"),
     out: Optional[Path] = typer.Option(None, help="Write the table (in --format) here too"),
     stage: str = typer.Option("final", help="Rows of this stage (final | stage1)"),
-    oracle: bool = typer.Option(False, "--oracle", help="Show each run's best TEST epoch (optimistic; labelled so)"),
-    compare: str = typer.Option("", help="Add the paired difference to this method (95% bootstrap CI, Wilcoxon p)"),
+    oracle: bool = typer.Option(False, "--oracle",
+                                help="Show each run's best TEST epoch (optimistic, labelled so everywhere)"),
+    compare: str = typer.Option("", help="Add the paired difference to this method (fold level: t-test, Holm; "
+                                         "seed level: bootstrap, Wilcoxon)"),
     fmt: str = typer.Option("md", "--format", help="md (markdown, as shown here) | csv | latex (booktabs)"),
     metric: str = typer.Option("macro_f1", help="Metric column shown, in %: macro_f1, ua, wa or any other metric "
                                                 "column of the results (an error lists them)"),

@@ -25,6 +25,7 @@ from trainer.algorithms.base import (FLAT_FIELDS, METHODS, Method, Options, chec
                                      get_method, option, option_fields)
 from trainer.data import SIX_CLASSES
 from trainer.frames import HEADS
+from trainer.protocols import PROTOCOLS, get_protocol
 
 PLUGIN_GROUP = "trainer.methods"
 """Entry-point group of method plugins: each names a module whose Method classes use @register."""
@@ -115,7 +116,7 @@ class TrainConfig:
     eval_every: int = option(1, ge=1)
     """Epochs between curve evaluations. The final epoch is always evaluated."""
     standardize: bool = False
-    """Z-score features per run (= --normalize global). With the mean/std of that run's training rows, labelled
+    """Z-score features (= --normalize global). Per run, with the mean/std of that run's training rows, labelled
     and unlabelled, no labels used (a teacher with its own features'). Off in the paper's protocol."""
     plots: bool = option(True, hashed=False)
     """Write figures beside the results. PNG and PDF curves and confusion matrices."""
@@ -139,11 +140,19 @@ class TrainConfig:
     frames pooled by a masked 'mean' or by 'attention' with a learned query per run (trainer.frames); frame heads
     need an entry with frames, --layer last and no --normalize speaker, and a teacher reads its frames alike."""
     frames_memory_gb: float = option(8.0, gt=0, hashed=False)
-    """Most GiB of a frame --head's frames. The padded float16 tensor (N x T_max x D per entry) is checked before
+    """Max GiB of --head frames. The padded float16 tensor (N x T_max x D per entry) is checked before
     any frame is read; above it the run stops naming the size it needs."""
     speaker_pattern: str = ""
     """Speaker regex for --normalize speaker. A (?P<speaker>...) group matching the whole key, for a dataset with
     no emocache rule and no 'speaker' manifest field ('' = the field or the emocache.speakers rule)."""
+    protocol: str = option("paper", choices=PROTOCOLS)
+    """Protocol. 'paper' (fixed --epochs-baseline / --epochs-stage2, the paper's) or 'converged' (ours: every
+    stage of every method until its validation macro-F1 stops improving, best-validation weights restored;
+    validation rows from --val-fraction, 0.2 of the labelled rows when it is 0, or --val emobox)."""
+    converge_patience: int = option(50, ge=1)
+    """Patience, --protocol converged. Epochs without a better validation macro-F1 before a run's stage stops."""
+    converge_max_epochs: int = option(1000, ge=1)
+    """Max epochs, converged. The most epochs of each stage under --protocol converged."""
     options: Options = dataclasses.field(default=None, repr=True)
     """The method's own options (its Options dataclass); built from the flat names given beside the fields."""
 
@@ -185,9 +194,25 @@ class TrainConfig:
                              f"--layer {self.layer} / --normalize speaker (use --head pooled for those)")
         if self.standardize and self.normalize == "speaker":
             raise ValueError("--standardize is --normalize global; give one of --standardize or --normalize speaker")
+        self._validate_protocol()
         check_fields(self.options)
         self.options.validate(self)
         self.algorithm.validate(self)
+
+    def _validate_protocol(self):
+        """--protocol against the method and the settings that only it reads."""
+        if not self.algorithm.supports_protocol(self.protocol):
+            raise ValueError(f"--protocol {self.protocol}: `trainer run {self.method}` trains with its own fixed "
+                             "schedule (docs/TRAINER.md); leave --protocol at paper")
+        if not self.stop_rule:
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+            inert = [flag(k) for k in ("converge_patience", "converge_max_epochs") if getattr(self, k) != defaults[k]]
+            if inert:
+                raise ValueError(f"{', '.join(inert)} apply with --protocol converged; drop them or add --protocol "
+                                 "converged")
+        elif self.eval_every != 1:
+            raise ValueError(f"--eval-every {self.eval_every}: --protocol {self.protocol} evaluates every epoch (it "
+                             "stops on validation); drop --eval-every")
 
     def __getattr__(self, name: str):
         """A method option by its flat name (``cfg.reward``); an AttributeError names the method lacking it."""
@@ -234,21 +259,37 @@ class TrainConfig:
         return self.unlabeled_from or self.dataset
 
     @property
+    def protocol_spec(self):
+        """The --protocol (trainer.protocols.Protocol)."""
+        return get_protocol(self.protocol)
+
+    @property
+    def stop_rule(self):
+        """Early stopping of every stage on validation (trainer.protocols.StopRule), or None (fixed epochs)."""
+        from trainer.protocols import StopRule
+
+        if not self.protocol_spec.stops_on_validation:
+            return None
+        return StopRule(self.converge_patience, self.converge_max_epochs)
+
+    @property
     def has_val(self) -> bool:
-        """Whether runs hold out validation rows (asked for, or the method's own)."""
-        return self.val == "emobox" or self.val_fraction > 0 or self.algorithm.own_validation
+        """Whether runs hold out validation rows (asked for, the method's own, or the protocol's)."""
+        return (self.val == "emobox" or self.val_fraction > 0 or self.algorithm.own_validation
+                or self.protocol_spec.val_fraction > 0)
 
     @property
     def val_rows_fraction(self) -> float:
         """Share of the labelled rows carved out for validation (0 with --val emobox or no validation)."""
         if self.val == "emobox":
             return 0.0
-        return self.val_fraction or self.algorithm.own_val_fraction(self)
+        return self.val_fraction or self.algorithm.own_val_fraction(self) or self.protocol_spec.val_fraction
 
     @property
     def selects_val(self) -> bool:
-        """Whether rows report the best-validation epoch (--select val, or a method that always does)."""
-        return self.select == "val" or self.algorithm.own_validation
+        """Whether rows report the best-validation epoch (--select val, a method that always does, or a protocol
+        that stops on validation and restores each stage's best-validation weights)."""
+        return self.select == "val" or self.algorithm.own_validation or self.protocol_spec.stops_on_validation
 
     @property
     def epochs_total(self) -> int:
@@ -263,10 +304,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Every setting by its flat name (results.json's config), in FLAT_FIELDS order (an option of no registered
-        method left out), then the settings added since; seeds as a list."""
+        method left out), then the settings added since: a method's options always, a shared field only away from
+        its default (so results of earlier settings keep their columns); seeds as a list."""
         mine, defaults = self.flat(), option_defaults()
+        shared = {f.name: f.default for f in dataclasses.fields(self)}
         d = {k: mine[k] if k in mine else defaults[k] for k in FLAT_FIELDS if k in mine or k in defaults}
-        d.update({k: v for k, v in mine.items() if k not in d})
+        d.update({k: v for k, v in mine.items() if k not in d and (k not in shared or v != shared[k])})
         d["seeds"] = list(self.seeds)
         return d
 
@@ -301,7 +344,7 @@ class TrainConfig:
         if self.fold != "all":
             parts.append(f"fold{self.fold}")
         if self.has_val and not self.algorithm.own_validation:
-            parts.append("val-emobox" if self.val == "emobox" else f"val{self.val_fraction:g}")
+            parts.append("val-emobox" if self.val == "emobox" else f"val{self.val_rows_fraction:g}")
         if self.select != "last":
             parts.append(f"select-{self.select}")
         if self.layer != "last":
@@ -310,6 +353,8 @@ class TrainConfig:
             parts.append(f"norm-{self.normalization}")
         if self.head != "pooled":
             parts.append(f"head-{self.head}")
+        if self.protocol != "paper":
+            parts.append(f"protocol-{self.protocol}")
         return "_".join(parts)
 
     def replace(self, **kw) -> "TrainConfig":

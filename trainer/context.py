@@ -33,7 +33,7 @@ class Snapshot:
     epoch: int
     train_f1: torch.Tensor  # (M,) macro-F1 on each run's labelled training rows
     split_pred: dict = field(default_factory=dict)
-    """Teacher-rewarded runs: the model's predictions per split (teachers.predictions), for the hacking check."""
+    """Teacher-rewarded runs: the model's predictions per split (teachers.predictions), for the agreement columns."""
 
 
 @dataclass
@@ -70,7 +70,8 @@ class Context:
         method = cfg.algorithm
         log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
                        [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], labelled_prior(cfg, data),
-                       1 if method.own_validation else cfg.eval_every, bar, keep_weights=cfg.save_model)
+                       1 if method.own_validation else cfg.eval_every, bar, keep_weights=cfg.save_model,
+                       stop=cfg.stop_rule, judge_prior=not cfg.unlabeled_from)
         ctx = cls(cfg, data, policy, None, log, gens,
                   [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
         ctx.opt = ctx.new_opt(policy)
@@ -99,7 +100,7 @@ class Context:
         train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
                                     train_valid, len(self.data.classes))
         logits = model.predict(self.data.X, pad_rows(self.data.test)[0])  # (M, T, C)
-        split = predictions(model, self.data, teacher=False) if method.reports_hacking(self.cfg) else {}
+        split = predictions(model, self.data, teacher=False) if method.reports_teacher_agreement(self.cfg) else {}
         self.snapshots[stage] = Snapshot(logits.argmax(-1), logits.softmax(-1), self.log.stage, self.log.epoch,
                                          train_f1, split)
 

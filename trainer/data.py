@@ -103,6 +103,19 @@ class Labels:
     classes: tuple[str, ...]
     dropped: dict[str, int] = field(default_factory=dict)
     """Raw label -> rows dropped because the label has no class (labels='six')."""
+    dropped_as: dict[str, str] = field(default_factory=dict)
+    """Raw label -> the label-map class it was mapped to before being dropped."""
+
+    def drop_message(self, dataset: str) -> str:
+        """The one console line naming every dropped label and its count ('' when none was dropped)."""
+        if not self.dropped:
+            return ""
+        n, total = sum(self.dropped.values()), len(self.y)
+        named = ", ".join(f"{raw!r}" + (f" (-> {self.dropped_as[raw]})" if self.dropped_as.get(raw, raw) != raw
+                                         else "") + f": {k}" for raw, k in sorted(self.dropped.items()))
+        return (f"{dataset}: --labels six drops {n} of {total} utterances whose label maps to none of the classes "
+                f"{', '.join(SIX_CLASSES)}: {named}; they are counted in n_dropped (use --labels emobox to keep "
+                "every class, or fix label_map.json if a label was mapped to the wrong class)")
 
 
 def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> Labels:
@@ -123,6 +136,7 @@ def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> L
         raise DataError(f"labels {sorted(unknown)} are not in label_map.json "
                         f"(known: {', '.join(sorted(label_map or {}))}); fix the map or the manifest")
     dropped: dict[str, int] = {}
+    dropped_as: dict[str, str] = {}
     if mode == "six":
         six = six_class_map()
         mapped = []
@@ -130,6 +144,7 @@ def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> L
             s = lookup_label(c, six)
             if s is None:
                 dropped[r] = dropped.get(r, 0) + 1
+                dropped_as[r] = c
             mapped.append(s)
         classes = tuple(c for c in SIX_CLASSES if c in set(mapped))
     else:
@@ -140,7 +155,7 @@ def map_labels(raw: list[str], label_map: dict[str, str] | None, mode: str) -> L
                         f"(dropped: {dropped}); a classifier needs at least two")
     pos = {c: i for i, c in enumerate(classes)}
     y = np.array([pos.get(m, -1) if m is not None else -1 for m in mapped], dtype=np.int64)
-    return Labels(y, classes, dropped)
+    return Labels(y, classes, dropped, dropped_as)
 
 
 def dataset_folder(manifests: str, dataset: str) -> Path:
@@ -280,21 +295,24 @@ def crop_views(store, model: str, dataset: str, keys: list[str], n_views: int, s
     return torch.from_numpy(out)
 
 
-def epoch_batches(pools: list[torch.Tensor], batch_size: int, gens: list[torch.Generator]):
+def epoch_batches(pools: list[torch.Tensor], batch_size: int, gens: list[torch.Generator],
+                  live: torch.Tensor | None = None):
     """One epoch of shuffled batches for M runs at once.
 
     ``pools[r]`` are run r's rows; each run gets its own permutation (its own generator, so a run's batches
     do not depend on which other runs share the stack). Yields (idx (M, B) rows, valid (M, B), active (M,)):
-    a run whose pool is exhausted is inactive for the remaining steps; its padded slots are invalid.
+    a run whose pool is exhausted is inactive for the remaining steps; its padded slots are invalid. ``live``
+    (M,) bool: runs that train this epoch (None: all); another run draws nothing and is never active.
     """
     m = len(pools)
-    n = [len(p) for p in pools]
+    n = [len(p) if live is None or live[r] else 0 for r, p in enumerate(pools)]
     steps = max(math.ceil(k / batch_size) for k in n)
     idx = torch.zeros(m, steps * batch_size, dtype=torch.long)  # (M, S*B)
     valid = torch.zeros(m, steps * batch_size, dtype=torch.bool)
     for r, (p, g) in enumerate(zip(pools, gens)):
-        idx[r, :n[r]] = p[torch.randperm(n[r], generator=g)]
-        valid[r, :n[r]] = True
+        if live is None or live[r]:
+            idx[r, :n[r]] = p[torch.randperm(n[r], generator=g)]
+            valid[r, :n[r]] = True
     for s in range(steps):
         sl = slice(s * batch_size, (s + 1) * batch_size)
         yield idx[:, sl], valid[:, sl], valid[:, s * batch_size]

@@ -1,10 +1,21 @@
-"""Run health: predicted-class histograms, the collapse rule and the under-trained rule (both ours).
+"""Run health: predicted-class histograms, the collapse rule, the under-predicted rule and the under-trained rule
+(all ours).
 
-Collapse rule: a run's predictions on its stage-2 pool have collapsed at an epoch when some class that holds
-at least ``MIN_PRIOR`` of the run's labelled rows gets less than ``SHARE_FLOOR`` (a quarter) of that share among
-the predictions, or when the entropy of the predicted-class histogram is below ``ENTROPY_FLOOR`` (half) of the
-labelled prior's entropy. A run is reported as collapsed when its last evaluated epoch is; ``collapse_epoch`` is
-the first epoch of the unbroken collapsed stretch that ends there (how long the reported model has been so).
+Collapse rule (what a stage 2 did, not what stage 1 already was): at an evaluated epoch of a stage after the
+first, a run's predictions on its stage-2 pool have collapsed when some class the model predicted for at least
+``MIN_SHARE`` (2 %) of the pool when the stage started (the end of stage 1, best-validation weights restored
+under --protocol converged) is now predicted for under ``FLOOR`` (1 %) of it, or when the entropy of the
+predicted-class histogram is below ``ENTROPY_FLOOR`` (half) of the entropy at the start of the stage. The
+reference is the same pool's predictions, so with --unlabeled-from the external pool is held against the
+stage-1 model's predictions on that pool, never against the trained corpus's class shares. A run is reported
+collapsed when its last evaluated epoch is; ``collapse_epoch`` is the first epoch from which the rule held at
+every evaluated epoch up to the end. One-stage methods (and stage 1) have no reference: they are never
+collapsed.
+
+Under-predicted rule (every method, every stage): a class that holds at least ``MIN_SHARE`` of the run's
+labelled rows is predicted for under ``FLOOR`` of the pool at the reported stage's last evaluated epoch. It
+describes the model as it is (an under-trained supervised model that rarely predicts one class is flagged), not
+a change. Not judged with --unlabeled-from (another corpus's pool need not hold the trained classes).
 
 Under-trained rule: a supervised stage whose mean training loss over its last tenth of epochs (at least 2) is
 still lower than over the tenth before it by more than ``UNDERTRAINED_DROP`` (1 %) of its first epoch's loss
@@ -13,14 +24,17 @@ still lower than over the tenth before it by more than ``UNDERTRAINED_DROP`` (1 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-SHARE_FLOOR = 0.25
-"""A class predicted at less than this fraction of its labelled share counts as collapsed."""
+FLOOR = 0.01
+"""A class predicted for less than this share of the pool counts as lost (collapse) or under-predicted."""
+MIN_SHARE = 0.02
+"""Classes below this share of the reference (collapse: the stage's starting predictions; under-predicted: the
+labelled rows) are not judged (too rare to tell)."""
 ENTROPY_FLOOR = 0.5
-"""Predicted-class entropy below this fraction of the labelled prior's entropy counts as collapsed."""
-MIN_PRIOR = 0.02
-"""Classes rarer than this in the labelled rows are not checked by the share rule (too few to judge)."""
+"""Predicted-class entropy below this fraction of the reference's entropy counts as collapsed."""
 UNDERTRAINED_DROP = 0.01
 """Drop of the training loss over the last tenth of the epochs, as a fraction of the first epoch's loss, that
 marks a stage under-trained."""
@@ -39,17 +53,23 @@ def entropy(shares: torch.Tensor) -> torch.Tensor:
     return -(shares * shares.clamp_min(1e-12).log()).sum(-1)
 
 
-def collapsed(shares: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-    """The collapse rule (module docstring); shares, prior (M, C) -> (M,) bool."""
-    checked = prior >= MIN_PRIOR
-    starved = (checked & (shares < SHARE_FLOOR * prior)).any(-1)
-    return starved | (entropy(shares) < ENTROPY_FLOOR * entropy(prior))
+def collapsed(shares: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The collapse rule (module docstring): ``shares`` (M, C) of the pool predictions now against ``reference``
+    (M, C), the same pool's predicted shares when the stage started -> (M,) bool."""
+    lost = ((reference >= MIN_SHARE) & (shares < FLOOR)).any(-1)
+    return lost | (entropy(shares) < ENTROPY_FLOOR * entropy(reference))
 
 
-def collapse_onset(flags: list[torch.Tensor], epochs: list[int]) -> tuple[list[bool], list[int]]:
+def under_predicted(shares: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """The under-predicted rule (module docstring): pool ``shares`` (M, C) against the labelled class shares
+    ``prior`` (M, C) -> (M,) bool."""
+    return ((prior >= MIN_SHARE) & (shares < FLOOR)).any(-1)
+
+
+def collapse_onset(flags: list[torch.Tensor], epochs: list) -> tuple[list[bool], list[int]]:
     """Per run: collapsed at the last evaluated epoch, and the first epoch of that final collapsed stretch (-1).
 
-    ``flags[i]`` (M,) bool is the rule at evaluated epoch ``epochs[i]``.
+    ``flags[i]`` (M,) bool is the rule at evaluated epoch ``epochs[i]``: an int, or (M,) each run's own epoch.
     """
     if not flags:
         return [], []
@@ -59,12 +79,15 @@ def collapse_onset(flags: list[torch.Tensor], epochs: list[int]) -> tuple[list[b
         i = len(epochs) - 1
         while i > 0 and f[i - 1, r]:
             i -= 1
-        onset.append(epochs[i] if out[r] else -1)
+        e = epochs[i]
+        onset.append((int(e[r]) if isinstance(e, torch.Tensor) else e) if out[r] else -1)
     return out, onset
 
 
 def under_trained(losses: list[float]) -> bool:
-    """The under-trained rule (module docstring) on a stage's per-epoch mean training losses."""
+    """The under-trained rule (module docstring) on a stage's per-epoch mean training losses (NaN epochs, where
+    the run did not train, are left out)."""
+    losses = [x for x in losses if not math.isnan(x)]
     k = max(2, len(losses) // 10)
     if len(losses) < 2 * k:
         return False

@@ -16,8 +16,13 @@ emotions at angles a, b get
   rage -> anger, serenity and ecstasy -> joy, ...) and his primary dyads at the midpoint of their two primaries
   (contempt = disgust + anger at 247.5, love = joy + trust at 22.5, ...). Calm is placed at the centre like
   neutral.
+- **Ties**: S = 1 only for a class with itself. Two different classes placed at the same point (EmoDB's
+  Boredom and Disgust both at disgust, 225 degrees; RAVDESS's Neutral and Calm both at the centre; two
+  aliases of one primary) get ``TIE_SIMILARITY`` = 0.854, as close as wheel neighbours, so confusing them is a
+  near miss, not a correct answer, in the wheel metric and in eswr/wheel rewards.
 - A JSON file (``--similarity FILE``) extends or overrides the placement: ``{"angles": {"Frustrated": 260},
-  "aliases": {"Excitement": "joy"}, "neutral": ["Calm"], "neutral_similarity": 0.5}`` (every key optional).
+  "aliases": {"Excitement": "joy"}, "neutral": ["Calm"], "neutral_similarity": 0.5, "tie_similarity": 0.854}``
+  (every key optional).
 
 A class that cannot be placed is an error naming it and the fix.
 """
@@ -36,6 +41,9 @@ PLUTCHIK_ANGLES: dict[str, float] = {"joy": 0.0, "trust": 45.0, "fear": 90.0, "s
 
 NEUTRAL_SIMILARITY = 0.5
 """Ours: similarity of a centre class (neutral, calm) to every emotion on the circle."""
+
+TIE_SIMILARITY = (1 + math.cos(math.radians(45))) / 2
+"""Ours: similarity of two different classes placed at the same point (as close as wheel neighbours, 0.854)."""
 
 NEUTRAL_NAMES = ("neutral", "calm", "neu")
 """Names placed at the wheel's centre (calm: ours)."""
@@ -74,8 +82,8 @@ SIMILARITY_BYTES = 1 << 20
 def load_similarity_file(path: str | Path) -> dict:
     """Read and check a --similarity JSON file: a regular file of at most SIMILARITY_BYTES, depth-bounded
     (:mod:`emocache.inputs`), then the schema ``{"angles": {name: finite degrees}, "aliases": {name: primary},
-    "neutral": [names], "neutral_similarity": number in [0, 1]}`` (every key optional; names are strings of at most
-    the label limit). A ValueError names the file and the key."""
+    "neutral": [names], "neutral_similarity": number in [0, 1], "tie_similarity": number in [0, 1)}`` (every key
+    optional; names are strings of at most the label limit). A ValueError names the file and the key."""
     from emocache.inputs import LIMITS, InputError, finite_number, load_json
 
     path = Path(path)
@@ -84,7 +92,7 @@ def load_similarity_file(path: str | Path) -> dict:
         spec = load_json(path, "--similarity", max_bytes=SIMILARITY_BYTES, max_depth=4)
     except InputError as e:
         raise ValueError(str(e)) from None
-    keys = ("angles", "aliases", "neutral", "neutral_similarity")
+    keys = ("angles", "aliases", "neutral", "neutral_similarity", "tie_similarity")
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: expected an object with keys {', '.join(keys)}; got {type(spec).__name__}")
     unknown = sorted(set(spec) - set(keys))
@@ -116,6 +124,9 @@ def load_similarity_file(path: str | Path) -> dict:
     ns = spec.get("neutral_similarity", NEUTRAL_SIMILARITY)
     if not finite_number(ns) or not 0 <= ns <= 1:
         raise ValueError(f"{where}: neutral_similarity {ns!r} must be a number in [0, 1]")
+    ts = spec.get("tie_similarity", TIE_SIMILARITY)
+    if not finite_number(ts) or not 0 <= ts < 1:
+        raise ValueError(f"{where}: tie_similarity {ts!r} must be a number in [0, 1) (1 is a class with itself)")
     return spec
 
 
@@ -143,8 +154,10 @@ def place(name: str, spec: dict | None = None) -> float | None:
 
 
 def similarity_matrix(classes: tuple[str, ...] | list[str], spec: dict | str | Path | None = None) -> np.ndarray:
-    """S (C, C) float64 for ``classes``: S[i, j] = (1 + cos(angle_i - angle_j)) / 2; a centre class scores 1 with
-    itself and ``neutral_similarity`` with every other class. ``spec``: a --similarity dict or JSON path."""
+    """S (C, C) float64 for ``classes``: S[i, j] = (1 + cos(angle_i - angle_j)) / 2; a centre class scores
+    ``neutral_similarity`` with every class on the circle; two different classes at the same point (same angle, or
+    both at the centre) score ``tie_similarity``; only S[i, i] is 1. ``spec``: a --similarity dict or JSON
+    path."""
     if isinstance(spec, (str, Path)):
         spec = load_similarity_file(spec) if str(spec) else None
     angles, missing = [], []
@@ -160,16 +173,30 @@ def similarity_matrix(classes: tuple[str, ...] | list[str], spec: dict | str | P
                          + json.dumps({"aliases": {missing[0]: "anger"}}) + " or "
                          + json.dumps({"neutral": [missing[0]]}))
     ns = float((spec or {}).get("neutral_similarity", NEUTRAL_SIMILARITY))
+    ts = float((spec or {}).get("tie_similarity", TIE_SIMILARITY))
     n = len(classes)
     S = np.empty((n, n))
     for i, a in enumerate(angles):
         for j, b in enumerate(angles):
-            if a is None or b is None:
-                S[i, j] = 1.0 if (a is None and b is None) else ns
+            if i == j:
+                S[i, j] = 1.0
+            elif a is None or b is None:
+                S[i, j] = ts if (a is None and b is None) else ns
+            elif (a - b) % 360 == 0:
+                S[i, j] = ts
             else:
                 S[i, j] = (1 + math.cos(math.radians(a - b))) / 2
     return S
 
 
-__all__ = ["PLUTCHIK_ANGLES", "NEUTRAL_SIMILARITY", "ALIASES", "DYADS", "place", "similarity_matrix",
-           "load_similarity_file"]
+def ties(classes: tuple[str, ...] | list[str], spec: dict | str | Path | None = None) -> list[tuple[str, str]]:
+    """Pairs of different classes placed at the same point of the wheel (scored ``tie_similarity``)."""
+    if isinstance(spec, (str, Path)):
+        spec = load_similarity_file(spec) if str(spec) else None
+    placed = [(c, place(c, spec)) for c in classes]
+    return [(a, b) for i, (a, x) in enumerate(placed) for b, y in placed[i + 1:]
+            if (x is None and y is None) or (x is not None and y is not None and (x - y) % 360 == 0)]
+
+
+__all__ = ["PLUTCHIK_ANGLES", "NEUTRAL_SIMILARITY", "TIE_SIMILARITY", "ALIASES", "DYADS", "place",
+           "similarity_matrix", "ties", "load_similarity_file"]

@@ -12,7 +12,7 @@ import torch
 from trainer.config import TrainConfig
 from trainer.context import Context, similarity
 from trainer.data import DataError, open_store
-from trainer.diagnostics import collapse_onset
+from trainer.diagnostics import FLOOR, MIN_SHARE, collapse_onset
 from trainer.frames import pooled_mean
 from trainer.prepare import Prepared, prepare
 from trainer.results import Result, check_out, collect, write
@@ -38,18 +38,38 @@ def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
     ctx.snapshot("final", final)
     seconds = time.perf_counter() - t0
     warn_collapsed(ctx)
-    return collect(ctx, final, seconds, t_load)
+    result = collect(ctx, final, seconds, t_load)
+    warn_reach(cfg, result.rows)
+    return result
 
 
 def warn_collapsed(ctx: Context) -> None:
     """One warning per run whose predictions on the unlabelled pool ended collapsed."""
     cfg, log = ctx.cfg, ctx.log
-    collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_epochs)
+    collapsed, onset = collapse_onset(log.collapse_flags, log.collapse_run_epochs)
     for r, info in enumerate(ctx.data.runs):
         if collapsed and collapsed[r]:
             warnings.warn(f"{cfg.method} {cfg.dataset} fold {info['fold']} seed {info['seed']}: predictions on the "
-                          f"unlabelled pool collapsed from epoch {onset[r]} on (a class below a quarter of its "
-                          "labelled share, or entropy below half the prior's); see curves.csv/curves.png")
+                          f"unlabelled pool collapsed from epoch {onset[r]} on (a class the model predicted for "
+                          f">= {MIN_SHARE:.0%} of the pool at the end of stage 1 is now under {FLOOR:.0%}, or the "
+                          "entropy fell below half of stage 1's); see curves.csv/curves.png")
+
+
+REACH_FLOOR = 0.01
+"""A thresholded unlabelled term (pseudo-label, fixmatch) whose mask rate stayed under this share of the pool in
+every epoch is one warning: the run was the supervised term alone."""
+
+
+def warn_reach(cfg: TrainConfig, rows: list[dict]) -> None:
+    """One warning naming the runs whose unlabelled term never reached REACH_FLOOR of the pool (mask_rate_max)."""
+    low = [(r["fold"], r["seed"], r["mask_rate_max"]) for r in rows
+           if r["stage"] == "final" and r["method"] == cfg.method and r.get("mask_rate_max", 1.0) < REACH_FLOOR]
+    if low:
+        worst = max(x[2] for x in low)
+        warnings.warn(f"{cfg.method} {cfg.dataset}: in {len(low)} run(s) (fold, seed) {[x[:2] for x in low][:4]} "
+                      f"under {REACH_FLOOR:.0%} of the pool ever passed the confidence threshold (at most "
+                      f"{worst:.2%} in any epoch), so the unlabelled term barely acted: these runs are the supervised "
+                      "term trained for more epochs (mask_rate in results.csv)")
 
 
 def resolve_model(cfg: TrainConfig) -> TrainConfig:

@@ -91,6 +91,8 @@ def load_entries(cfg: TrainConfig) -> Loaded:
     if cfg.head != "pooled":
         use_frames(store, feats, cfg.frames_memory_gb)  # X (N, T, D) padded frames
     labels = map_labels(feats.raw_labels, read_label_map(cfg.manifests, cfg.dataset), cfg.labels)
+    if labels.dropped:
+        warnings.warn(labels.drop_message(cfg.dataset))
     folds = fold_rows(feats.keys, labels.y, cfg.manifests, cfg.dataset, cfg.fold, set(feats.dropped_keys))
     ufeats = feats
     if cfg.unlabeled_from:

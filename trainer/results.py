@@ -4,6 +4,7 @@ per-utterance predictions, and the run folder (results.csv/json, curves.csv, pre
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from trainer.diagnostics import collapse_onset, under_trained
 from trainer.metrics import confusion, scores
 from trainer.models import StackedMLP, save_members
 from trainer.prepare import Prepared
-from trainer.teachers import hacking_columns, predictions
+from trainer.teachers import predictions, teacher_agreement_columns
 
 
 @dataclass
@@ -118,10 +119,13 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     cfg, data, log = ctx.cfg, ctx.data, ctx.log
     sel, oracle = log.selected.get(snap.log_stage), log.oracle.get(snap.log_stage)
     use_sel = cfg.selects_val and sel is not None
-    epochs = [e for e in log.collapse_epochs if e <= snap.epoch]
-    col, onset = collapse_onset(log.collapse_flags[:len(epochs)], epochs)
+    n = sum(e <= snap.epoch for e in log.collapse_epochs)
+    col, onset = collapse_onset(log.collapse_flags[:n], log.collapse_run_epochs[:n])
+    health = log.health_at(snap.epoch)
+    reach = unlabelled_reach(log, snap.log_stage)
+    trained = _trained_epochs(ctx, stage, snap)
     losses = log.losses.get("supervised", [])
-    hacking = _hacking(ctx, snap)
+    agree = _teacher_agreement(ctx, snap)
     rows, cm = [], np.zeros((len(data.classes),) * 2, dtype=np.int64)
     for r, info in enumerate(data.runs):
         n = len(data.test[r])
@@ -138,24 +142,59 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
             "oracle_macro_f1": float(oracle.score[r]) if oracle is not None else float("nan"),
             "oracle_epoch": int(oracle.epoch[r]) if oracle is not None else -1,
             "collapsed": bool(col[r]) if col else False, "collapse_epoch": onset[r] if col else -1,
-            "train_loss": log.losses[snap.log_stage][-1][r],
+            "under_predicted": bool(health["under_predicted"][r]) if "under_predicted" in health else False,
+            "pool_agreement_stage1": float(health["agreement"][r]) if "agreement" in health else float("nan"),
+            **{k: v[r] for k, v in reach.items()},
+            "train_loss": _last_loss(log.losses[snap.log_stage], r),
             "train_macro_f1": float(snap.train_f1[r]),
-            "under_trained": not cfg.algorithm.own_validation and under_trained([e[r] for e in losses]),
-            **(hacking(r) if hacking else {}),
+            "under_trained": (not cfg.algorithm.own_validation and cfg.stop_rule is None
+                              and under_trained([e[r] for e in losses])),
+            **({"epochs": int(trained[r])} if trained is not None else {}),
+            **(agree(r) if agree else {}),
         })
     return rows, cm
 
 
-def _hacking(ctx: Context, snap: Snapshot):
-    """Run r -> its reward-hacking columns (trainer.teachers.hacking_columns) where the stage's model was
-    rewarded by a teacher; None otherwise."""
+def unlabelled_reach(log, stage: str) -> dict[str, list[float]]:
+    """Per run, the reach of a thresholded unlabelled term in ``stage`` (a method logging ``mask_rate``, the share
+    of pool samples passing its confidence threshold): its mean over the stage's epochs (``mask_rate``) and its
+    largest epoch value (``mask_rate_max``); NaN for methods without one."""
+    curves = [c for c in log.rows if c["stage"] == stage]
+    m = len(log.runs)
+    if not curves or "mask_rate" not in curves[0]:
+        return {"mask_rate": [float("nan")] * m, "mask_rate_max": [float("nan")] * m}
+    per_run = [[c["mask_rate"] for c in curves if (c["fold"], c["seed"]) == (run["fold"], run["seed"])
+                and not math.isnan(c["loss"])] for run in log.runs]
+    return {"mask_rate": [float(np.mean(v)) if v else float("nan") for v in per_run],
+            "mask_rate_max": [float(np.max(v)) if v else float("nan") for v in per_run]}
+
+
+def _trained_epochs(ctx: Context, stage: str, snap: Snapshot) -> torch.Tensor | None:
+    """Under a protocol that stops on validation, each run's epochs trained up to ``snap`` (M,); None otherwise
+    (the 'epochs' column is then the configured count)."""
+    if ctx.cfg.stop_rule is None:
+        return None
+    stages = list(ctx.log.trained)
+    upto = stages[:stages.index(snap.log_stage) + 1]
+    return sum(ctx.log.trained[s] for s in upto)
+
+
+def _last_loss(losses: list[list[float]], r: int) -> float:
+    """Run r's mean loss in the last epoch it trained (its stage may have stopped earlier than others')."""
+    values = [e[r] for e in losses if not math.isnan(e[r])]
+    return values[-1] if values else float("nan")
+
+
+def _teacher_agreement(ctx: Context, snap: Snapshot):
+    """Run r -> its teacher-agreement columns (trainer.teachers.teacher_agreement_columns) where the stage's
+    model was rewarded by a teacher; None otherwise."""
     if not (snap.split_pred and ctx.teacher is not None):
         return None
     data = ctx.data
     t_pred = predictions(ctx.teacher, data, teacher=True)
     y_split = {s: [data.y[torch.as_tensor(p)].numpy() for p in rows_] for s, rows_ in
                (("test", data.test), ("val", data.val))}
-    return lambda r: hacking_columns({s: v[r] for s, v in y_split.items() if s in t_pred},
+    return lambda r: teacher_agreement_columns({s: v[r] for s, v in y_split.items() if s in t_pred},
                                      {s: v[r] for s, v in t_pred.items()},
                                      {s: v[r] for s, v in snap.split_pred.items()})
 
@@ -168,7 +207,8 @@ def _companion_rows(ctx: Context, name: str, per_run: list, seconds: float) -> l
         rows.append({**_row(ctx.cfg, "final", data.runs[r], s_, data, r, seconds), "method": name,
                      "select": "", "selected_epoch": -1, "val_macro_f1": float("nan"),
                      **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
-                     "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, **fit, "under_trained": False})
+                     "oracle_epoch": -1, "collapsed": False, "collapse_epoch": -1, "under_predicted": False,
+                     **fit, "under_trained": False})
     return rows
 
 

@@ -2,8 +2,11 @@
 
 Each cell is the mean over folds per seed, then mean +- std over seeds; with a single seed the std is
 over folds. The footer of every table says which, which epoch the numbers come from (last, best validation,
-or the optimistic best test epoch of --oracle), and what the marks mean: collapsed runs, under-trained runs,
-and with --compare the paired difference to another method.
+or the optimistic best test epoch of --oracle, which the title, the column names and every row also say), and
+what the marks mean: collapsed, under-predicted and under-trained runs, the unlabelled term's reach, and with
+--compare the paired difference to another method (fold level, Holm-corrected over the table; seed level
+beside it, trainer.significance). The paper's layouts (Tables 1-5) show the paper's configurations in their
+rows and any run with an option of ours in a row of its own marked "(ours: ...)".
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from emocache.runtime import markdown_table
-from trainer.algorithms.base import FLAT_FIELDS
-from trainer.significance import paired
+from trainer.algorithms.base import FLAT_FIELDS, LATER_SHARED
+from trainer.significance import ALPHA, CORRECTION, FOLD_TEST, corrected, fold_paired, paired
 
 TEXT = ["experiment", "method", "stage", "model", "dataset", "reward", "teacher", "advantage", "labels",
         "unlabeled_from", "missing_train_classes", "missing_test_classes", "views", "balance"]
@@ -26,13 +29,16 @@ METHOD_NAMES = {"baseline": "Baseline", "dino": "DINO", "same-epochs": "Same epo
 REFERENCE_NAMES = {"reference": "Reference MLP (converged, early-stopped on validation; ours)",
                    "reference-logreg": "Reference logistic regression (standardised; ours)"}
 STABILISERS = {"balance": "none", "sup_weight": 0.0, "penalty_value": 0.0}
-"""B-GRPO options beyond the paper (ours) and their paper values; the paper tables show only the paper's B-GRPO."""
+"""B-GRPO options beyond the paper (ours) and their paper values (the generic layout names them when set)."""
+OURS = {**STABILISERS, "action": "greedy", "regularize": "", "protocol": "paper"}
+"""Settings of ours and their paper values: a paper layout's rows hold only runs at these values; a run with any
+other value gets a row of its own marked '(ours: setting=value)' (Table 1 marks --select val the same way)."""
 PAPER_DATASETS = ("iemocap", "casia", "cafe", "meld", "m3ed")
 """The paper's column order; other datasets follow by name."""
 PAPER_TEACHERS = ("emotion2vec-plus-large", "emotion2vec-base", "whisper-large-v3")
 """Table 2's teacher order in the paper; other teachers follow by name."""
 NUMERIC = ["macro_f1", "ua", "wa", "oracle_macro_f1", "val_macro_f1", "last_macro_f1", "train_loss",
-           "train_macro_f1"]
+           "train_macro_f1", "mask_rate", "mask_rate_max", "pool_agreement_stage1"]
 PAIR_KEYS = ["dataset", "model", "labels", "fold", "seed"]
 """What makes runs of two methods a matched pair for --compare (plus the epoch selection, when the compared
 method's results hold both: a val-selected row pairs with a val-selected one; the logistic regression, which
@@ -77,7 +83,7 @@ def load_results(paths) -> pd.DataFrame:
     for c in TEXT:
         if c in df:
             df[c] = df[c].astype(str)
-    for c in ("collapsed", "under_trained"):
+    for c in ("collapsed", "under_trained", "under_predicted"):
         if c in df:
             df[c] = df[c].astype(str) == "True"
     return df.drop_duplicates(subset=[c for c in df.columns if c != "seconds"])
@@ -104,6 +110,13 @@ class Style:
     compare: str = ""
     base: pd.DataFrame | None = None
     """The --compare method's rows."""
+    comparisons: list = None
+    """The table's paired comparisons so far ((fold level, seed level) per cell), corrected together once the
+    table is laid out (:func:`finish_comparisons`)."""
+
+    def __post_init__(self):
+        if self.comparisons is None:
+            self.comparisons = []
 
     @property
     def name(self) -> str:
@@ -121,9 +134,13 @@ ONE_CONFIG_FREE = ("fold", "seeds")
 configurations differing in any other setting (config_hash) are never averaged together."""
 
 
+SETTINGS = FLAT_FIELDS + LATER_SHARED
+"""Every hashed setting a row can carry (those added later only when away from their defaults)."""
+
+
 def check_one_configuration(g: pd.DataFrame):
     """Raise when the rows of a cell come from several configurations, naming the settings that differ."""
-    cols = [k for k in FLAT_FIELDS if k in g and k not in ONE_CONFIG_FREE]
+    cols = [k for k in SETTINGS if k in g and k not in ONE_CONFIG_FREE]
     if not cols or len(g) < 2:
         return
     keys = g[cols].astype(str).drop_duplicates()
@@ -149,22 +166,79 @@ def cell(g: pd.DataFrame, style: Style = Style()) -> str:
     n = len(g)
     if "collapsed" in g and g.collapsed.any():
         text += f" ⚠{int(g.collapsed.sum())}/{n}"
+    if "under_predicted" in g and g.under_predicted.any():
+        text += f" ↓{int(g.under_predicted.sum())}/{n}"
     if "under_trained" in g and g.under_trained.any():
         text += f" †{int(g.under_trained.sum())}/{n}"
+    text += _reach_text(g)
     if style.compare and style.base is not None and not (g.method == style.compare).all():
-        text += " " + _paired_text(g, style.base, metric)
+        text += " " + _paired_text(g, style)
     return text
 
 
-def _paired_text(g: pd.DataFrame, base: pd.DataFrame, metric: str) -> str:
+def _reach_text(g: pd.DataFrame) -> str:
+    """' mask M% (max X%)' for a thresholded unlabelled term (mean mask rate over runs, largest epoch value), then
+    ' kept K%': the share of the pool whose prediction stage 2 left as stage 1 had it; '' for other rows."""
+    out = ""
+    if "mask_rate" in g and g.mask_rate.notna().any():
+        out += f" mask {g.mask_rate.mean() * 100:.2g}% (max {g.mask_rate_max.max() * 100:.2g}%)"
+    if "pool_agreement_stage1" in g and g.pool_agreement_stage1.notna().any():
+        out += f" kept {g.pool_agreement_stage1.mean() * 100:.1f}%"
+    return out
+
+
+PLACEHOLDER = "\x00Δ{}\x00"
+"""Where a cell's comparison goes until the table's comparisons are corrected together."""
+
+
+def _paired_text(g: pd.DataFrame, style: Style) -> str:
+    """A placeholder for the cell's paired difference to ``style.base`` (registered in ``style.comparisons``)."""
+    metric = style.metric
     a = _pair_keys(g).groupby(level=list(range(len(PAIR_KEYS) + ("select" in g)))).mean(numeric_only=True)[metric]
-    b = _pair_keys(base)[metric]
+    b = _pair_keys(style.base)[metric]
     common = a.index.intersection(b.index)
     if len(common) == 0:
         return "(Δ: no matched runs)"
-    r = paired(a[common].to_numpy() * 100, b[common].to_numpy() * 100)
-    p = "-" if math.isnan(r.p) else f"{r.p:.2g}"
-    return f"Δ {r.mean:+.1f} [{r.low:+.1f}, {r.high:+.1f}] n={r.n} p={p}{' *' if r.excludes_zero else ''}"
+    x, y = a[common].to_numpy() * 100, b[common].to_numpy() * 100
+    folds = common.get_level_values("fold").to_numpy()
+    style.comparisons.append((fold_paired(folds, x, y), paired(x, y)))
+    return PLACEHOLDER.format(len(style.comparisons) - 1)
+
+
+def _p(p: float) -> str:
+    return "-" if math.isnan(p) else f"{p:.2g}"
+
+
+def comparison_text(fold, seed) -> str:
+    """One cell's comparison: the fold-level difference, interval, p and corrected p (a '*' only when the corrected
+    p is below ALPHA), then the seed-level numbers, labelled so."""
+    if fold.n < 2:
+        head = f"Δ {fold.mean:+.1f} ({fold.n} fold: no fold-level test)"
+    elif math.isnan(fold.p):
+        head = f"Δ {fold.mean:+.1f} ({fold.n} folds, all equal: no test)"
+    else:
+        head = (f"Δ {fold.mean:+.1f} [{fold.low:+.1f}, {fold.high:+.1f}] {fold.n} folds p={_p(fold.p)} "
+                f"p_{CORRECTION}={_p(fold.p_adjusted)}{' *' if fold.significant else ''}")
+    return (f"{head}; seed level {seed.mean:+.1f} [{seed.low:+.1f}, {seed.high:+.1f}] n={seed.n} runs "
+            f"p={_p(seed.p)}")
+
+
+def finish_comparisons(rows: list[list[str]], style: Style) -> list[list[str]]:
+    """``rows`` with every comparison placeholder replaced, after correcting the table's fold-level p-values
+    together (trainer.significance.corrected)."""
+    if not style.comparisons:
+        return rows
+    folds = corrected([f for f, _ in style.comparisons])
+    texts = [comparison_text(f, s) for f, (_, s) in zip(folds, style.comparisons)]
+    out = []
+    for row in rows:
+        new = []
+        for c in row:
+            for k, t in enumerate(texts):
+                c = c.replace(PLACEHOLDER.format(k), t)
+            new.append(c)
+        out.append(new)
+    return out
 
 
 def _grid(df: pd.DataFrame, row_specs: list[tuple[str, pd.Series]], datasets: list[str],
@@ -172,12 +246,45 @@ def _grid(df: pd.DataFrame, row_specs: list[tuple[str, pd.Series]], datasets: li
     return [[name] + [cell(df[mask & (df.dataset == d)], style) for d in datasets] for name, mask in row_specs]
 
 
-def _default_bgrpo(df: pd.DataFrame) -> pd.Series:
-    mask = (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.unlabeled_from == "")
-    for col, paper in STABILISERS.items():  # the paper's B-GRPO, not a stabilised variant (ours)
-        if col in df:
-            mask &= df[col].isin([paper, ""])
+def _is(df: pd.DataFrame, col: str, value) -> pd.Series:
+    """Rows whose ``col`` holds ``value`` (a missing column or value: the setting's default, ``value`` itself)."""
+    if col not in df:
+        return pd.Series(True, index=df.index)
+    v = df[col]
+    missing = v.isna() | (v.astype(str) == "")
+    if isinstance(value, float):
+        return missing | (pd.to_numeric(v, errors="coerce") == value)
+    return missing | (v.astype(str) == str(value))
+
+
+def paper_settings(df: pd.DataFrame) -> pd.Series:
+    """Rows run with the paper's value of every setting of OURS."""
+    mask = pd.Series(True, index=df.index)
+    for col, paper in OURS.items():
+        mask &= _is(df, col, paper)
     return mask
+
+
+def with_ours(df: pd.DataFrame, specs: list[tuple[str, pd.Series]]) -> list[tuple[str, pd.Series]]:
+    """Each paper row (name, mask) restricted to the paper's settings, followed by one row per configuration of
+    ours among its runs, named '<name> (ours: setting=value, ...)'."""
+    paper = paper_settings(df)
+    out = []
+    for name, mask in specs:
+        out.append((name, mask & paper))
+        rest = df[mask & ~paper]
+        cols = [c for c in OURS if c in rest]
+        for combo, g in rest.groupby(cols, sort=False, dropna=False) if len(rest) else ():
+            combo = combo if isinstance(combo, tuple) else (combo,)
+            changed = [f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}" for c, v in zip(cols, combo)
+                       if not bool(_is(g.head(1), c, OURS[c]).iloc[0])]
+            out.append((f"{name} (ours: {', '.join(changed)})", df.index.isin(g.index)))
+    return out
+
+
+def _default_bgrpo(df: pd.DataFrame) -> pd.Series:
+    """The paper's B-GRPO: r1, the positive advantage (eq. 6), the same corpus (any setting of OURS)."""
+    return (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.unlabeled_from == "")
 
 
 def table1(df, datasets, style):
@@ -197,8 +304,8 @@ def table1(df, datasets, style):
             if m == "dino":
                 mask &= df.unlabeled_from == ""
             if sel == "last" or mask.any():
-                specs.append((name + (" (best-validation epoch)" if sel == "val" else ""), mask))
-    specs += _reference_specs(df)
+                specs.append((name + (" (ours: best-validation epoch)" if sel == "val" else ""), mask))
+    specs = with_ours(df, specs) + _reference_specs(df)
     return (f"Table 1. B-GRPO against the baselines ({style.unit})",
             (["method"] + datasets, _grid(df, specs, datasets, style)))
 
@@ -215,19 +322,19 @@ def table2(df, datasets, style):
         rows.append([f"**self-reward {model}**"] + [""] * len(datasets))
         for r in ("r1", "r2"):
             mask = b & (df.teacher == "") & (df.model == model) & (df.reward == r)
-            rows += _grid(df, [(r, mask)], datasets, style)
+            rows += _grid(df, with_ours(df, [(r, mask)]), datasets, style)
     for t in paper_order(df[b & (df.teacher != "")].teacher.unique(), PAPER_TEACHERS):
         rows.append([f"**teacher-reward {t}**"] + [""] * len(datasets))
         for r in ("r3", "r4", "r5"):
             m = b & (df.teacher == t) & (df.reward == r)
             if m.any():
-                rows += _grid(df, [(r, m)], datasets, style)
+                rows += _grid(df, with_ours(df, [(r, m)]), datasets, style)
     return f"Table 2. Reward functions ({style.unit})", (["reward"] + datasets, rows)
 
 
 def table3(df, datasets, style):
     b = (df.method == "b-grpo") & (df.reward == "r1") & (df.teacher == "") & (df.unlabeled_from == "")
-    specs = [(name, b & (df.advantage == a)) for a, name in ADVANTAGE_NAMES.items()]
+    specs = with_ours(df, [(name, b & (df.advantage == a)) for a, name in ADVANTAGE_NAMES.items()])
     return (f"Table 3. Advantage function ({style.unit})",
             (["advantage"] + datasets, _grid(df, specs, datasets, style)))
 
@@ -239,18 +346,23 @@ def table4(df, datasets, style):
         specs.append((model, full & (df.model == model) & (df.method == "baseline")))
         specs.append(("w B-GRPO", full & (df.model == model) & _default_bgrpo(df)))
     return (f"Table 4. Policy models on different encoders, baseline on all labels ({style.unit})",
-            (["policy features"] + datasets, _grid(df, specs, datasets, style)))
+            (["policy features"] + datasets, _grid(df, with_ours(df, specs), datasets, style)))
 
 
 def table5(df, datasets, style):
     b = (df.method == "b-grpo") & (df.reward == "r1") & (df.advantage == "positive") & (df.teacher == "")
+    paper = paper_settings(df)
     rows = []
     for (ext, ds), _ in df[b & (df.unlabeled_from != "")].groupby(["unlabeled_from", "dataset"], sort=False):
         same_b = b & (df.dataset == ds) & (df.unlabeled_from == "")
-        frac = df[b & (df.dataset == ds) & (df.unlabeled_from == ext)].labeled_fraction.astype(float).iloc[0]
+        ext_b = b & (df.dataset == ds) & (df.unlabeled_from == ext)
+        frac = df[ext_b].labeled_fraction.astype(float).iloc[0]
         base = (df.method == "baseline") & (df.dataset == ds) & (df.labeled_fraction.astype(float) == frac)
-        rows.append([f"{ext} → {ds}", cell(df[base], style), cell(df[same_b], style),
-                     cell(df[b & (df.dataset == ds) & (df.unlabeled_from == ext)], style)])
+        rows.append([f"{ext} → {ds}", cell(df[base & paper], style), cell(df[same_b & paper], style),
+                     cell(df[ext_b & paper], style)])
+        for name, mask in with_ours(df, [("", ext_b | same_b)])[1:]:  # configurations of ours: rows of their own
+            rows.append([f"{ext} → {ds} {name.strip()}", "", cell(df[mask & same_b], style),
+                         cell(df[mask & ext_b], style)])
     return (f"Table 5. B-GRPO data: external corpus → evaluated corpus ({style.unit})",
             (["data", "Baseline", "Same corpus", "External corpus"], rows))
 
@@ -258,7 +370,7 @@ def table5(df, datasets, style):
 def generic(df, datasets, style):
     keys = ["method", "model", "reward", "teacher", "advantage", "unlabeled_from", "labeled_fraction", "labels"]
     keys += [k for k in ("select", *STABILISERS) if k in df]
-    keys += [k for k in FLAT_FIELDS if k in df and k not in keys and k not in ("fold", "dataset")
+    keys += [k for k in SETTINGS if k in df and k not in keys and k not in ("fold", "dataset")
              and df[k].astype(str).nunique() > 1]  # any other setting that differs between the runs shown
     specs = []
     for combo, g in df.groupby(keys, sort=False, dropna=False):
@@ -315,27 +427,62 @@ def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle:
     parts = []
     groups = [(layout, df)] if layout != "auto" else [
         (e if e in RENDER else "generic", g.reset_index(drop=True)) for e, g in df.groupby("experiment", sort=False)]
-    style = Style(f"oracle_{metric}" if oracle else metric, compare, base)
     for lay, g in groups:
+        style = Style(f"oracle_{metric}" if oracle else metric, compare, base)  # one table, one correction
         datasets = paper_order(g.dataset)
-        title, body = RENDER[lay](g, datasets, style)
-        n_seeds, n_folds = g.seed.nunique(), g.fold.nunique()
-        spread = "std over seeds of the fold mean" if n_seeds > 1 else "std over folds"
-        notes = [f"{n_folds} fold(s) x {n_seeds} seed(s); mean ± {spread}."]
+        title, (header, rows) = RENDER[lay](g, datasets, style)
+        rows = finish_comparisons(rows, style)
         if oracle:
-            notes.append(ORACLE_NOTE + ".")
-        elif "select" in g:
-            sel = sorted(set(g["select"]) - {""})
-            notes.append("Epoch: " + "; ".join(SELECTION.get(x, x) for x in sel) + "." if sel else "")
-        if "collapsed" in g and g.collapsed.any():
-            notes.append("⚠k/n: k of n runs collapsed on their unlabelled pool (collapse rule, docs/TRAINER.md).")
-        if "under_trained" in g and g.under_trained.any():
-            notes.append("†k/n: k of n runs under-trained (training loss still falling; docs/TRAINER.md).")
-        if compare:
-            notes.append(f"Δ: mean paired difference to {compare} over matching (fold, seed) runs, in points, "
-                         "[95% bootstrap interval], Wilcoxon signed-rank p; * = interval excludes 0.")
-        parts.append(FORMATS[fmt](title, *body, " ".join(n for n in notes if n), style))
+            title, header, rows = optimistic(title, header, rows)
+        parts.append(FORMATS[fmt](title, header, rows, " ".join(n for n in notes(g, oracle, style) if n), style))
     return "\n\n".join(parts)
+
+
+OPTIMISTIC = "OPTIMISTIC: best test epoch"
+"""What --oracle tables say in their title, every value column's name and every row."""
+
+
+def optimistic(title: str, header: list[str], rows: list[list[str]]) -> tuple[str, list[str], list[list[str]]]:
+    """An --oracle table labelled optimistic in its title, its value columns and each row (section headers, rows
+    without values, stay as they are)."""
+    tag = f"[{OPTIMISTIC}]"
+    return (f"{title} {tag}", [header[0]] + [f"{h} {tag}" for h in header[1:]],
+            [[f"{r[0]} {tag}"] + r[1:] if any(c for c in r[1:]) else r for r in rows])
+
+
+def notes(g: pd.DataFrame, oracle: bool, style: Style) -> list[str]:
+    """The footnotes of one table of rows ``g``: spread, epoch, marks, reach and the comparisons' test."""
+    n_seeds, n_folds = g.seed.nunique(), g.fold.nunique()
+    spread = "std over seeds of the fold mean" if n_seeds > 1 else "std over folds"
+    out = [f"{n_folds} fold(s) x {n_seeds} seed(s); mean ± {spread}."]
+    if oracle:
+        out.append(ORACLE_NOTE + ".")
+    elif "select" in g:
+        sel = sorted(set(g["select"]) - {""})
+        out.append("Epoch: " + "; ".join(SELECTION.get(x, x) for x in sel) + "." if sel else "")
+    if "protocol" in g and (g.protocol.astype(str) == "converged").any():
+        out.append("--protocol converged (ours): every stage until its validation macro-F1 stopped improving, "
+                   "best-validation weights restored.")
+    if "collapsed" in g and g.collapsed.any():
+        out.append("⚠k/n: k of n runs collapsed in stage 2 (a class the stage-1 model predicted for >= 2% of the "
+                   "pool under 1% at the end, or the entropy halved; docs/TRAINER.md).")
+    if "under_predicted" in g and g.under_predicted.any():
+        out.append("↓k/n: k of n runs predict a labelled class (>= 2% of the labels) for under 1% of the pool.")
+    if "under_trained" in g and g.under_trained.any():
+        out.append("†k/n: k of n runs under-trained (training loss still falling; docs/TRAINER.md).")
+    if "mask_rate" in g and g.mask_rate.notna().any():
+        out.append("mask M% (max X%): mean share of the pool passing the confidence threshold per stage-2 epoch "
+                   "(largest epoch value); under 1% the unlabelled term barely acted.")
+    if "pool_agreement_stage1" in g and g.pool_agreement_stage1.notna().any():
+        out.append("kept K%: share of the pool whose final prediction is the stage-1 model's.")
+    if style.compare:
+        m = len(style.comparisons)
+        out.append(f"Δ: mean paired difference to {style.compare} in points. Fold level (independent: a fold's "
+                   f"seeds share its test set): {FOLD_TEST}, p, and p_{CORRECTION} corrected ({CORRECTION}) over the "
+                   f"{m} comparison(s) of this table; * = p_{CORRECTION} < {ALPHA:g}. Seed level (n = fold x seed "
+                   "runs, not independent; training-seed variation on fixed test sets, uncorrected): 95% bootstrap "
+                   "interval, Wilcoxon signed-rank p.")
+    return out
 
 
 def as_md(title: str, header: list[str], rows: list[list[str]], notes: str, style: Style) -> str:
@@ -350,15 +497,18 @@ def as_csv(title: str, header: list[str], rows: list[list[str]], notes: str, sty
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    unit = style.metric.removeprefix("oracle_") + "_pct"
-    w.writerow([header[0]] + [f"{h.replace(' ', '_')}_{unit}" for h in header[1:]])
+    oracle = style.metric.startswith("oracle_")
+    unit = ("oracle_optimistic_" if oracle else "") + style.metric.removeprefix("oracle_") + "_pct"
+    names = [h.replace(f" [{OPTIMISTIC}]", "") for h in header[1:]]
+    w.writerow([header[0]] + [f"{h.replace(' ', '_')}_{unit}" for h in names])
     w.writerows([[c.strip("*") for c in r] for r in rows])
     return f"# {title}\n{buf.getvalue()}# {notes.replace('**', '')}"
 
 
 TEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "±": r"$\pm$",
-       "⚠": r"$\triangle$", "†": r"$\dagger$", "→": r"$\rightarrow$", "Δ": r"$\Delta$", "×": r"$\times$"}
+       "⚠": r"$\triangle$", "†": r"$\dagger$", "↓": r"$\downarrow$", "→": r"$\rightarrow$", "Δ": r"$\Delta$",
+       "×": r"$\times$"}
 """LaTeX escapes of the characters the tables use."""
 
 

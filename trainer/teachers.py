@@ -1,5 +1,5 @@
 """The teacher MLP of rewards r3-r5: trained (plain, or with RRPO's regularisers: trainer.robust), saved with
---save-teacher, loaded with --teacher-from, and the reward-hacking columns of a teacher-rewarded run's rows."""
+--save-teacher, loaded with --teacher-from, and the teacher-agreement columns of a teacher-rewarded run's rows."""
 
 from __future__ import annotations
 
@@ -241,12 +241,17 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.asarray(a) == np.asarray(b)).mean()) if len(a) else float("nan")
 
 
-def hacking_columns(y: dict[str, np.ndarray], teacher_pred: dict[str, np.ndarray],
-                    policy_pred: dict[str, np.ndarray]) -> dict[str, float]:
-    """Reward-hacking check of one run (ours): per split s of 'val' and 'test' (labelled, held out of training)
-    teacher_{s}_acc / teacher_{s}_macro_f1 (the teacher against the labels), policy_{s}_acc and
-    policy_teacher_{s}_agreement (the share of rows where the policy predicts the teacher's class); on 'pool'
-    (the unlabelled rows the reward was paid on) the agreement only. A split without rows gives NaN."""
+def teacher_agreement_columns(y: dict[str, np.ndarray], teacher_pred: dict[str, np.ndarray],
+                              policy_pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """How far a teacher-rewarded policy follows its teacher (ours), for one run: per split s of 'val' and 'test'
+    (labelled, held out of training) teacher_{s}_acc / teacher_{s}_macro_f1 (the teacher against the labels),
+    policy_{s}_acc, teacher_agreement_{s} (share of rows where the policy predicts the teacher's class) and
+    teacher_error_agreement_{s} (among the rows the teacher gets wrong, the share where the policy predicts the
+    teacher's wrong class: agreement with the teacher's errors; NaN where it makes none); on 'pool' (the
+    unlabelled rows the reward was paid on) teacher_agreement_pool. A split without rows gives NaN.
+
+    They measure agreement, not reward hacking in RRPO's sense: the teacher scores fixed features, and the
+    policy's label cannot change what the teacher sees, so a policy cannot fool it; it can only copy its errors."""
     out = {}
     for s in ("val", "test"):
         yt, tp, pp = y.get(s, ()), teacher_pred.get(s, ()), policy_pred.get(s, ())
@@ -255,8 +260,11 @@ def hacking_columns(y: dict[str, np.ndarray], teacher_pred: dict[str, np.ndarray
         out[f"teacher_{s}_acc"] = ts.get("wa", float("nan"))
         out[f"teacher_{s}_macro_f1"] = ts.get("macro_f1", float("nan"))
         out[f"policy_{s}_acc"] = agreement(pp, yt) if ok else float("nan")
-        out[f"policy_teacher_{s}_agreement"] = agreement(pp, tp) if ok else float("nan")
-    out["policy_teacher_pool_agreement"] = agreement(policy_pred.get("pool", ()), teacher_pred.get("pool", ()))
+        out[f"teacher_agreement_{s}"] = agreement(pp, tp) if ok else float("nan")
+        wrong = np.asarray(tp) != np.asarray(yt) if ok else np.zeros(0, dtype=bool)
+        out[f"teacher_error_agreement_{s}"] = agreement(np.asarray(pp)[wrong], np.asarray(tp)[wrong]) \
+            if ok else float("nan")
+    out["teacher_agreement_pool"] = agreement(policy_pred.get("pool", ()), teacher_pred.get("pool", ()))
     return out
 
 
@@ -283,5 +291,5 @@ def predictions(model: StackedMLP, data, teacher: bool) -> dict[str, list[np.nda
     return out
 
 
-__all__ = ["fit_teacher", "save_teacher", "load_teacher", "teacher_settings", "fingerprint", "hacking_columns",
+__all__ = ["fit_teacher", "save_teacher", "load_teacher", "teacher_settings", "fingerprint", "teacher_agreement_columns",
            "predictions", "split_rows", "agreement", "MIX_SEED_OFFSET"]

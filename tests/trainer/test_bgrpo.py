@@ -161,3 +161,32 @@ def test_sup_weight_pulls_stage2_towards_the_labels(base_kw):
     res = experiment.run(TrainConfig(method="b-grpo", sup_weight=5.0, **kw))
     sup = [c["sup_loss"] for c in _stage2(res) if c["fold"] == 1]
     assert sup[-1] < sup[0]
+
+
+@pytest.mark.parametrize("action", ["greedy", "sample"])
+def test_the_reward_judges_the_action_taken(base_kw, monkeypatch, action):
+    from trainer.algorithms import bgrpo
+    from trainer.rewards import r1
+
+    calls = []
+    make = bgrpo.make_reward_fn
+
+    def recording(ctx):
+        fn = make(ctx)
+
+        def wrapped(p, p_t, answers=None):
+            r = fn(p, p_t, answers)
+            calls.append((p, answers, r))
+            return r
+        return wrapped
+
+    monkeypatch.setattr(bgrpo, "make_reward_fn", recording)
+    experiment.run(TrainConfig(method="b-grpo", action=action, seeds=(0, 1), delta=0.3, **base_kw))
+    assert calls
+    if action == "greedy":
+        assert all(a is None for _, a, _ in calls)  # eq. 1-5 judge the prediction argmax p
+        return
+    # the drawn label is judged: r1 pays when p(o | q) > delta, which differs from the argmax somewhere
+    assert all(r.equal(r1(p, 0.3, o=a)) for p, a, r in calls)
+    assert any(not a.equal(p.argmax(-1)) for p, a, _ in calls)
+    assert any(not r.equal(r1(p, 0.3)) for p, a, r in calls)

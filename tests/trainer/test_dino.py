@@ -77,3 +77,40 @@ def test_dino_run_changes_the_baseline(base_kw, views, model):
 def test_frames_view_needs_frames(base_kw):
     with pytest.raises(ValueError, match="without frames"):
         experiment.prepare(TrainConfig(method="dino", dino_views="frames", **base_kw))
+
+
+@pytest.fixture(scope="module")
+def unequal(tmp_path_factory):
+    """Dataset 'uneq': fold 1 trains on 160 rows, fold 2 on 100 (test 40 / 100): pools of 80 and 50 rows, 3 and 2
+    batches an epoch, so a step count shared by the stack would put fold 2 off its own schedule."""
+    import json
+    from pathlib import Path
+
+    from trainer.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("uneq")
+    labels = {"neu": "Neutral", "hap": "Happy", "ang": "Angry", "sad": "Sad"}
+    d = make_dataset(root / "store", root / "man", "m", "uneq", n=200, dim=8, n_folds=2, seed=4, label_map=labels,
+                     separation=1.5)
+    for k, test in ((1, range(0, 40)), (2, range(40, 140))):
+        folder = Path(root / "man" / "uneq" / f"fold_{k}")
+        for split, keep in (("train", lambda i: i not in test), ("test", lambda i: i in test)):
+            rows = [{"key": key, "dataset": "uneq", "wav": f"{key}.wav", "emo": emo, "channel": 1}
+                    for i, (key, emo) in enumerate(zip(d["keys"], d["labels"])) if keep(i)]
+            (folder / f"uneq_{split}_fold_{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dict(store=str(root / "store"), manifests=str(root / "man"), model="m", dataset="uneq")
+
+
+def test_a_members_momentum_schedule_is_its_own_with_unequal_folds(unequal):
+    kw = dict(**unequal, method="dino", dino_views="noise", dino_momentum=0.5, epochs_baseline=2, epochs_stage2=4,
+              lr=1e-2, plots=False, progress=False, threads=1)  # a low momentum makes the schedule matter
+    together = experiment.run(TrainConfig(seeds=(0,), **kw))
+    data = experiment.prepare(TrainConfig(seeds=(0,), **kw))
+    pools = [len(p) for p in data.unlabeled]
+    assert [math.ceil(n / 32) for n in pools] == [3, 2]
+    for fold in (1, 2):
+        alone = experiment.run(TrainConfig(seeds=(0,), fold=str(fold), **kw))
+        want = [r for r in together.rows if r["fold"] == fold]
+        assert [r["macro_f1"] for r in alone.rows] == [r["macro_f1"] for r in want]
+        want_curve = [c["confidence"] for c in together.curves if c["fold"] == fold]
+        assert [c["confidence"] for c in alone.curves] == pytest.approx(want_curve, rel=1e-7)

@@ -52,3 +52,32 @@ def test_run_similarity_warns_once_for_the_metric_and_refuses_for_the_rewards(ba
         assert similarity(TrainConfig(method="baseline", **base_kw), ("Angry", "Frustrated")) is None
     with pytest.raises(DataError, match="--reward eswr.*'Frustrated'"):
         similarity(TrainConfig(method="grpo", reward="eswr", teacher="t", **base_kw), ("Angry", "Frustrated"))
+
+
+def test_similarity_is_one_only_for_identity_and_ties_are_near_misses(tmp_path):
+    from trainer.emotion_space import TIE_SIMILARITY, ties
+    from trainer.metrics import scores
+    from trainer.rewards import eswr
+
+    emodb = ("Angry", "Boredom", "Disgust", "Fear", "Happy", "Neutral", "Sad")  # EmoBox emodb's classes
+    S = similarity_matrix(emodb)
+    assert TIE_SIMILARITY == pytest.approx(C45) and S[1, 2] == S[2, 1] == pytest.approx(C45)  # both at 225
+    assert np.allclose(np.diag(S), 1) and (S[~np.eye(len(emodb), dtype=bool)] < 1).all()
+    ravdess = ("Angry", "Calm", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+    R = similarity_matrix(ravdess)
+    assert R[1, 5] == pytest.approx(C45) and (R[~np.eye(len(ravdess), dtype=bool)] < 1).all()  # both centre
+    assert ties(emodb) == [("Boredom", "Disgust")] and ties(ravdess) == [("Calm", "Neutral")]
+    # confusing boredom with disgust is a near miss in the wheel metric and in eswr, not a correct answer
+    y, pred = np.array([1, 1]), np.array([2, 1])
+    assert scores(y, pred, S)["wheel"] == pytest.approx((C45 + 1) / 2)
+    import torch
+
+    p = torch.tensor([[0.0, 0.0, 1.0, 0, 0, 0, 0]])  # answers Disgust
+    p_t = torch.tensor([[0.0, 1.0, 0.0, 0, 0, 0, 0]])  # teacher says Boredom
+    assert eswr(p, p_t, torch.as_tensor(S)).item() == pytest.approx(0.5 * C45)
+    f = tmp_path / "sim.json"
+    f.write_text(json.dumps({"tie_similarity": 0.9}))
+    assert similarity_matrix(emodb, f)[1, 2] == pytest.approx(0.9)
+    f.write_text(json.dumps({"tie_similarity": 1}))
+    with pytest.raises(ValueError, match="tie_similarity 1 must be a number in \\[0, 1\\)"):
+        similarity_matrix(emodb, f)

@@ -34,16 +34,23 @@ def test_extras_are_averaged_over_active_steps_and_written_as_columns():
 
 
 def test_each_evaluated_epoch_writes_diagnostics_and_keeps_best_epochs():
-    log = _log()
+    log = _log()  # its first stage: the under-predicted rule, no collapse reference
     for _ in range(2):
         log.step(torch.tensor([True, True]), torch.ones(2), torch.ones(2))
         log.end_epoch()
     row = log.rows[-1]
     shares = [row[f"pool_share_{c}"] for c in "abc"]
     assert abs(sum(shares) - 1) < 1e-9 and row["pool_max_share"] == max(shares)
-    assert {"test_macro_f1", "val_macro_f1", "test_entropy", "pool_confidence", "pool_collapsed"} <= set(row)
+    assert {"test_macro_f1", "val_macro_f1", "test_entropy", "pool_confidence", "pool_under_predicted"} <= set(row)
+    assert "pool_collapsed" not in row and not log.collapse_flags
     assert log.selected["b-grpo"].epoch.tolist() != [-1, -1] and log.oracle["b-grpo"].test_pred.shape == (2, 20)
-    assert len(log.collapse_flags) == 2 and set(log.eval_seconds) == {"test", "pool", "val"}
+    assert set(log.eval_seconds) == {"test", "pool", "val"}
+    log.begin("stage2", log.model, 2)  # a second stage is judged against the first's end
+    log.step(torch.tensor([True, True]), torch.ones(2), torch.ones(2))
+    log.end_epoch()
+    row = log.rows[-1]
+    assert row["pool_collapsed"] is False and row["pool_agreement_stage1"] == 1.0  # the model did not change
+    assert len(log.collapse_flags) == 1 and log.collapse_epochs == [3]
 
 
 def test_unevaluated_epochs_have_no_diagnostics():

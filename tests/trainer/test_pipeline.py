@@ -19,22 +19,29 @@ def study_env(monkeypatch):
         monkeypatch.setenv(k, v)
 
 
+def _folder(c) -> str:
+    return c.out.rsplit("/", 1)[1]
+
+
 def test_ssl_study_expands_into_the_expected_cells(study_env):
     todo = cells(load_spec(SPEC))
-    groups = Counter((c.dataset, c.model, c.select) for c in todo)
+    groups = Counter((c.dataset, c.model, _folder(c)) for c in todo)
     assert groups == {(d, m, s): 9 for d, m in [("urdu", "fbank-stats"), ("urdu", "egemaps"), ("demo", "fbank-stats")]
-                      for s in ("last", "val")}
+                      for s in ("last", "val", "converged")}
     for key in groups:
-        assert {c.method for c in todo if (c.dataset, c.model, c.select) == key} == METHODS
+        assert {c.method for c in todo if (c.dataset, c.model, _folder(c)) == key} == METHODS
     for c in todo:
         assert c.labels == "six" and c.standardize and c.seeds == (0, 1, 2, 3, 4)
         assert c.store == (VARS["URDU_STORE"] if c.dataset == "urdu" else VARS["DEMO_STORE"])
         assert c.manifests == (VARS["EMOBOX"] if c.dataset == "urdu" else VARS["DEMO_ROOT"])
-        assert c.out == f"/o/{c.dataset}-{c.model}/{c.select}"
-        assert c.val_fraction == (0.2 if c.select == "val" else 0.0)
+        assert c.out == f"/o/{c.dataset}-{c.model}/{_folder(c)}"
+        assert c.val_fraction == (0.0 if _folder(c) == "last" else 0.2)
+        assert c.select == ("val" if _folder(c) == "val" else "last")
+        # converged: every method but the reference (which always stops on its own validation rows)
+        assert c.protocol == ("converged" if _folder(c) == "converged" and c.method != "reference" else "paper")
         assert c.progress is False and c.experiment == "ssl_study"
     bgrpo = sorted(c.sup_weight for c in todo if c.method == "b-grpo" and c.dataset == "urdu" and c.select == "last"
-                   and c.model == "egemaps")
+                   and c.model == "egemaps" and _folder(c) == "last")
     assert bgrpo == [0.0, 1.0]  # the paper's defaults and the stabilised variant
     assert all(c.to_dict()["sup_weight"] == 0.0 for c in todo if c.method != "b-grpo")
     assert all(not hasattr(c, "sup_weight") for c in todo if c.method != "b-grpo")  # an option of b-grpo only
@@ -42,7 +49,7 @@ def test_ssl_study_expands_into_the_expected_cells(study_env):
 
 def test_ssl_study_set_overrides_seeds_and_threads(study_env):
     todo = cells(load_spec(SPEC, overrides=["seeds=0,1,2", "threads=1"]))
-    assert len(todo) == 54 and {(c.seeds, c.threads) for c in todo} == {((0, 1, 2), 1)}
+    assert len(todo) == 81 and {(c.seeds, c.threads) for c in todo} == {((0, 1, 2), 1)}
 
 
 def test_unset_variable_names_itself(monkeypatch, tmp_path):

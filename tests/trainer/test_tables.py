@@ -1,5 +1,7 @@
 """Paper-style tables from tidy rows: cell statistics and the Table 1-5 layouts."""
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -79,15 +81,18 @@ def test_collapsed_and_under_trained_runs_are_marked():
     assert "⚠2/3 †1/3" in t and "k of n runs collapsed" in t
 
 
-def test_compare_gives_the_paired_difference_and_marks_intervals_excluding_zero():
+def test_compare_gives_fold_and_seed_level_differences():
     base = {(f, s): 0.5 + 0.01 * f for f in (1, 2) for s in range(4)}
     better = {k: v + 0.05 + 0.001 * k[1] for k, v in base.items()}
     rows = _rows("same-epochs", "a", base) + _rows("dino", "a", better)
     t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
     dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
-    assert "Δ +5.2 [+5.1, +5.2] n=8 p=0.0078 *" in dino  # 8 positive pairs: exact p = 2 / 2^8
+    # both folds' seed-mean differences are +5.15: no variance between folds, so no fold-level test and no '*'
+    assert "Δ +5.2 (2 folds, all equal: no test)" in dino and "*" not in dino
+    assert "seed level +5.2 [+5.1, +5.2] n=8 runs p=0.0078" in dino  # 8 positive pairs: exact p = 2 / 2^8
     same = next(line for line in t.splitlines() if line.startswith("| Same epochs"))
     assert "Δ" not in same
+    assert "paired t-test over folds" in t and "Holm" in t and "not independent" in t
 
 
 def test_oracle_and_selection_are_labelled():
@@ -104,7 +109,7 @@ def test_compare_pairs_val_selected_rows_with_val_selected_rows():
             select="val") + _rows("dino", "a", {k: 0.7 for k in runs}, select="val"))
     t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
     dino = next(line for line in t.splitlines() if line.startswith("| DINO"))
-    assert "Δ +10.0 [+10.0, +10.0] n=5" in dino  # against same-epochs select=val (60), not last (50)
+    assert "Δ +10.0 (1 fold: no fold-level test); seed level +10.0 [+10.0, +10.0] n=5" in dino  # val (60), not 50
 
 
 def _two_methods(**kw):
@@ -158,3 +163,73 @@ def test_paper_tables_never_average_two_configurations():
     assert "| Baseline | 70.0 ± 0.0 |" in render(one, "table1")
     t = render(pd.concat([a, b]), "generic")
     assert "lr=0.0001 |" in t and "lr=0.001 |" in t
+
+
+def test_fold_level_significance_in_a_table_equals_the_hand_computation():
+    # two methods against same-epochs, 3 folds x 2 seeds, fold differences d = (2.3, 3.3, 4.3) points each:
+    # t = 3.3 / (1 / sqrt 3) = 5.716 on 2 df, p = 1 - t / sqrt(t^2 + 2) = 0.029 < 0.05, but Holm over the
+    # table's 2 comparisons gives 2 x 0.029 = 0.059: no '*'
+    d = {1: 0.023, 2: 0.033, 3: 0.043}
+    base = {(f, s): 0.5 + 0.1 * s for f in (1, 2, 3) for s in (0, 1)}
+    rows = (_rows("same-epochs", "a", base) + _rows("dino", "a", {k: v + d[k[0]] for k, v in base.items()})
+            + _rows("full-labeled", "a", {k: v + d[k[0]] for k, v in base.items()}))
+    t = render(pd.DataFrame(rows), "generic", compare="same-epochs")
+    tt = 3.3 * math.sqrt(3)
+    p = 1 - tt / math.sqrt(tt * tt + 2)
+    for name in ("DINO", "Full labeled"):
+        line = next(x for x in t.splitlines() if x.startswith(f"| {name}"))
+        assert f"Δ +3.3 [" in line and f"3 folds p={p:.2g} p_Holm={2 * p:.2g};" in line and "*" not in line
+    assert "over the 2 comparison(s) of this table" in t
+    # alone in its table, the same comparison is significant
+    alone = render(pd.DataFrame(rows[:12]), "generic", compare="same-epochs")
+    assert f"p={p:.2g} p_Holm={p:.2g} *;" in next(x for x in alone.splitlines() if x.startswith("| DINO"))
+
+
+def test_oracle_tables_say_optimistic_in_title_columns_and_rows(tmp_path):
+    rows = _rows("baseline", "a", {(1, 0): 0.5}, select="last", oracle_macro_f1=0.9)
+    for fmt in ("md", "csv", "latex"):
+        t = render(pd.DataFrame(rows), "generic", oracle=True, fmt=fmt)
+        title = t.splitlines()[0] if fmt != "latex" else next(x for x in t.splitlines() if "caption" in x)
+        assert "OPTIMISTIC" in title, fmt
+    md = render(pd.DataFrame(rows), "generic", oracle=True)
+    assert "| run | a [OPTIMISTIC: best test epoch] |" in md
+    assert "| Baseline sv labeled_fraction=0.5 labels=six select=last [OPTIMISTIC: best test epoch] | 90.0 ± 0.0 |" in md
+    csv = render(pd.DataFrame(rows), "generic", oracle=True, fmt="csv")
+    assert "run,a_oracle_optimistic_macro_f1_pct" in csv
+
+
+def test_paper_tables_show_paper_rows_and_mark_ours():
+    paper = dict(reward="r1", advantage="positive", experiment="table3")
+    rows = (_rows("b-grpo", "iemocap", {(1, 0): 0.6}, **paper)
+            + _rows("b-grpo", "iemocap", {(1, 0): 0.7}, sup_weight=1.0, **paper)
+            + _rows("b-grpo", "iemocap", {(1, 0): 0.65}, balance="inverse-freq", **paper)
+            + _rows("b-grpo", "iemocap", {(1, 0): 0.55}, protocol="converged", **paper))
+    t = render(pd.DataFrame(rows), "table3")
+    assert "| A_i > 0 (eq. 6) | 60.0 ± 0.0 |" in t
+    assert "| A_i > 0 (eq. 6) (ours: sup_weight=1) | 70.0 ± 0.0 |" in t
+    assert "| A_i > 0 (eq. 6) (ours: balance=inverse-freq) | 65.0 ± 0.0 |" in t
+    assert "| A_i > 0 (eq. 6) (ours: protocol=converged) | 55.0 ± 0.0 |" in t
+    t1 = render(pd.DataFrame(rows), "table1")
+    assert "| B-GRPO | 60.0 ± 0.0 |" in t1 and "| B-GRPO (ours: sup_weight=1) | 70.0 ± 0.0 |" in t1
+    teachers = (_rows("b-grpo", "iemocap", {(1, 0): 0.6}, reward="r3", advantage="positive", teacher="t")
+                + _rows("b-grpo", "iemocap", {(1, 0): 0.62}, reward="r3", advantage="positive", teacher="t",
+                        regularize="ls"))
+    t2 = render(pd.DataFrame(teachers), "table2")
+    assert "| r3 | 60.0 ± 0.0 |" in t2 and "| r3 (ours: regularize=ls) | 62.0 ± 0.0 |" in t2
+
+
+def test_reach_and_under_predicted_marks():
+    rows = _rows("pseudo-label", "a", {(1, 0): 0.5, (1, 1): 0.6}, mask_rate=0.001, mask_rate_max=0.004,
+                 pool_agreement_stage1=0.99, under_predicted=True)
+    t = render(pd.DataFrame(rows), "generic")
+    assert "↓2/2 mask 0.1% (max 0.4%) kept 99.0%" in t and "barely acted" in t
+
+
+def test_tables_know_every_hashed_setting():
+    import dataclasses
+
+    from trainer.config import TrainConfig
+    from trainer.tables import SETTINGS
+
+    hashed = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("hashed", True)} - {"options"}
+    assert hashed <= set(SETTINGS)  # a new shared setting goes into base.LATER_SHARED, or cells would mix configs

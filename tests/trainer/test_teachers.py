@@ -1,5 +1,5 @@
 """The teacher of r3-r5: `trainer run teacher` with RRPO's regularisers, --save-teacher / --teacher-from, and the
-reward-hacking columns of teacher-rewarded rows."""
+teacher-agreement columns of teacher-rewarded rows."""
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ from trainer import experiment as exp
 from trainer.config import TrainConfig
 from trainer.data import DataError
 from trainer.synthetic import make_dataset
-from trainer.teachers import hacking_columns
+from trainer.teachers import teacher_agreement_columns
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +39,24 @@ def tstore(tmp_path_factory):
     return {"store": store, "manifests": man, "root": root, "common": common}
 
 
-def test_hacking_columns_by_hand():
+def test_teacher_agreement_columns_by_hand():
     y = {"val": np.array([0, 1, 1, 2]), "test": np.array([0, 0, 1])}
     teacher = {"val": np.array([0, 1, 2, 2]), "test": np.array([1, 0, 1]), "pool": np.array([0, 1, 2, 0])}
     policy = {"val": np.array([0, 2, 2, 2]), "test": np.array([1, 1, 1]), "pool": np.array([0, 1, 1, 1])}
-    got = hacking_columns(y, teacher, policy)
+    got = teacher_agreement_columns(y, teacher, policy)
     assert got["teacher_val_acc"] == 0.75 and got["policy_val_acc"] == 0.5
-    assert got["policy_teacher_val_agreement"] == 0.75
+    assert got["teacher_agreement_val"] == 0.75
+    assert got["teacher_error_agreement_val"] == 1.0  # the teacher's one val error (row 2: 2 for 1), copied
     assert got["teacher_test_acc"] == pytest.approx(2 / 3) and got["policy_test_acc"] == pytest.approx(1 / 3)
-    assert got["policy_teacher_test_agreement"] == pytest.approx(2 / 3)
-    assert got["policy_teacher_pool_agreement"] == 0.5
+    assert got["teacher_agreement_test"] == pytest.approx(2 / 3)
+    assert got["teacher_error_agreement_test"] == 1.0  # its test error (row 0: 1 for 0), copied
+    assert got["teacher_agreement_pool"] == 0.5
     # teacher test macro-F1: class 0 F1 2/3 (tp 1, support 2, predicted 1), class 1 F1 2/3 (tp 1, 1, 2)
     assert got["teacher_test_macro_f1"] == pytest.approx(2 / 3)
-    empty = hacking_columns({"test": y["test"]}, teacher, policy)
-    assert np.isnan(empty["teacher_val_acc"]) and np.isnan(empty["policy_teacher_val_agreement"])
+    empty = teacher_agreement_columns({"test": y["test"]}, teacher, policy)
+    assert np.isnan(empty["teacher_val_acc"]) and np.isnan(empty["teacher_agreement_val"])
+    perfect = teacher_agreement_columns({"test": y["test"]}, {"test": y["test"]}, {"test": y["test"]})
+    assert np.isnan(perfect["teacher_error_agreement_test"])  # no teacher error to copy
 
 
 @pytest.mark.parametrize("reg", ["ls", "eam", "adv"])
@@ -81,8 +85,8 @@ def test_cli_teacher_from_gives_the_teacher_and_results_of_training_it(tstore, t
     name = "b-grpo_m_ds_six_r3_positive_tf_reg-ls+eam+adv"
     inline = pd.read_csv(run_dir(tmp_path / "inline", name) / "results.csv")
     loaded = pd.read_csv(run_dir(tmp_path / "from", name) / "results.csv")
-    cols = ["macro_f1", "teacher_test_acc", "teacher_test_macro_f1", "policy_teacher_test_agreement",
-            "policy_teacher_pool_agreement", "config_hash"]
+    cols = ["macro_f1", "teacher_test_acc", "teacher_test_macro_f1", "teacher_agreement_test",
+            "teacher_agreement_pool", "config_hash"]
     pd.testing.assert_frame_equal(inline[cols], loaded[cols])
     assert inline[cols[1:-1]].notna().all().all()
 
@@ -102,14 +106,14 @@ def test_teacher_from_refuses_another_teachers_settings_or_rows(tstore, tmp_path
 
 
 @pytest.mark.parametrize("method", ["b-grpo", "grpo"])
-def test_hacking_columns_in_teacher_rewarded_rows_use_the_validation_split(tstore, tmp_path, method):
+def test_teacher_agreement_columns_in_teacher_rewarded_rows_use_the_validation_split(tstore, tmp_path, method):
     kw = dict(store=tstore["store"], manifests=tstore["manifests"], dataset="ds", epochs_baseline=2, epochs_stage2=1,
               lr=1e-3, plots=False, progress=False, threads=1, method=method, model="m", reward="r3",
               teacher="tf", val_fraction=0.3, out=str(tmp_path))
     rows = pd.DataFrame(exp.run(TrainConfig(**kw)).rows)
     for stage in ("stage1", "final"):
         r = rows[rows.stage == stage]
-        assert r.teacher_val_acc.between(0, 1).all() and r.policy_teacher_val_agreement.between(0, 1).all()
+        assert r.teacher_val_acc.between(0, 1).all() and r.teacher_agreement_val.between(0, 1).all()
         assert r.policy_val_acc.between(0, 1).all()
     # the teacher is one model: its columns are equal in the stage1 and final rows
     assert (rows[rows.stage == "stage1"].teacher_val_acc.values == rows[rows.stage == "final"].teacher_val_acc.values).all()

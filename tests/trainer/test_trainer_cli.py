@@ -234,6 +234,6 @@ def test_pipeline_val_variant(synth, tmp_path):
                     'epochs_stage2 = 1\nplots = false\n[[grid]]\nmethod = ["baseline", "b-grpo"]\ndataset = "ds"\n')
     p = sh("pipeline", spec, "--store", synth["store"], "--manifests", synth["manifests"], "--out", tmp_path / "o",
            "--set", "val_fraction=0.25", "--set", "select=val")
-    assert "| Baseline (best-validation epoch) |" in p.stdout and "best validation epoch per run" in p.stdout
+    assert "| Baseline (ours: best-validation epoch) |" in p.stdout and "best validation epoch per run" in p.stdout
     df = pd.read_csv(tmp_path / "o" / "results.csv", keep_default_na=False)
     assert set(df["select"]) == {"val"} and (df.n_val > 0).all()

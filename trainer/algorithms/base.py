@@ -37,6 +37,10 @@ fields before the method registry (issue 24). An option its method lacks enters 
 settings keep the config hash and results columns they had. Settings added since follow: a method's new options
 always, a new shared field only when set away from its default (so adding one keeps every earlier hash)."""
 
+LATER_SHARED = ("protocol", "converge_patience", "converge_max_epochs")
+"""Hashed shared settings (TrainConfig fields) added after FLAT_FIELDS: rows and results.json carry one only when
+it is set away from its default, so tables read a missing value as the default."""
+
 NUMBER_KEYS = ("ge", "gt", "le", "lt")
 """The bounds an option may declare: >=, >, <=, <."""
 
@@ -212,6 +216,10 @@ class Method:
         """With ``own_validation``: the share of labelled rows it holds out when --val-fraction is 0."""
         return 0.0
 
+    def supports_protocol(self, name: str) -> bool:
+        """Whether it trains under --protocol ``name`` (trainer.protocols; every protocol by default)."""
+        return True
+
     def default_model(self, cfg) -> str:
         """--model when left empty and implied by the method ('' = the store's only entry for the dataset)."""
         return ""
@@ -219,8 +227,8 @@ class Method:
     def prepared(self, cfg, data) -> None:
         """Adjust the prepared data (trainer.prepare) before training; nothing by default."""
 
-    def reports_hacking(self, cfg) -> bool:
-        """Whether its rows carry the reward-hacking columns (a policy rewarded by a teacher)."""
+    def reports_teacher_agreement(self, cfg) -> bool:
+        """Whether its rows carry the teacher-agreement columns (a policy rewarded by a teacher)."""
         return False
 
     def run(self, ctx):

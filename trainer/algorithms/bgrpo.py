@@ -168,8 +168,8 @@ def policy_batches(ctx):
     ``log.end_epoch()`` after each) with the policy at pi_old: yields idx, valid, active, x (M, B, D), log pi
     (M, B, C) (with gradient: the first update reuses it) and p_old (M, B, C) (no gradient)."""
     policy, Xu = ctx.policy, ctx.data.Xu
-    for _ in range(ctx.cfg.epochs_stage2):
-        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens):
+    for _ in ctx.log.epochs(ctx.cfg.epochs_stage2):
+        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens, ctx.log.live):
             x = Xu[idx]  # (M, B, D)
             logp_all = policy(x).log_softmax(-1)  # (M, B, C)
             yield idx, valid, active, x, logp_all, logp_all.detach().exp()
@@ -185,7 +185,8 @@ def train_bgrpo(ctx, opts: BGRPOOptions, logp_ref_all: torch.Tensor, reward_fn,
     precomputed once (the reference and the features are fixed). ``p_teacher_all`` (M, N_u, C): teacher
     probabilities for r3-r5. ``reward_fn(p, p_t) -> (M, B)``. pi_old is the policy at the start of the
     batch's ``mu`` updates; the action o_i is argmax pi_old ('greedy') or drawn from it ('sample', run r from
-    its own ``ctx.view_gens[r]``). ``balance``: see ``advantage``. With ``sup_weight`` W > 0 (ours) each update
+    its own ``ctx.view_gens[r]``); the reward judges the action (with 'greedy' the prediction, eq. 1-5; with
+    'sample' the drawn label, as per-input GRPO does, so its policy gradient is not zero). ``balance``: see ``advantage``. With ``sup_weight`` W > 0 (ours) each update
     minimises -J + W * CE on a labelled batch drawn beside the unlabelled one. The curves get approx_kl and
     clip_frac (``policy_update_stats``, averaged over the mu updates).
     """
@@ -199,7 +200,7 @@ def train_bgrpo(ctx, opts: BGRPOOptions, logp_ref_all: torch.Tensor, reward_fn,
             else:
                 o = p_old.argmax(-1)  # (M, B)
             p_t = p_teacher_all[run, idx] if p_teacher_all is not None else None  # (M, B, C)
-            r = reward_fn(p_old, p_t)  # (M, B)
+            r = reward_fn(p_old, p_t, o if opts.action == "sample" else None)  # (M, B): the action is judged
             adv = advantage(r, opts.advantage, valid, o, opts.balance, p_old.shape[-1])  # (M, B)
             logp_ref = logp_ref_all[run, idx].gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
             logp_old = logp_all.gather(-1, o.unsqueeze(-1)).squeeze(-1)  # (M, B)
@@ -290,7 +291,7 @@ class GRPOFamily(TwoStage):
         return {**super().columns(cfg), "reward": o.reward, "advantage": o.advantage,
                 "balance": getattr(o, "balance", "none"), "sup_weight": o.sup_weight, "penalty_value": o.penalty_value}
 
-    def reports_hacking(self, cfg) -> bool:
+    def reports_teacher_agreement(self, cfg) -> bool:
         return cfg.uses_teacher
 
     def stage2(self, ctx):
@@ -337,7 +338,8 @@ class BGRPOOptions(RewardOptions):
     """B-GRPO: the reward options, the action and (ours) the class-balanced advantage."""
 
     action: str = option("greedy", choices=("greedy", "sample"))
-    """Action o_i. 'greedy' (argmax of pi_old) or 'sample' (drawn from pi_old)."""
+    """Action o_i. 'greedy' (argmax of pi_old, the paper) or 'sample' (ours: drawn from pi_old, and the reward
+    judges the drawn label)."""
     balance: str = option("none", choices=BALANCES)
     """Class-balanced advantage (ours). 'none' (eq. 6), 'class-norm' (eq. 6 within each predicted class of
     the batch) or 'inverse-freq' (A_i weighted by the inverse frequency of its predicted class)."""

@@ -2,7 +2,7 @@
 
 Choices (docs/TRAINER.md): the student is the policy; its C class logits are the DINO output (no extra
 projection head, so the method stays a classifier and is evaluated as one). The teacher is an EMA of the
-student (momentum rising from ``m0`` to 1 on a cosine schedule over all steps); teacher outputs are
+student (momentum rising from ``m0`` to 1 on a cosine schedule over each run's own steps); teacher outputs are
 centered (EMA of batch means) and sharpened with a temperature warmed up linearly. Two global views per
 sample: two random frame-crop means when frames are stored, else Gaussian noise plus feature dropout on
 the pooled vector. The EMA teacher is the model evaluated and reported.
@@ -39,6 +39,16 @@ def momentum_schedule(m0: float, total_steps: int) -> torch.Tensor:
     return (1 - (1 - m0) * (torch.cos(math.pi * i / max(1, total_steps)) + 1) / 2).float()
 
 
+def member_momentum(m0: float, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's own cosine schedule (``momentum_schedule`` over its ``totals[r]`` steps), padded with its last
+    value: (M, max total) and the last index of each member (M,)."""
+    totals = totals.clamp_min(1)
+    width = int(totals.max())
+    rows = [momentum_schedule(m0, int(t)) for t in totals]
+    sched = torch.stack([torch.cat([r, r[-1:].expand(width - len(r))]) for r in rows])  # (M, T_max)
+    return sched, totals - 1
+
+
 def teacher_temperature(epoch: int, epochs: int, warm: float, final: float, warmup_frac: float) -> float:
     """Linear warm-up of the teacher temperature from ``warm`` to ``final`` over the first epochs."""
     n = max(1, round(warmup_frac * epochs))
@@ -67,15 +77,18 @@ def train_dino(ctx, teacher, opts: DinoOptions):
     student, Xu, pools, data = ctx.policy, ctx.data.Xu, ctx.data.unlabeled, ctx.data
     epochs, batch_size, view_gens = ctx.cfg.epochs_stage2, ctx.cfg.batch_size, ctx.view_gens
     opt = ctx.new_opt(student)
-    steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
-    schedule = momentum_schedule(opts.dino_momentum, epochs * steps_per_epoch)
+    # each member's momentum follows its own step count over its own steps (its pool size), so a member's
+    # schedule does not depend on the pool sizes of the members sharing its stack (unequal folds)
+    totals = torch.tensor([epochs * math.ceil(len(p) / batch_size) for p in pools])  # (M,)
+    schedule, last = member_momentum(opts.dino_momentum, totals)  # (M, T_max), (M,)
+    member = torch.arange(len(pools))
     center = torch.zeros(student.n_members, 1, student.w2.shape[2])  # (M, 1, C)
     std = pool_std(Xu, pools, ctx.cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
-    step = 0
-    for epoch in range(epochs):
+    step = torch.zeros(len(pools), dtype=torch.long)  # (M,) each member's own steps so far
+    for epoch in ctx.log.epochs(epochs):
         tau_t = teacher_temperature(epoch, epochs, opts.dino_warmup_teacher_temp, opts.dino_teacher_temp,
                                     opts.dino_warmup_frac)
-        for idx, valid, active in epoch_batches(pools, batch_size, ctx.gens):
+        for idx, valid, active in epoch_batches(pools, batch_size, ctx.gens, ctx.log.live):
             if data.crops is not None:
                 n_views, sets = data.crops.shape[2], data.crop_sets.unsqueeze(1)  # sets (M, 1)
                 a = active_rand("randint", idx.shape[1:], view_gens, active, n_views)  # (M, B) two distinct crops
@@ -88,14 +101,15 @@ def train_dino(ctx, teacher, opts: DinoOptions):
                 t1, t2 = teacher(v1), teacher(v2)
             loss = dino_loss(s1, s2, t1, t2, center, opts.dino_student_temp, tau_t, valid)  # (M,)
             update(opt, loss, active)
-            ema_update(teacher, student, torch.where(active, schedule[min(step, len(schedule) - 1)], 1.0))
+            momentum = schedule[member, torch.minimum(step, last)]  # (M,)
+            ema_update(teacher, student, torch.where(active, momentum, 1.0))
             with torch.no_grad():
                 v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)
                 batch_center = ((t1 + t2) * v).sum(1, keepdim=True) / (2 * v.sum(1, keepdim=True).clamp_min(1))
                 cm = torch.where(active, opts.dino_center_momentum, 1.0).view(-1, 1, 1)
                 center = center * cm + batch_center * (1 - cm)
                 conf = confidence(t1, valid)
-            step += 1
+            step += active.long()
             ctx.log.step(active, loss, conf)
         ctx.log.end_epoch()
     return center

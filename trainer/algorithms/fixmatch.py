@@ -49,8 +49,8 @@ def train_fixmatch(ctx, opts: FixMatchOptions):
     policy, Xu, pools, data, view_gens = ctx.policy, ctx.data.Xu, ctx.data.unlabeled, ctx.data, ctx.view_gens
     opt, labelled = ctx.new_opt(policy), ctx.labelled_stream()
     std = pool_std(Xu, pools, ctx.cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
-    for _ in range(ctx.cfg.epochs_stage2):
-        for idx, valid, active in epoch_batches(pools, ctx.cfg.batch_size, ctx.gens):
+    for _ in ctx.log.epochs(ctx.cfg.epochs_stage2):
+        for idx, valid, active in epoch_batches(pools, ctx.cfg.batch_size, ctx.gens, ctx.log.live):
             x_l, y_l, valid_l = labelled.batch(active)  # (M, B, D), (M, B), (M, B)
             x_u = Xu[idx]  # (M, B, D)
             weak_l = perturb(x_l, std, opts.fixmatch_weak_noise, 0.0, view_gens, active)

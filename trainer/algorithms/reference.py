@@ -68,6 +68,9 @@ class Reference(Method):
     def own_val_fraction(self, cfg) -> float:
         return cfg.reference_val_fraction
 
+    def supports_protocol(self, name: str) -> bool:
+        return name == "paper"  # converged by construction (--reference-patience, --reference-max-epochs)
+
     def run(self, ctx):
         cfg, data, log, o = ctx.cfg, ctx.data, ctx.log, ctx.cfg.options
         opt = StackedAdam(ctx.policy.parameters(), lr=o.reference_lr, weight_decay=cfg.weight_decay)

@@ -3,6 +3,7 @@ the loop the teacher MLPs and every stage 1 use."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,10 +21,11 @@ def ce_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.
 def train_supervised(model: StackedMLP, opt: StackedAdam, X: torch.Tensor, y: torch.Tensor,
                      pools: list[torch.Tensor], epochs: int, batch_size: int, gens: list[torch.Generator],
                      log=None, batch_loss=None):
-    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches; ``batch_loss(idx, valid,
-    active) -> (loss (M,), logits (M, B, C))`` replaces the cross-entropy (trainer.robust.train_robust)."""
-    for _ in range(epochs):
-        for idx, valid, active in epoch_batches(pools, batch_size, gens):
+    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches (with ``log``, as many as its
+    protocol gives the stage: ``log.epochs``); ``batch_loss(idx, valid, active) -> (loss (M,), logits (M, B, C))``
+    replaces the cross-entropy (trainer.robust.train_robust)."""
+    for _ in (range(epochs) if log is None else log.epochs(epochs)):
+        for idx, valid, active in epoch_batches(pools, batch_size, gens, None if log is None else log.live):
             if batch_loss is None:
                 logits = model(X[idx])  # (M, B, C)
                 loss = ce_loss(logits, y[idx], valid)  # (M,)
@@ -52,16 +54,29 @@ class Baseline(Method):
         return ctx.policy
 
 
+def two_stages(ctx, rows) -> None:
+    """Supervised training on ``rows`` for both stages' epochs: one stage of --epochs-baseline + --epochs-stage2
+    epochs (the paper), or under a protocol that stops on validation (ours) a stage 1 and, with a fresh Adam like
+    every stage 2, a 'continued' stage, each until its validation macro-F1 stops improving."""
+    if ctx.cfg.stop_rule is None:
+        ctx.supervised(rows, ctx.cfg.epochs_total, "supervised")
+        return
+    ctx.supervised(rows, ctx.cfg.epochs_baseline, "supervised")
+    ctx.opt = ctx.new_opt(ctx.policy)
+    ctx.supervised(rows, ctx.cfg.epochs_stage2, "continued")
+
+
 @register
 class SameEpochs(Method):
     """The baseline trained for both stages' epochs (the paper's "same epochs").
 
-    Cross-entropy on each run's labelled rows for --epochs-baseline + --epochs-stage2 epochs."""
+    Cross-entropy on each run's labelled rows for --epochs-baseline + --epochs-stage2 epochs (--protocol
+    converged: two supervised stages, each until validation stops improving)."""
 
     name = "same-epochs"
 
     def run(self, ctx):
-        ctx.supervised(ctx.data.labeled, ctx.cfg.epochs_total, "supervised")
+        two_stages(ctx, ctx.data.labeled)
         return ctx.policy
 
 
@@ -69,7 +84,8 @@ class SameEpochs(Method):
 class FullLabeled(Method):
     """Supervised on every training label (the paper's "full labelled").
 
-    Cross-entropy on each run's whole training split for --epochs-baseline + --epochs-stage2 epochs."""
+    Cross-entropy on each run's whole training split but its validation rows for --epochs-baseline +
+    --epochs-stage2 epochs (--protocol converged: two supervised stages, as same-epochs)."""
 
     name = "full-labeled"
     all_labels = True
@@ -77,6 +93,12 @@ class FullLabeled(Method):
     def columns(self, cfg) -> dict:
         return {**super().columns(cfg), "labeled_fraction": 1.0}
 
+    def train_rows(self, data) -> list:
+        """Each run's training split without its validation rows (those only choose)."""
+        if not data.val or not any(len(v) for v in data.val):
+            return data.train_all
+        return [torch.as_tensor(np.setdiff1d(t.numpy(), v)) for t, v in zip(data.train_all, data.val)]
+
     def run(self, ctx):
-        ctx.supervised(ctx.data.train_all, ctx.cfg.epochs_total, "supervised")
+        two_stages(ctx, self.train_rows(ctx.data))
         return ctx.policy

@@ -95,6 +95,9 @@ class Teacher(Method):
     def epochs(self, cfg) -> int:
         return cfg.epochs_baseline
 
+    def supports_protocol(self, name: str) -> bool:
+        return name == "paper"  # trained as b-grpo/grpo train their teacher: --epochs-baseline epochs
+
     def default_model(self, cfg) -> str:
         return cfg.teacher
 
