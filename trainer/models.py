@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -228,9 +229,21 @@ class SavedRun:
         raise KeyError(f"no saved run fold {fold} seed {seed}; saved: {saved}")
 
     @torch.no_grad()
-    def probabilities(self, X: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of every saved run on rows X (N, [L,] D) of the run's inputs -> (M, N, C)."""
-        return self.model.predict_all(X).softmax(-1)
+    def probabilities(self, X):
+        """Class probabilities of every saved run on rows X (N, [L,] D) of the run's inputs -> (M, N, C).
+
+        ``X`` is a torch tensor or anything numpy reads as an array (``store.pooled`` returns float32 numpy); it is
+        computed in float32 and returned as the type it came in (a numpy array for numpy input)."""
+        as_numpy = not isinstance(X, torch.Tensor)
+        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)) if as_numpy else X.float()
+        want = 3 if self.model.layer_logits is not None else 2
+        dim = self.model.w1.shape[1]
+        if x.dim() != want or x.shape[-1] != dim:
+            shape = "(N, L, D)" if want == 3 else "(N, D)"
+            raise ValueError(f"saved model: X of shape {tuple(x.shape)}; this model reads {shape} rows with D = "
+                             f"{dim}")
+        P = self.model.predict_all(x).softmax(-1)  # (M, N, C)
+        return P.numpy() if as_numpy else P
 
 
 def load_saved(folder: str | Path) -> SavedRun:
