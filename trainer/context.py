@@ -53,6 +53,8 @@ class Context:
     companions: dict[str, list] = field(default_factory=dict)
     """Models reported beside the method's own, as rows of their own method name: name -> per run (test
     predictions, training-fit columns) (the reference's logistic regression)."""
+    row_columns: dict[str, list[dict]] = field(default_factory=dict)
+    """Row stage -> per run, extra columns a method reports in those rows (emobox: its pooled scores)."""
     teacher: StackedMLP | None = None
     """The teacher MLP of r3-r5 (or of the teacher method), once trained."""
     S: np.ndarray | None = None

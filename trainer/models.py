@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.frames import HEADS, attentive_pool, frame_mask, masked_mean, pooled_mean
+from trainer.frames import (HEADS, attentive_pool, frame_mask, frame_mlp_pool, masked_mean, pooled_mean,
+                            utterance_norm)
 
 
 def chunk_rows(X: torch.Tensor, budget: int = 2**22) -> int:
@@ -66,7 +67,9 @@ class StackedMLP(nn.Module):
 
     With ``head`` 'mean' or 'attention' (ours, ``--head``; trainer.frames) the input is padded frames (M, B, T, D)
     with NaN at padded positions: member r pools its valid frames (masked mean, eq. F1, or attentive pooling with
-    its own learned query ``query[r]``, eq. F2, trained with the MLP), then runs the MLP on the pooled vector.
+    its own learned query ``query[r]``, eq. F2, trained with the MLP), then runs the MLP on the pooled vector. With
+    'emobox' (EmoBox's classifier) it layer-normalises each utterance (eq. F3), applies the first layer and ReLU
+    to every frame and averages those (eq. F4) before the output layer.
     """
 
     def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, n_layers: int = 0,
@@ -145,7 +148,10 @@ class StackedMLP(nn.Module):
             x = attentive_pool(x, mask, self.query)  # (M, B, D)
         if self.layer_logits is not None:
             x = torch.einsum("mbld,ml->mbd", x, self.layer_weights())  # (M, B, D)
-        h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
+        if self.head == "emobox":  # EmoBox: utterance layer norm, first layer on every frame, then the mean
+            h = frame_mlp_pool(utterance_norm(x, mask), mask, self.w1, self.b1)  # (M, B, H)
+        else:
+            h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
         return torch.baddbmm(self.b2, h, self.w2)  # (M, B, C)
 
     @torch.no_grad()

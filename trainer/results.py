@@ -142,6 +142,7 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
             "train_macro_f1": float(snap.train_f1[r]),
             "under_trained": not cfg.algorithm.own_validation and under_trained([e[r] for e in losses]),
             **(hacking(r) if hacking else {}),
+            **(ctx.row_columns[stage][r] if stage in ctx.row_columns else {}),
         })
     return rows, cm
 
