@@ -53,7 +53,7 @@ class EmoBoxOptions(Options):
     """EmoBox's learning-rate schedule."""
 
     emobox_warmup: int = option(10, ge=0)
-    """Warm-up steps of EmoBox's schedule (eq. E1). 0 with --emobox-schedule constant is plain Adam at --lr."""
+    """Warm-up steps of EmoBox's learning-rate schedule. Eq. E1 of trainer/algorithms/emobox.py (EmoBox: 10)."""
     emobox_schedule: str = option("linear-warmup", choices=("linear-warmup", "constant"))
     """Learning rate per epoch. 'linear-warmup' (EmoBox's, eq. E1) or 'constant' (--lr throughout)."""
 
