@@ -159,7 +159,7 @@ class StackedMLP(nn.Module):
         """Logits of member r on rows X[idx[r]]; X (N, D), idx (M, T) -> (M, T, C)."""
         chunk = chunk or chunk_rows(X)
         outs = [self(X[idx[:, s:s + chunk]]) for s in range(0, idx.shape[1], chunk)]
-        return torch.cat(outs, 1)
+        return torch.cat(outs, 1) if outs else torch.zeros(idx.shape[0], 0, self.w2.shape[-1])  # no rows: (M, 0, C)
 
     @torch.no_grad()
     def predict_all(self, X: torch.Tensor, chunk: int | None = None) -> torch.Tensor:

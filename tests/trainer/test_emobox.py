@@ -121,3 +121,23 @@ def test_table_sets_ours_beside_published(fstore):
     assert "73.54 | 72.86 | 73.11 |" in text and "EmoBox's released scoring" in text
     mean_ua = rows.groupby("seed").ua.mean().mean() * 100
     assert f"{mean_ua - 73.54:+.1f} |" in text.split("Δ ours − published")[1].splitlines()[0]
+
+
+def test_pipeline_on_the_demo_corpus_prints_the_side_by_side_table(demo_corpus, tmp_path):
+    """`trainer pipeline pipelines/emobox.toml` end to end: demo audio -> fbank-stats frames -> EmoBox's recipe on
+    its 3 folds -> the table, which says EmoBox published nothing for fbank-stats."""
+    from emocache.extract import ExtractConfig, extract
+    from tests.trainer.test_trainer_cli import sh
+
+    store = str(tmp_path / "store.zarr")
+    report = extract(ExtractConfig(model="fbank-stats", manifests=(str(demo_corpus.ds_dir),), store=store,
+                                   audio_root=(demo_corpus.audio_root,)), progress=False)
+    assert report.ok
+    p = sh("pipeline", ROOT / "pipelines" / "emobox.toml", "--store", store, "--manifests", demo_corpus.root,
+           "--out", tmp_path / "out", "--set", "dataset=demo", "--set", "model=fbank-stats", "--set",
+           "epochs_baseline=4", "--set", "seeds=0", "--set", "threads=1", "--set", "plots=false")
+    assert "EmoBox comparison" in p.stdout and "| demo | fbank-stats | ours: emobox, last epoch |" in p.stdout
+    assert "EmoBox published: none for fbank-stats on demo" in p.stdout
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(rows.fold.unique()) == [1, 2, 3] and (rows.method == "emobox").all()
+    assert rows.emobox_pooled_macro_f1.between(0, 1).all()
