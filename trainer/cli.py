@@ -160,6 +160,32 @@ def table(
 
 
 @app.command()
+def plot(
+    results: list[Path] = typer.Argument(..., help="run folders, or folders holding them"),
+    out: Optional[Path] = typer.Option(None, help="Write the figures here (a sub-folder per run) instead of into "
+                                                  "each run folder"),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="Also the diagnostic dashboard (diagnostics.png)"),
+):
+    """Figures for a paper from written runs: learning_curve and confusion (PNG + PDF), titled with method, dataset
+    and features."""
+    from trainer.data import DataError
+    from trainer.results import replot
+
+    folders = []
+    for r in results:
+        found = sorted(p.parent for p in r.rglob("results.json")) if r.is_dir() else []
+        if not found:
+            _fail(ValueError(f"{r}: no run folder (results.json) here; give a `trainer run` output folder"))
+        folders += found
+    try:
+        for f in folders:
+            paths = replot(f, out / f.name if out else None, diagnostics)
+            typer.echo(f"{f}: " + ", ".join(p.name for p in paths) + " (+ .pdf)")
+    except DataError as e:
+        _fail(e)
+
+
+@app.command()
 def pipeline(
     spec: Path = typer.Argument(..., help="pipelines/<table>.toml"),
     store: str = typer.Option("", help="Overrides the spec's store"),

@@ -130,9 +130,11 @@ def similarity(cfg: TrainConfig, classes: tuple[str, ...]) -> np.ndarray | None:
 
 
 def eval_sets(cfg: TrainConfig, data: Prepared) -> dict[str, EvalSet]:
-    """What the log evaluates per epoch: test, the stage-2 pool (diagnostics) and the validation rows."""
+    """What the log evaluates per epoch: test, the stage-2 pool (diagnostics), each run's labelled training rows
+    (the learning curve's train line) and the validation rows."""
     sets = {"test": EvalSet(data.X, *pad_rows(data.test)),
-            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False)}
+            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False),
+            "train": EvalSet(data.X, *pad_rows(cfg.algorithm.train_rows(data)))}
     if cfg.has_val:
         sets["val"] = EvalSet(data.X, *pad_rows(data.val))
     return sets

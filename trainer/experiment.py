@@ -49,7 +49,7 @@ def warn_collapsed(ctx: Context) -> None:
         if collapsed and collapsed[r]:
             warnings.warn(f"{cfg.method} {cfg.dataset} fold {info['fold']} seed {info['seed']}: predictions on the "
                           f"unlabelled pool collapsed from epoch {onset[r]} on (a class below a quarter of its "
-                          "labelled share, or entropy below half the prior's); see curves.csv/curves.png")
+                          "labelled share, or entropy below half the prior's); see curves.csv/diagnostics.png")
 
 
 def resolve_model(cfg: TrainConfig) -> TrainConfig:
