@@ -47,7 +47,7 @@ def run_demo(out: str | Path, progress: bool = True, per_class: int = 16, seeds:
     echo(f"fbank-stats: {n} utterances extracted in {report.seconds:.1f} s ({report.n_failed} failed) -> {store}")
     if not report.ok:
         raise RuntimeError(f"demo extraction failed for {report.n_failed} utterances: {report.errors}")
-    results = out / "results"
+    results, written = out / "results", []
     with run_warnings(lambda text: echo(f"warning: {text}")):
         for method in DEMO_METHODS:
             cfg = TrainConfig(method=method, store=store, model="fbank-stats", dataset="demo", manifests=str(out),
@@ -55,10 +55,11 @@ def run_demo(out: str | Path, progress: bool = True, per_class: int = 16, seeds:
                               standardize=True, progress=progress, overwrite=True, plots=False, threads=1)
             res = experiment.run(cfg)
             d = experiment.write(res)
+            written.append(d)
             n_runs = sum(r["stage"] == "final" and r["method"] == method for r in res.rows)
             draw_figures(cfg, res.curves, res.confusions["final"], res.classes, n_runs, d, diagnostics=False)
             echo(f"{method}: {len(res.rows)} rows in {res.seconds:.1f} s -> {d.name}")
-    df = load_results([results])
+    df = load_results(written)  # this run's folders only (a later `trainer run ... --out results` adds others)
     table = render(df, "table1")
     (out / "table.md").write_text(table + "\n")
     show(table)
