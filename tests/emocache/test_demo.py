@@ -78,7 +78,7 @@ def test_folds_are_speaker_independent(demo_corpus):
 
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, run_cli):
-    """The table, its reading, the results folder and the next command on stdout; progress on stderr. About 35 s
+    """The table, its reading, the results folder and the next command on stdout; progress on stderr. About 40 s
     on 2 quiet cores (docs/BENCHMARKS.md, demo)."""
     p = run_cli("demo", "--out", tmp_path / "d", timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
