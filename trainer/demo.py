@@ -104,11 +104,11 @@ def reading(df: pd.DataFrame) -> str:
 
     k = int(bg.collapsed.sum()) if "collapsed" in bg else 0
     if k:
-        collapse = (f"The collapse rule flags {k} of its {n} runs (⚠{k}/{n} in the table): their predictions on "
+        collapse = (f"The collapse rule flags {k} of B-GRPO's {n} runs (⚠{k}/{n} in the table): their predictions on "
                     "the unlabelled pool lost a class (under a quarter of its labelled share) or most of their "
                     "spread, the failure the paper's self-reward invites by paying for confidence alone.")
     else:
-        collapse = (f"None of its {n} runs is flagged collapsed (a flagged cell reads ⚠k/n: predictions on the "
+        collapse = (f"None of B-GRPO's {n} runs is flagged collapsed (a flagged cell reads ⚠k/n: predictions on the "
                     "unlabelled pool losing a class, the failure the paper's self-reward invites by paying for "
                     "confidence alone).")
     under = int(df[(df.stage == "final")].under_trained.sum()) if "under_trained" in df else 0

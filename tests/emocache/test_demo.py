@@ -130,6 +130,6 @@ def test_reading_is_phrased_from_the_numbers():
     low = reading(_rows({**base, "b-grpo": [40, 41, 42, 40, 41, 42]}, collapsed=2))
     assert "is the bar B-GRPO must clear, at 61.0 macro-F1" in low and "ends at 41.0" in low
     assert "-20.0 points [-20.0, -20.0] (below Same epochs, 6 paired runs)" in low
-    assert "flags 2 of its 6 runs (⚠2/6 in the table)" in low
+    assert "flags 2 of B-GRPO's 6 runs (⚠2/6 in the table)" in low
     high = reading(_rows({**base, "b-grpo": [62, 63, 64, 62, 63, 64]}))
-    assert "+2.0 points [+2.0, +2.0] (above Same epochs" in high and "None of its 6 runs is flagged" in high
+    assert "+2.0 points [+2.0, +2.0] (above Same epochs" in high and "None of B-GRPO's 6 runs is flagged" in high
