@@ -7,7 +7,6 @@ import dataclasses
 import inspect
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional, get_type_hints
 
@@ -29,6 +28,11 @@ def _seeds(text: str) -> tuple[int, ...]:
         return tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise ValueError(f"--seeds {text!r}: comma-separated integers, e.g. 0,1,2") from None
+
+
+def _warn(text: str):
+    """One warning line on stderr, printed as written."""
+    err.print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True)
 
 
 def _fail(e: Exception):
@@ -78,17 +82,15 @@ def run(method: str, **options):
     from trainer import experiment as exp
     from trainer.config import TrainConfig
     from trainer.data import DataError
+    from trainer.runwarnings import run_warnings
     from trainer.tables import summary
 
     try:
         cfg = TrainConfig(method, **{**options, "seeds": _seeds(options["seeds"])})
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda m, *a, **k: err.print(f"[yellow]warning:[/yellow] {escape(str(m))}",
-                                                                soft_wrap=True)
+        with run_warnings(_warn):
             with progress_bar(cfg.progress) as bar:
                 res = exp.run(cfg, bar=bar)
-        d = exp.write(res)
+            d = exp.write(res)
     except (DataError, ValueError) as e:
         _fail(e)
     typer.echo(summary(res.rows))
@@ -160,6 +162,32 @@ def table(
 
 
 @app.command()
+def plot(
+    results: list[Path] = typer.Argument(..., help="run folders, or folders holding them"),
+    out: Optional[Path] = typer.Option(None, help="Write the figures here (a sub-folder per run) instead of into "
+                                                  "each run folder"),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="Also the diagnostic dashboard (diagnostics.png)"),
+):
+    """Figures for a paper from written runs: learning_curve and confusion (PNG + PDF), titled with method, dataset
+    and features."""
+    from trainer.data import DataError
+    from trainer.results import replot
+
+    folders = []
+    for r in results:
+        found = sorted(p.parent for p in r.rglob("results.json")) if r.is_dir() else []
+        if not found:
+            _fail(ValueError(f"{r}: no run folder (results.json) here; give a `trainer run` output folder"))
+        folders += found
+    try:
+        for f in folders:
+            paths = replot(f, out / f.name if out else None, diagnostics)
+            typer.echo(f"{f}: " + ", ".join(p.name for p in paths) + " (+ .pdf)")
+    except DataError as e:
+        _fail(e)
+
+
+@app.command()
 def pipeline(
     spec: Path = typer.Argument(..., help="pipelines/<table>.toml"),
     store: str = typer.Option("", help="Overrides the spec's store"),
@@ -170,10 +198,12 @@ def pipeline(
 ):
     """Run every cell of a spec's grid and render its table."""
     from trainer.pipeline import load_spec, run_pipeline
+    from trainer.runwarnings import run_warnings
 
     try:
         spec_d = load_spec(spec, store=store, manifests=manifests, out=out, overrides=set_)
-        text, path = run_pipeline(spec_d, scheduler=scheduler, echo=lambda s: err.print(s))
+        with run_warnings(_warn):
+            text, path = run_pipeline(spec_d, scheduler=scheduler, echo=lambda s: err.print(s))
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(text)

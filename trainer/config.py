@@ -136,9 +136,10 @@ class TrainConfig:
     its speaker's statistics: training speakers from the run's training rows, test speakers from their own
     test rows; transductive, features only)."""
     head: str = option("pooled", choices=HEADS)
-    """How the policy reads an utterance (ours). 'pooled' (the entry's pooled vector, the paper), or its stored
-    frames pooled by a masked 'mean' or by 'attention' with a learned query per run (trainer.frames); frame heads
-    need an entry with frames, --layer last and no --normalize speaker, and a teacher reads its frames alike."""
+    """How the policy reads an utterance. 'pooled' (the entry's pooled vector, the paper), or its stored frames
+    pooled by a masked 'mean' or by 'attention' with a learned query per run (ours), or 'emobox' (EmoBox's
+    classifier: utterance layer norm, first layer on every frame, masked mean; trainer.frames); frame heads need an
+    entry with frames, --layer last and no --normalize speaker, and a teacher reads its frames alike."""
     frames_memory_gb: float = option(8.0, gt=0, hashed=False)
     """Max GiB of --head frames. The padded float16 tensor (N x T_max x D per entry) is checked before
     any frame is read; above it the run stops naming the size it needs."""

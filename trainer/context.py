@@ -53,6 +53,8 @@ class Context:
     companions: dict[str, list] = field(default_factory=dict)
     """Models reported beside the method's own, as rows of their own method name: name -> per run (test
     predictions, training-fit columns) (the reference's logistic regression)."""
+    row_columns: dict[str, list[dict]] = field(default_factory=dict)
+    """Row stage -> per run, extra columns a method reports in those rows (emobox: its pooled scores)."""
     teacher: StackedMLP | None = None
     """The teacher MLP of r3-r5 (or of the teacher method), once trained."""
     S: np.ndarray | None = None
@@ -129,9 +131,11 @@ def similarity(cfg: TrainConfig, classes: tuple[str, ...]) -> np.ndarray | None:
 
 
 def eval_sets(cfg: TrainConfig, data: Prepared) -> dict[str, EvalSet]:
-    """What the log evaluates per epoch: test, the stage-2 pool (diagnostics) and the validation rows."""
+    """What the log evaluates per epoch: test, the stage-2 pool (diagnostics), each run's labelled training rows
+    (the learning curve's train line) and the validation rows."""
     sets = {"test": EvalSet(data.X, *pad_rows(data.test)),
-            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False)}
+            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False),
+            "train": EvalSet(data.X, *pad_rows(cfg.algorithm.train_rows(data)))}
     if cfg.has_val:
         sets["val"] = EvalSet(data.X, *pad_rows(data.val))
     return sets

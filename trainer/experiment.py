@@ -52,7 +52,7 @@ def warn_collapsed(ctx: Context) -> None:
             warnings.warn(f"{cfg.method} {cfg.dataset} fold {info['fold']} seed {info['seed']}: predictions on the "
                           f"unlabelled pool collapsed from epoch {onset[r]} on (a class the model predicted for "
                           f">= {MIN_SHARE:.0%} of the pool at the end of stage 1 is now under {FLOOR:.0%}, or the "
-                          "entropy fell below half of stage 1's); see curves.csv/curves.png")
+                          "entropy fell below half of stage 1's); see curves.csv/diagnostics.png")
 
 
 REACH_FLOOR = 0.01

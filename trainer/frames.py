@@ -13,6 +13,13 @@ policy pools a run's frames itself before its MLP (:class:`trainer.models.Stacke
   could show at these sizes. The attentive score is our choice (which pooling EmoBox's or SUPERB's classifiers use
   was not checked here).
 
+- emobox: EmoBox's downstream classifier (``SuperbBaseModel`` of emo-box/EmoBox examples/sb/classifier_head.py) on
+  its features: each utterance's valid frames layer-normalised over all their T x D values together (EmoBox's
+  ``speech_feature_extraction.py --output_norm``: ``F.layer_norm(out, out.shape[1:])``, eps 1e-5, no affine), eq. F3
+  ``x' = (x - mean) / sqrt(var + 1e-5)`` over the valid frames; then the policy's first layer and ReLU on every
+  frame and the masked mean of those hidden vectors, eq. F4 ``h = sum_t m_t relu(W1 x'_t + b1) / sum_t m_t``, then
+  the output layer (:class:`trainer.models.StackedMLP`). The mean comes after the first layer, unlike ``mean``.
+
 A row with no valid frame (a teacher row missing from the teacher entry) pools to the zero vector.
 """
 
@@ -26,9 +33,12 @@ import torch
 from emocache.store import StoreError
 from trainer.data import DataError
 
-HEADS = ("pooled", "mean", "attention")
+HEADS = ("pooled", "mean", "attention", "emobox")
 """What the policy reads (--head): the entry's pooled vector (the paper) or its stored frames pooled by the policy
-(ours: masked mean, eq. F1, or attentive pooling with a learned query per run, eq. F2)."""
+(ours: masked mean, eq. F1, or attentive pooling with a learned query per run, eq. F2; EmoBox's classifier: the
+utterance layer norm, eq. F3, the first layer on every frame, then the masked mean, eq. F4)."""
+UTTERANCE_NORM_EPS = 1e-5
+"""eps of EmoBox's utterance layer norm (torch.nn.functional.layer_norm's default)."""
 FRAME_PAD = float("nan")
 """Value of padded frame positions in the (N, T, D) tensors: the mask is ``~isnan(x[..., 0])``."""
 
@@ -131,6 +141,26 @@ def attentive_pool(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> 
     """Eq. F2: sum_t w_t x_t; x (M, B, T, D), mask (M, B, T), query (M, D) -> (M, B, D)."""
     x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
     return torch.einsum("mbt,mbtd->mbd", attention_weights(x, mask, query), x0)
+
+
+def utterance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = UTTERANCE_NORM_EPS) -> torch.Tensor:
+    """Eq. F3: each utterance's valid frames z-scored with the mean and (biased) variance of all their T x D values,
+    as ``F.layer_norm(frames, frames.shape)`` on the unpadded frames; x (..., T, D), mask (..., T) -> x's shape, 0 at
+    padded positions."""
+    m = mask.unsqueeze(-1).to(x.dtype)  # (..., T, 1)
+    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (..., T, D)
+    n = (m.sum((-2, -1)) * x.shape[-1]).clamp_min(1)  # (...,) valid values
+    mu = x0.sum((-2, -1)) / n  # (...,)
+    var = (((x0 - mu[..., None, None]) * m) ** 2).sum((-2, -1)) / n  # (...,)
+    return (x0 - mu[..., None, None]) * torch.rsqrt(var + eps)[..., None, None] * m
+
+
+def frame_mlp_pool(x: torch.Tensor, mask: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+    """Eq. F4: masked mean over valid t of relu(x_t W1 + b1); x (M, B, T, D), mask (M, B, T), w1 (M, D, H),
+    b1 (M, 1, H) -> (M, B, H). Padded frames are zeroed first (NaN padding must not reach the gradient of W1)."""
+    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    h = torch.einsum("mbtd,mdh->mbth", x0, w1).add_(b1.unsqueeze(1)).relu_()  # (M, B, T, H)
+    return masked_mean(h, mask, dim=-2)  # (M, B, H)
 
 
 def pooled_mean(X: torch.Tensor, chunk: int = 1024) -> torch.Tensor:

@@ -11,10 +11,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from trainer.frames import HEADS, attentive_pool, frame_mask, masked_mean, pooled_mean
+from trainer.frames import (HEADS, attentive_pool, frame_mask, frame_mlp_pool, masked_mean, pooled_mean,
+                            utterance_norm)
 
 
 def chunk_rows(X: torch.Tensor, budget: int = 2**22) -> int:
@@ -65,7 +67,9 @@ class StackedMLP(nn.Module):
 
     With ``head`` 'mean' or 'attention' (ours, ``--head``; trainer.frames) the input is padded frames (M, B, T, D)
     with NaN at padded positions: member r pools its valid frames (masked mean, eq. F1, or attentive pooling with
-    its own learned query ``query[r]``, eq. F2, trained with the MLP), then runs the MLP on the pooled vector.
+    its own learned query ``query[r]``, eq. F2, trained with the MLP), then runs the MLP on the pooled vector. With
+    'emobox' (EmoBox's classifier) it layer-normalises each utterance (eq. F3), applies the first layer and ReLU
+    to every frame and averages those (eq. F4) before the output layer.
     """
 
     def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, n_layers: int = 0,
@@ -144,7 +148,10 @@ class StackedMLP(nn.Module):
             x = attentive_pool(x, mask, self.query)  # (M, B, D)
         if self.layer_logits is not None:
             x = torch.einsum("mbld,ml->mbd", x, self.layer_weights())  # (M, B, D)
-        h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
+        if self.head == "emobox":  # EmoBox: utterance layer norm, first layer on every frame, then the mean
+            h = frame_mlp_pool(utterance_norm(x, mask), mask, self.w1, self.b1)  # (M, B, H)
+        else:
+            h = torch.baddbmm(self.b1, x, self.w1).relu_()  # (M, B, H)
         return torch.baddbmm(self.b2, h, self.w2)  # (M, B, C)
 
     @torch.no_grad()
@@ -152,7 +159,7 @@ class StackedMLP(nn.Module):
         """Logits of member r on rows X[idx[r]]; X (N, D), idx (M, T) -> (M, T, C)."""
         chunk = chunk or chunk_rows(X)
         outs = [self(X[idx[:, s:s + chunk]]) for s in range(0, idx.shape[1], chunk)]
-        return torch.cat(outs, 1)
+        return torch.cat(outs, 1) if outs else torch.zeros(idx.shape[0], 0, self.w2.shape[-1])  # no rows: (M, 0, C)
 
     @torch.no_grad()
     def predict_all(self, X: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -228,9 +235,21 @@ class SavedRun:
         raise KeyError(f"no saved run fold {fold} seed {seed}; saved: {saved}")
 
     @torch.no_grad()
-    def probabilities(self, X: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of every saved run on rows X (N, [L,] D) of the run's inputs -> (M, N, C)."""
-        return self.model.predict_all(X).softmax(-1)
+    def probabilities(self, X):
+        """Class probabilities of every saved run on rows X (N, [L,] D) of the run's inputs -> (M, N, C).
+
+        ``X`` is a torch tensor or anything numpy reads as an array (``store.pooled`` returns float32 numpy); it is
+        computed in float32 and returned as the type it came in (a numpy array for numpy input)."""
+        as_numpy = not isinstance(X, torch.Tensor)
+        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)) if as_numpy else X.float()
+        want = 3 if self.model.layer_logits is not None else 2
+        dim = self.model.w1.shape[1]
+        if x.dim() != want or x.shape[-1] != dim:
+            shape = "(N, L, D)" if want == 3 else "(N, D)"
+            raise ValueError(f"saved model: X of shape {tuple(x.shape)}; this model reads {shape} rows with D = "
+                             f"{dim}")
+        P = self.model.predict_all(x).softmax(-1)  # (M, N, C)
+        return P.numpy() if as_numpy else P
 
 
 def load_saved(folder: str | Path) -> SavedRun:

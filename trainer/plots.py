@@ -1,5 +1,6 @@
-"""Figures beside the results, each as PNG and PDF: training curves by epoch, the confusion matrix, the layer
-weights (matplotlib Agg)."""
+"""Figures beside the results, each as PNG and PDF (matplotlib Agg): for a paper, the learning curve (train /
+validation / test macro-F1 by epoch with the stage boundary) and the confusion matrix, titled with method, dataset
+and features; the diagnostic dashboard (every curve a run logs); the layer weights."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def _has(df: pd.DataFrame, col: str) -> bool:
 
 
 def curve_panels(df: pd.DataFrame) -> list[list[tuple[str, str, list[tuple[str, str, str]], pd.DataFrame]]]:
-    """The panels of curves.png by row, only those with data: (title, y label, [(column, line style, legend
+    """The panels of diagnostics.png by row, only those with data: (title, y label, [(column, line style, legend
     suffix)], rows drawn). Row 1: one loss panel per stage (the supervised cross-entropy and a stage-2 objective
     have different scales, so each has its own axes), the reward (only when the method has one), the training
     confidence, macro-F1 by split (test solid, val dashed). Row 2: the collapse diagnostics on the pool (solid)
@@ -67,13 +68,20 @@ def curve_panels(df: pd.DataFrame) -> list[list[tuple[str, str, list[tuple[str, 
         lines = [(f"{s}_{col}", st, f" ({s})") for s, st in (("pool", "-"), ("test", "--")) if _has(df, f"{s}_{col}")]
         if lines:
             diag.append((f"{label}: pool solid, test dashed", unit, lines, df))
-    extra = [(label, c, [(c, "-", "")], df) for c, label in EXTRA_PANELS if _has(df, c)]
+    extra = [(label, c, [(c, "-", "")], df) for c, label in EXTRA_PANELS if _has(df, c) and c not in zero_curves(df)]
     return [row for row in (top, diag, extra) if row]
 
 
-def curves_figure(curves: list[dict], title: str = ""):
-    """The curves.png figure (see ``curve_panels``; predicted-class shares on the pool lead the diagnostics row).
-    Lines: mean over the runs; bands: min..max over them (said in the caption)."""
+def zero_curves(df: pd.DataFrame) -> list[str]:
+    """EXTRA_PANELS columns that are 0 in every epoch of every run (approx_kl and clip_frac at mu = 1): not drawn,
+    named in the dashboard's caption instead."""
+    return [c for c, _ in EXTRA_PANELS if _has(df, c) and (pd.to_numeric(df[c], errors="coerce").fillna(0) == 0).all()]
+
+
+def curves_figure(curves: list[dict], title: str = "", footer: str = ""):
+    """The diagnostics.png dashboard (see ``curve_panels``; predicted-class shares on the pool lead the diagnostics
+    row). Lines: mean over the runs; bands: min..max over them (said in the caption, with ``footer``, e.g. the run
+    folder, and the algorithm curves left out for being 0 throughout)."""
     df = pd.DataFrame(curves)
     rows = curve_panels(df)
     shares = [c for c in df.columns if c.startswith("pool_share_") and _has(df, c)]
@@ -98,55 +106,122 @@ def curves_figure(curves: list[dict], title: str = ""):
         for ax in axes[i, len(row):]:
             ax.remove()  # no empty panels
     n = df.groupby(["fold", "seed"]).ngroups if {"fold", "seed"} <= set(df) else 0
-    fig.suptitle(title, fontsize=9)
-    fig.text(0.5, 0.005, f"Lines: mean over {n} runs (folds x seeds); shaded bands: {BAND} over the runs.",
-             ha="center", va="bottom", fontsize=8)
+    fig.suptitle(title, fontsize=12)
+    zeros = zero_curves(df)
+    note = f" {', '.join(zeros)}: 0 in every epoch (mu = 1), not drawn." if zeros else ""
+    fig.text(0.5, 0.005, f"Lines: mean over {n} runs (folds x seeds); shaded bands: {BAND} over the runs.{note}"
+             + (f"  {footer}" if footer else ""), ha="center", va="bottom", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, dpi: int = 90) -> Path:
     """The figure as PNG at ``path`` and as PDF beside it."""
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path
 
 
-def plot_curves(curves: list[dict], path: str | Path, title: str = "") -> Path:
-    """curves.png (and curves.pdf): ``curves_figure``."""
-    return _save(curves_figure(curves, title), path)
+def plot_curves(curves: list[dict], path: str | Path, title: str = "", footer: str = "") -> Path:
+    """diagnostics.png (and .pdf): ``curves_figure``."""
+    return _save(curves_figure(curves, title, footer), path)
 
 
-def confusion_figure(cm: np.ndarray, classes, title: str = "", n_runs: int | None = None):
+def run_titles(cfg) -> tuple[str, str]:
+    """(title, subtitle) of a run's figures from its TrainConfig: 'B-GRPO on urdu (fbank-stats features)', and the
+    labels and settings that tell the run apart ('six labels, r1, positive'), never the hashed folder name."""
+    from trainer.tables import METHOD_NAMES, REFERENCE_NAMES
+
+    name = {**METHOD_NAMES, **REFERENCE_NAMES}.get(cfg.method, cfg.method).split(" (")[0]
+    head = f"{cfg.method}_{cfg.model}_{cfg.dataset}_"
+    rest = cfg.readable_name[len(head):] if cfg.readable_name.startswith(head) else cfg.labels
+    parts = rest.split("_")
+    parts[0] = f"{parts[0]} labels"
+    return f"{name} on {cfg.dataset} ({cfg.model} features)", ", ".join(parts)
+
+
+PAPER_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+            "ytick.labelsize": 10, "legend.fontsize": 9.5}
+"""Font sizes of the paper figures (a 6.4 x 4.2 in figure scaled to a column stays readable)."""
+SPLIT_STYLE = {"train": ("train (labelled rows)", ":", "C2"), "val": ("validation", "--", "C1"),
+               "test": ("test", "-", "C0")}
+"""Learning-curve lines: split -> (legend, line style, colour)."""
+
+
+def stage_boundaries(df: pd.DataFrame) -> list[tuple[int, str]]:
+    """(first epoch, stage) of every stage after the first, in training order."""
+    if "stage" not in df or df.empty:
+        return []
+    first = df.groupby("stage", sort=False)["epoch"].min().sort_values()
+    return [(int(e), st) for st, e in first.iloc[1:].items()]
+
+
+def learning_curve_figure(curves: list[dict], title: str = "", subtitle: str = ""):
+    """The paper's learning curve: macro-F1 (%) by epoch on each run's labelled training rows, its validation rows
+    (when it has them) and its test rows; lines are the mean over the runs, bands their min..max; a dotted vertical
+    line where each later stage begins (e.g. B-GRPO's stage 2 after the supervised baseline)."""
+    df = pd.DataFrame(curves)
+    with plt.rc_context(PAPER_RC):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        n = df.groupby(["fold", "seed"]).ngroups if {"fold", "seed"} <= set(df) else 0
+        for split, (label, style, color) in SPLIT_STYLE.items():
+            col = f"{split}_macro_f1"
+            if not _has(df, col):
+                continue
+            s = (df.groupby("epoch")[col].agg(["mean", "min", "max"]) * 100).dropna()
+            ax.plot(s.index, s["mean"], style, color=color, lw=1.8, label=label)
+            ax.fill_between(s.index, s["min"], s["max"], color=color, alpha=0.12, lw=0)
+        for epoch, stage in stage_boundaries(df):
+            ax.axvline(epoch - 0.5, color="0.3", ls=(0, (2, 2)), lw=1.2)
+            ax.annotate(f" {stage} from epoch {epoch}", (epoch - 0.5, 0.98), xycoords=("data", "axes fraction"),
+                        ha="left", va="top", fontsize=9.5, color="0.25")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("macro-F1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", title=f"mean over {n} runs; band: min-max" if n else None,
+                  title_fontsize=9)
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=12)
+        fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(curves: list[dict], path: str | Path, title: str = "", subtitle: str = "") -> Path:
+    """learning_curve.png (and .pdf): ``learning_curve_figure``."""
+    return _save(learning_curve_figure(curves, title, subtitle), path, dpi=150)
+
+
+def confusion_figure(cm: np.ndarray, classes, title: str = "", n_runs: int | None = None, subtitle: str = ""):
     """Row-normalised confusion matrix (true x predicted; each row sums to 1) with the counts in each cell, a
-    colorbar, and a caption saying how many runs' test predictions it sums."""
+    colorbar, and a caption saying how many runs' test predictions it sums; paper font sizes."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 3, 1.1 * len(classes) + 2))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's test utterances")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=8)
-    runs = f"summed over {n_runs} runs" if n_runs else "summed over the runs"
-    fig.text(0.5, 0.01, f"Rows normalised (share, count in brackets); test predictions {runs}.", ha="center",
-             va="bottom", fontsize=8)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    k = len(classes)
+    with plt.rc_context(PAPER_RC):
+        fig, ax = plt.subplots(figsize=(max(4.8, 0.95 * k + 2.6), max(4.2, 0.95 * k + 1.9)))
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's test utterances")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center",
+                        fontsize=9 if k <= 7 else 7, color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=12)
+        runs = f"summed over {n_runs} runs" if n_runs else "summed over the runs"
+        fig.text(0.5, 0.01, f"Rows normalised (share, count in brackets); test predictions {runs}.", ha="center",
+                 va="bottom", fontsize=9)
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
 def plot_confusion(cm: np.ndarray, classes, path: str | Path, title: str = "",
-                   n_runs: int | None = None) -> Path:
+                   n_runs: int | None = None, subtitle: str = "") -> Path:
     """confusion.png (and confusion.pdf): ``confusion_figure``."""
-    return _save(confusion_figure(cm, classes, title, n_runs), path)
+    return _save(confusion_figure(cm, classes, title, n_runs, subtitle), path, dpi=150)
 
 
 def plot_layer_weights(layer_weights: dict, path: str | Path, title: str = "") -> Path:

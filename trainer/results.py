@@ -151,6 +151,7 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
                               and under_trained([e[r] for e in losses])),
             **({"epochs": int(trained[r])} if trained is not None else {}),
             **(agree(r) if agree else {}),
+            **(ctx.row_columns[stage][r] if stage in ctx.row_columns else {}),
         })
     return rows, cm
 
@@ -268,13 +269,61 @@ def write(result: Result, out: str | Path | None = None) -> Path:
     return d
 
 
-def _plot(result: Result, curves: list[dict], d: Path) -> None:
-    """curves.png, confusion.png (and PDFs), layer_weights.png with --layer weighted (matplotlib, imported here)."""
-    from trainer.plots import plot_confusion, plot_curves, plot_layer_weights
+FIGURES = ("learning_curve", "confusion", "diagnostics")
+"""The figures of a run folder (each .png and .pdf): the paper's learning curve and confusion matrix, and the
+diagnostic dashboard; layer_weights too with --layer weighted."""
 
-    cfg = result.cfg
-    plot_curves(curves, d / "curves.png", title=cfg.run_name)
-    plot_confusion(result.confusions["final"], result.classes, d / "confusion.png", title=cfg.run_name,
-                   n_runs=sum(r["stage"] == "final" and r["method"] == cfg.method for r in result.rows))
-    if result.layer_weights:
-        plot_layer_weights(result.layer_weights, d / "layer_weights.png", title=cfg.run_name)
+
+def _plot(result: Result, curves: list[dict], d: Path) -> None:
+    """The run's figures (FIGURES, matplotlib imported here)."""
+    n_runs = sum(r["stage"] == "final" and r["method"] == result.cfg.method for r in result.rows)
+    draw_figures(result.cfg, curves, result.confusions["final"], result.classes, n_runs, d, result.layer_weights)
+
+
+def draw_figures(cfg: TrainConfig, curves: list[dict], cm: np.ndarray, classes, n_runs: int, d: Path,
+                 layer_weights: dict | None = None, diagnostics: bool = True) -> list[Path]:
+    """learning_curve, confusion (titled with method, dataset and features: plots.run_titles) and diagnostics
+    (the dashboard) as PNG + PDF in ``d``; layer_weights with learnt layer weights."""
+    from trainer.plots import plot_confusion, plot_curves, plot_layer_weights, plot_learning_curve, run_titles
+
+    title, subtitle = run_titles(cfg)
+    paths = [plot_learning_curve(curves, d / "learning_curve.png", title, subtitle),
+             plot_confusion(cm, classes, d / "confusion.png", title=title, n_runs=n_runs, subtitle=subtitle)]
+    if diagnostics:
+        paths.append(plot_curves(curves, d / "diagnostics.png", title=f"{title}: training diagnostics ({subtitle})",
+                                 footer=f"Run folder {cfg.run_name}."))
+    if layer_weights:
+        paths.append(plot_layer_weights(layer_weights, d / "layer_weights.png", title=title))
+    return paths
+
+
+def replot(folder: str | Path, out: str | Path | None = None, diagnostics: bool = False) -> list[Path]:
+    """`trainer plot`: the figures of a written run folder again, from its curves.csv and results.json (runs written
+    before these figures existed too), into ``out`` (default: the folder itself)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "results.json").read_text())
+        curves = pd.read_csv(folder / "curves.csv").to_dict("records")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{folder}: not a run folder of `trainer run` (needs results.json and curves.csv): "
+                        f"{type(e).__name__}") from None
+    cfg = config_of(meta.get("config", {}))
+    d = Path(out) if out else folder
+    d.mkdir(parents=True, exist_ok=True)
+    cm = np.asarray(meta["confusion"]["final"])
+    n_runs = sum(r.get("stage") == "final" and r.get("method") == cfg.method for r in meta.get("rows", []))
+    return draw_figures(cfg, curves, cm, meta["classes"], n_runs, d, meta.get("layer_weights"), diagnostics)
+
+
+def config_of(config: dict) -> TrainConfig:
+    """The TrainConfig of a results.json 'config' (the shared settings and its method's options); a DataError
+    when the method or a setting is unknown here."""
+    from trainer.config import SHARED, method_options
+
+    try:
+        method = config["method"]
+        kw = {k: v for k, v in config.items() if k in SHARED or k in method_options(method)}
+        kw["seeds"] = tuple(kw.get("seeds", (0,)))
+        return TrainConfig(method, **kw)
+    except (KeyError, ValueError, TypeError) as e:
+        raise DataError(f"results.json config: {e}") from None

@@ -382,6 +382,73 @@ def generic(df, datasets, style):
     return f"Results ({style.unit})", (["run"] + datasets, _grid(df, specs, datasets, style))
 
 
+PUBLISHED_FILE = "emobox_published.csv"
+"""EmoBox's published numbers (manifests/): corpus, encoder, ua, wa, macro_f1 (percent), source, source_url."""
+EMOBOX_METRICS = (("ua", "UA %"), ("wa", "WA %"), ("macro_f1", "macro-F1 %"))
+EPOCH_NAMES = {"last": "last epoch", "val": "best-validation epoch"}
+POOLED_PREFIX = "emobox_pooled_"
+"""Columns of EmoBox's released scoring (every epoch's test predictions pooled; trainer.algorithms.emobox)."""
+
+
+def published_file() -> Path:
+    """manifests/emobox_published.csv of this source tree, else the installed package's copy."""
+    src = Path(__file__).resolve().parents[1] / "manifests" / PUBLISHED_FILE
+    if src.is_file():
+        return src
+    from importlib import resources
+
+    return Path(str(resources.files("emocache.manifests").joinpath(PUBLISHED_FILE)))
+
+
+def published_numbers(path: str | Path | None = None) -> pd.DataFrame:
+    """EmoBox's published UA / WA / macro-F1 (percent) per corpus and encoder, each row with its source."""
+    df = pd.read_csv(path or published_file(), comment="#", dtype={"corpus": str, "encoder": str})
+    need = {"corpus", "encoder", "ua", "wa", "macro_f1", "source", "source_url"}
+    if not need <= set(df.columns) or df.source.isna().any():
+        raise ValueError(f"{path or published_file()}: needs the columns {', '.join(sorted(need))} and a source "
+                         "on every row")
+    return df
+
+
+def _mean_pct(g: pd.DataFrame, metric: str) -> float:
+    """The mean a cell shows: fold mean per seed, then over seeds, in %."""
+    return float(g.groupby("seed")[metric].mean().mean() * 100)
+
+
+def emobox(df, datasets, style):
+    """Each (corpus, encoder, method) of the rows beside EmoBox's published numbers for that corpus and encoder:
+    ours at the reported epoch, ours with EmoBox's released scoring (emobox rows), EmoBox's published row with its
+    source and the difference in points, or a line saying EmoBox published none."""
+    pub = published_numbers()
+    rows = []
+    for ds in datasets:
+        for (model, method), g in df[df.dataset == ds].groupby(["model", "method"], sort=False):
+            first = [ds, model]
+            rows.append(first + [f"ours: {method}, {EPOCH_NAMES.get(style_select(g), 'mixed epochs')}"]
+                        + [cell(g, Style(m)) for m, _ in EMOBOX_METRICS])
+            if all(f"{POOLED_PREFIX}{m}" in g and g[f"{POOLED_PREFIX}{m}"].notna().all() for m, _ in EMOBOX_METRICS):
+                rows.append(["", "", "ours: EmoBox's released scoring (test predictions of every epoch pooled)"]
+                            + [cell(g, Style(f"{POOLED_PREFIX}{m}")) for m, _ in EMOBOX_METRICS])
+            p = pub[(pub.corpus == ds) & (pub.encoder == model)]
+            if p.empty:
+                rows.append(["", "", f"EmoBox published: none for {model} on {ds}", "-", "-", "-"])
+                continue
+            p = p.iloc[0]
+            rows.append(["", "", f"EmoBox published ({p.source.split(',')[0]}: {p.source_url})"]
+                        + [f"{p[m]:.2f}" for m, _ in EMOBOX_METRICS])
+            rows.append(["", "", "Δ ours − published (points)"]
+                        + [f"{_mean_pct(g, m) - p[m]:+.1f}" for m, _ in EMOBOX_METRICS])
+    title = ("EmoBox comparison: our runs beside EmoBox's published intra-corpus results (UA / WA / macro-F1 %; "
+             f"published numbers and their sources: manifests/{PUBLISHED_FILE})")
+    return title, (["corpus", "encoder", "result"] + [h for _, h in EMOBOX_METRICS], rows)
+
+
+def style_select(g: pd.DataFrame) -> str:
+    """The epoch selection of a cell's rows ('last' when the rows do not say)."""
+    sel = set(g["select"].replace("", "last")) if "select" in g else {"last"}
+    return sel.pop() if len(sel) == 1 else "mixed"
+
+
 SELECTION = {"last": "last epoch (the paper's protocol)",
              "val": "best validation epoch per run (validation rows held out of the labelled rows)"}
 ORACLE_NOTE = ("**optimistic (--oracle)**: best TEST epoch per run and stage, what a script that scores every "
@@ -389,7 +456,7 @@ ORACLE_NOTE = ("**optimistic (--oracle)**: best TEST epoch per run and stage, wh
 
 
 RENDER = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
-          "generic": generic}
+          "generic": generic, "emobox": emobox}
 
 
 def render(df: pd.DataFrame, layout: str = "auto", stage: str = "final", oracle: bool = False,

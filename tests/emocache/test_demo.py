@@ -78,13 +78,58 @@ def test_folds_are_speaker_independent(demo_corpus):
 
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, run_cli):
-    p = run_cli("demo", "--out", tmp_path / "d", "--no-progress", timeout=600)  # ~40 s on 2 quiet cores
+    """The table, its reading, the results folder and the next command on stdout; progress on stderr. About 40 s
+    on 2 quiet cores (docs/BENCHMARKS.md, demo)."""
+    p = run_cli("demo", "--out", tmp_path / "d", timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
-    out = p.stdout + p.stderr
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    assert {"Baseline", "DINO", "Same epochs", "Full labeled", "B-GRPO"} <= set(rows), out
+    rows = {line.split("|")[1].strip(): line for line in p.stdout.splitlines() if line.startswith("| ")}
+    assert {"Baseline", "DINO", "Same epochs", "Full labeled", "B-GRPO"} <= set(rows), p.stdout
     f1 = {k: float(v.split("|")[2].split("±")[0]) for k, v in rows.items() if k not in ("method", "---")}
     assert f1["Full labeled"] > 100 / 6 + 10, f1  # well above chance on six balanced classes
     assert rows["B-GRPO"].strip() in (tmp_path / "d" / "table.md").read_text()
-    assert len(list((tmp_path / "d" / "results").rglob("results.json"))) == 5
-    assert list((tmp_path / "d" / "results").rglob("confusion.png"))
+    assert f"at {f1['Same epochs']:.1f} macro-F1" in p.stdout and f"ends at {f1['B-GRPO']:.1f}" in p.stdout
+    results = (tmp_path / "d" / "results").resolve()
+    assert f"Results: {results}" in p.stdout and f"trainer table {results} --compare same-epochs" in p.stdout
+    assert "| B-GRPO" not in p.stderr and "fbank-stats: 576 utterances extracted" in p.stderr
+    assert len(list(results.rglob("results.json"))) == 5
+    assert len(list(results.rglob("confusion.png"))) == 5 and len(list(results.rglob("learning_curve.pdf"))) == 5
+
+
+def test_demo_routes_table_and_reading_apart_from_progress(tmp_path):
+    """run_demo on a small corpus (1 utterance per speaker and emotion, one seed): table, reading, folder and next
+    command through ``show``; progress through ``echo``; figures per method."""
+    from trainer.demo import run_demo
+
+    shown, progress = [], []
+    table = run_demo(tmp_path / "d", progress=False, per_class=1, seeds=(0,), echo=progress.append,
+                     show=shown.append)
+    text = "\n".join(shown)
+    assert text.startswith(table) and "Reading: Same epochs" in text and "Next:" in text
+    assert any(s.startswith("baseline: 3 rows in") for s in progress) and not any("Reading" in s for s in progress)
+    results = (tmp_path / "d" / "results").resolve()
+    assert f"Results: {results}" in text
+    assert len(list(results.rglob("learning_curve.png"))) == 5 and not list(results.rglob("diagnostics.png"))
+
+
+def _rows(f1: dict[str, list[float]], collapsed: int = 0) -> "pd.DataFrame":
+    import pandas as pd
+
+    rows = []
+    for method, vals in f1.items():
+        for i, v in enumerate(vals):
+            rows.append({"stage": "final", "method": method, "fold": 1 + i // 3, "seed": i % 3, "macro_f1": v / 100,
+                         "collapsed": method == "b-grpo" and i < collapsed, "under_trained": False})
+    return pd.DataFrame(rows)
+
+
+def test_reading_is_phrased_from_the_numbers():
+    from trainer.demo import reading
+
+    base = {"baseline": [50, 52, 54, 50, 52, 54], "same-epochs": [60, 61, 62, 60, 61, 62],
+            "full-labeled": [70] * 6, "dino": [49] * 6}
+    low = reading(_rows({**base, "b-grpo": [40, 41, 42, 40, 41, 42]}, collapsed=2))
+    assert "is the bar B-GRPO must clear, at 61.0 macro-F1" in low and "ends at 41.0" in low
+    assert "-20.0 points [-20.0, -20.0] (below Same epochs, 6 paired runs)" in low
+    assert "flags 2 of B-GRPO's 6 runs (⚠2/6 in the table)" in low
+    high = reading(_rows({**base, "b-grpo": [62, 63, 64, 62, 63, 64]}))
+    assert "+2.0 points [+2.0, +2.0] (above Same epochs" in high and "None of B-GRPO's 6 runs is flagged" in high

@@ -19,7 +19,7 @@ COLUMNS = {"method", "model", "dataset", "fold", "seed", "reward", "teacher", "a
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "reference"])
 def test_each_method_gives_rows_per_fold_and_seed(base_kw, method):
-    extra = {"teacher": "t"} if method == "teacher" else {}
+    extra = {"teacher": {"teacher": "t"}, "emobox": {"labeled_fraction": 1.0}}.get(method, {})
     res = experiment.run(TrainConfig(method=method, seeds=(0, 1), **base_kw, **extra))
     final = [r for r in res.rows if r["stage"] == "final"]
     assert len(final) == 4 and {(r["fold"], r["seed"]) for r in final} == {(1, 0), (1, 1), (2, 0), (2, 1)}
@@ -27,18 +27,19 @@ def test_each_method_gives_rows_per_fold_and_seed(base_kw, method):
     for r in final:
         assert 0 <= r["macro_f1"] <= 1 and 0 <= r["ua"] <= 1 and 0 <= r["wa"] <= 1
         n_train = r["n_train_labeled"]
-        if method == "full-labeled":
+        if method in ("full-labeled", "emobox"):
             assert r["n_unlabeled"] == 0 and 80 < n_train < 120
         else:
             assert 35 < n_train < 60
         if method in ("dino", "b-grpo"):
             assert abs(r["n_unlabeled"] - n_train) <= 4
-    epochs = base_kw["epochs_baseline"] + (0 if method in ("baseline", "teacher") else base_kw["epochs_stage2"])
+    one_stage = method in ("baseline", "teacher", "emobox")
+    epochs = base_kw["epochs_baseline"] + (0 if one_stage else base_kw["epochs_stage2"])
     assert max(c["epoch"] for c in res.curves) == epochs
 
 
 def test_unknown_method_lists_known():
-    with pytest.raises(ValueError, match="unknown method 'ppo'; known: b-grpo, baseline, dino, fixmatch, full-labeled"):
+    with pytest.raises(ValueError, match="unknown method 'ppo'; known: b-grpo, baseline, dino, emobox, fixmatch"):
         get_method("ppo")
     with pytest.raises(ValueError, match="known: .*pseudo-label, reference, same-epochs, teacher"):
         TrainConfig(method="ppo")
@@ -88,12 +89,12 @@ def test_unlabeled_from_another_corpus_and_full_labels(base_kw):
 def test_write_results_with_config_curves_and_plots(base_kw, tmp_path):
     cfg = TrainConfig(method="b-grpo", **{**base_kw, "plots": True, "out": str(tmp_path)})
     d = experiment.write(experiment.run(cfg))
-    assert {p.name for p in d.iterdir()} >= {"results.csv", "results.json", "curves.csv", "curves.png",
-                                             "confusion.png"}
+    figures = {f"{f}.{x}" for f in ("learning_curve", "confusion", "diagnostics") for x in ("png", "pdf")}
+    assert {p.name for p in d.iterdir()} >= {"results.csv", "results.json", "curves.csv"} | figures
     meta = json.loads((d / "results.json").read_text())
     assert meta["config"]["method"] == "b-grpo" and meta["config"]["beta"] == 0.04
     assert len(meta["rows"]) == 4 and "m/ds" in meta["provenance"]
-    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (d / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bgrpo_warns_when_no_reward_was_ever_paid(base_kw):

@@ -159,6 +159,14 @@ def test_predictions_csv_and_saved_model_reproduce_the_rows(synth, tmp_path):
     assert saved.config["select"] == "val" and saved.model.standardized
     row_of = {k: i for i, k in enumerate(feats.keys)}
     P = saved.probabilities(feats.X)  # (M, N, C)
+    keys, X_np = open_store(synth["store"]).pooled("m", "hard")  # numpy float32, as docs/TRAINER.md shows
+    assert isinstance(X_np, np.ndarray) and keys == list(feats.keys)
+    P_np = saved.probabilities(X_np)
+    assert isinstance(P_np, np.ndarray) and P_np.shape == tuple(P.shape)
+    np.testing.assert_array_equal(P_np, P.numpy())
+    np.testing.assert_array_equal(saved.probabilities(X_np.astype(np.float64)), P_np)  # computed in float32
+    with pytest.raises(ValueError, match=r"reads \(N, D\) rows with D = "):
+        saved.probabilities(X_np[:, :3])
     names = np.asarray(saved.classes)
     for (fold, seed), g in pred[pred.stage == "final"].groupby(["fold", "seed"]):
         q = P[saved.index(fold, seed), [row_of[k] for k in g.key]].numpy()

@@ -44,8 +44,9 @@ def test_run_writes_results_for_every_method(runs):
     assert len(dirs) == 5 and all(re.fullmatch(r".+_[0-9a-f]{8}", d) for d in dirs)
     df = pd.read_csv(run_dir(runs, "b-grpo_m_ds_six_r1_positive") / "results.csv")
     assert len(df[df.stage == "final"]) == 4 and df.macro_f1.between(0, 1).all()
-    assert (run_dir(runs, "dino_m_ds_six") / "curves.png").exists()
-    for name in ("curves.png", "curves.pdf", "confusion.png", "confusion.pdf"):
+    assert (run_dir(runs, "dino_m_ds_six") / "diagnostics.png").exists()
+    for name in ("learning_curve.png", "learning_curve.pdf", "diagnostics.png", "diagnostics.pdf", "confusion.png",
+                 "confusion.pdf"):
         assert (run_dir(runs, "b-grpo_m_ds_six_r1_positive") / name).stat().st_size > 1000, name
     curves = pd.read_csv(run_dir(runs, "b-grpo_m_ds_six_r1_positive") / "curves.csv")
     assert list(curves.columns[:2]) == ["method", "model"] and set(curves.method) == {"b-grpo"}
