@@ -136,7 +136,7 @@ class TrainConfig:
     its speaker's statistics: training speakers from the run's training rows, test speakers from their own
     test rows; transductive, features only)."""
     head: str = option("pooled", choices=HEADS)
-    """How the policy reads an utterance. 'pooled' (the entry's pooled vector, the paper), or its stored frames
+    """Policy head. How the policy reads an utterance: 'pooled' (the entry's pooled vector, the paper), or its stored frames
     pooled by a masked 'mean' or by 'attention' with a learned query per run (ours), or 'emobox' (EmoBox's
     classifier: utterance layer norm, first layer on every frame, masked mean; trainer.frames); frame heads need an
     entry with frames, --layer last and no --normalize speaker, and a teacher reads its frames alike."""
