@@ -269,14 +269,16 @@ def compile_note(row: dict) -> str:
     head = f"{row['model']}: "
     if row.get("compile_error"):
         return head + f"compile failed, ran eager: {row['compile_error']}"
-    if not row.get("compiled"):
+    if row.get("compiled_audio_s_per_s") is None:
         return head + "not compiled (--compile off, or auto on the CPU)"
     be = row.get("compile_break_even_audio_s")
     pays = (f"it pays for itself after {be:,.0f} s of audio ({be / 3600:.2g} h)" if be
             else "compiled is not faster here, so it never pays for itself")
     return (head + f"compile {row['compile_s']:.1f} s for {row['compile_graphs']} graph(s), paid once per process "
             f"in the untimed warm-up and in no timing above; {pays}; model alone "
-            f"{row['eager_model_audio_s_per_s']:.4g} -> {row['compiled_model_audio_s_per_s']:.4g} audio-s/s")
+            f"{row['eager_model_audio_s_per_s']:.4g} -> {row['compiled_model_audio_s_per_s']:.4g} audio-s/s"
+            + ("" if row.get("compiled") else "; the batched columns show eager, the mode --compile auto runs "
+               "for this encoder"))
 
 
 def plan_padding(model: str, manifests: list[str], budgets: tuple[float, ...] = (240.0, 480.0, 960.0),

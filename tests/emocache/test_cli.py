@@ -329,6 +329,7 @@ def test_bench_model_runs_the_extraction_loop(cli, monkeypatch):
     code, out = cli("bench", "--model", "wavlm-base-plus", "--tiny", "--n", "6", "--device", "cpu", "--compile", "on")
     assert code == 0, out
     assert calls == [6] * 6 and "pays for itself" in out  # eager and compiled, each: warm-up, end to end, alone
+    assert "the mode --compile auto runs" in out  # WavLM's compile_pays is False: its production row is eager
     code, out = cli("bench", "--model", "fbank-stats", "--n", "4")
     assert code == 2 and "fbank-stats has no weights to batch" in _one_error_line(out)
     code, out = cli("bench", "--model", "wavlm-base-plus", "--tiny", "--compile", "sometimes")
