@@ -24,6 +24,7 @@ import trainer.algorithms
 from trainer.algorithms.base import (FLAT_FIELDS, METHODS, Method, Options, check_fields, field_docs, flag,
                                      get_method, option, option_fields)
 from trainer.data import SIX_CLASSES
+from trainer.devices import check_spec
 from trainer.frames import HEADS
 
 PLUGIN_GROUP = "trainer.methods"
@@ -112,6 +113,10 @@ class TrainConfig:
     threads: int = option(0, ge=0, hashed=False)
     """torch CPU threads (0 = all). 0 is every core this process may use; use 1 on a machine shared with other
     jobs (threads waiting on a busy core stall every step); pipeline cells on dask workers use 1."""
+    device: str = option("auto", hashed=False)
+    """Where the runs compute: auto, cpu, cuda or cuda:I. 'auto' is cuda when torch sees a GPU, else cpu; it changes
+    where a run computes, not its numbers (CPU and CUDA agree within float rounding where the method is
+    deterministic: docs/TRAINER.md, "Devices"), so it is in no run name or hash."""
     eval_every: int = option(1, ge=1)
     """Epochs between curve evaluations. The final epoch is always evaluated."""
     standardize: bool = False
@@ -170,6 +175,7 @@ class TrainConfig:
 
     def _validate(self):
         check_fields(self)
+        check_spec(self.device)
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed")
         if any(s < 0 for s in self.seeds):
@@ -263,10 +269,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Every setting by its flat name (results.json's config), in FLAT_FIELDS order (an option of no registered
-        method left out), then the settings added since; seeds as a list."""
+        method left out), then the settings added since (a method's options always, a shared field only away from
+        its default, as in ``settings``); seeds as a list."""
         mine, defaults = self.flat(), option_defaults()
+        shared = {f.name: f.default for f in dataclasses.fields(self)}
         d = {k: mine[k] if k in mine else defaults[k] for k in FLAT_FIELDS if k in mine or k in defaults}
-        d.update({k: v for k, v in mine.items() if k not in d})
+        d.update({k: v for k, v in mine.items() if k not in d and (k not in shared or v != shared[k])})
         d["seeds"] = list(self.seeds)
         return d
 

@@ -29,7 +29,7 @@ marks a stage under-trained."""
 def class_shares(pred: torch.Tensor, valid: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Predicted-class histogram of M runs as shares; pred, valid (M, T) -> (M, C), rows sum to 1."""
     m = pred.shape[0]
-    run = torch.arange(m).unsqueeze(1).expand_as(pred)  # (M, T)
+    run = torch.arange(m, device=pred.device).unsqueeze(1).expand_as(pred)  # (M, T)
     counts = torch.bincount((run * n_classes + pred)[valid], minlength=m * n_classes).view(m, n_classes)
     return counts.double() / counts.sum(1, keepdim=True).clamp_min(1)
 

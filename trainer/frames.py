@@ -146,7 +146,7 @@ def frame_std(X: torch.Tensor, pools: list[torch.Tensor]) -> torch.Tensor:
     for p in pools:
         x = X[p].float()  # (n, T, D)
         f = x[frame_mask(x)]  # (n_frames, D)
-        out.append(f.std(0) if len(f) > 1 else torch.zeros(X.shape[-1]))
+        out.append(f.std(0) if len(f) > 1 else torch.zeros(X.shape[-1], device=X.device))
     return torch.stack(out).nan_to_num(0.0)[:, None, None]
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from trainer.devices import place
 from trainer.diagnostics import class_shares, collapsed, entropy
 from trainer.metrics import macro_f1_batched
 
@@ -43,12 +44,14 @@ class EpochLog:
     probability (collapse diagnostics), macro-F1 where the set is labelled, and the collapse rule on 'pool'
     against ``prior`` (M, C), the class shares of each run's labelled rows. With a 'val' set it keeps, per
     stage, each run's best-validation epoch and the test predictions at it (ties go to the later epoch); it
-    also keeps each stage's best test epoch (reported only as the optimistic oracle).
+    also keeps each stage's best test epoch (reported only as the optimistic oracle). Its tensors live on the
+    device of ``y`` (the run's); per-step values are added there and read back once per epoch.
     """
 
     def __init__(self, y: torch.Tensor, sets: dict[str, EvalSet], classes: tuple[str, ...], runs: list[dict],
                  prior: torch.Tensor | None = None, eval_every: int = 1, bar=None, keep_weights: bool = False):
         self.y, self.sets, self.classes = y, sets, classes  # (N,)
+        self.device = y.device
         self.keep_weights = keep_weights
         """Also keep the model's weights at each run's best-validation epoch (--save-model with --select val)."""
         self.n_classes, self.runs, self.eval_every = len(classes), runs, max(1, eval_every)
@@ -69,7 +72,7 @@ class EpochLog:
 
     def _reset(self):
         m = len(self.runs)
-        self.loss, self.conf, self.reward, self.steps = (torch.zeros(m) for _ in range(4))
+        self.loss, self.conf, self.reward, self.steps = (torch.zeros(m, device=self.device) for _ in range(4))
         self.has_reward = False
         self.extra: dict[str, torch.Tensor] = {}
 
@@ -84,8 +87,8 @@ class EpochLog:
              reward: torch.Tensor | None = None, **extra: torch.Tensor):
         """Per-run (M,) values of one step; inactive runs are not counted. ``extra`` (each (M,), e.g.
         approx_kl=..., clip_frac=...) are averaged over the epoch's steps like the loss and written as
-        curves.csv columns of those names."""
-        a = active.to(loss.dtype)
+        curves.csv columns of those names. ``active`` may be a host tensor."""
+        a = place(active, self.device).to(loss.dtype)
         self.loss += loss.detach() * a
         self.conf += conf.detach() * a
         self.steps += a
@@ -93,7 +96,8 @@ class EpochLog:
             self.reward += reward.detach() * a
             self.has_reward = True
         for k, v in extra.items():
-            self.extra[k] = self.extra.get(k, torch.zeros(len(self.runs))) + v.detach().to(a.dtype) * a
+            v = place(v.detach(), self.device).to(a.dtype)
+            self.extra[k] = self.extra.get(k, torch.zeros(len(self.runs), device=self.device)) + v * a
 
     def end_epoch(self):
         self.epoch += 1
@@ -156,8 +160,8 @@ class EpochLog:
         ``test_prob`` (M, T, C) its test probabilities too."""
         b = store.get(self.stage)
         if b is None:
-            b = store[self.stage] = StageBest(torch.full_like(score, -1.0), torch.full(score.shape, -1),
-                                              test_pred.clone(), torch.full(score.shape, -1),
+            none = torch.full_like(score, -1, dtype=torch.long)  # (M,)
+            b = store[self.stage] = StageBest(torch.full_like(score, -1.0), none, test_pred.clone(), none.clone(),
                                               None if test_prob is None else test_prob.clone())
         b.improved = torch.where(score > b.score, torch.tensor(self.epoch), b.improved)
         better = score >= b.score  # (M,)

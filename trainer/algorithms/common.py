@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import torch
 
 from trainer.data import epoch_batches, run_multinomial, run_rand
+from trainer.devices import place
 from trainer.frames import frame_std, masked_mean
 
 
@@ -30,6 +31,7 @@ class LabelledStream:
     Run r cycles through its own rows ``pools[r]`` of ``X`` (N, D) / ``y`` (N,), a fresh permutation from its
     own ``gens[r]`` each pass (``trainer.data.epoch_batches``), and advances only on steps where it is active,
     so its batches do not depend on its stack neighbours. The last batch of a pass is shorter (padding invalid).
+    The rows are drawn on the host; each stacked batch's indices go to X's device in one copy.
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, pools: list[torch.Tensor], batch_size: int,
@@ -43,12 +45,14 @@ class LabelledStream:
                 yield idx[0], valid[0]
 
     def batch(self, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The next batch of each active run: x (M, B, D), y (M, B), valid (M, B) (inactive runs: all invalid)."""
+        """The next batch of each active run: x (M, B, D), y (M, B), valid (M, B) (inactive runs: all invalid);
+        ``active`` (M,) is a host tensor."""
         idx = torch.zeros(len(self.streams), self.batch_size, dtype=torch.long)  # (M, B)
         valid = torch.zeros(len(self.streams), self.batch_size, dtype=torch.bool)
         for r in _rows(active, len(self.streams)):
             i, v = next(self.streams[r])
             idx[r, :len(i)], valid[r, :len(v)] = i, v
+        idx, valid = place(idx, self.X.device), place(valid, self.X.device)
         return self.X[idx], self.y[idx], valid
 
 
@@ -57,24 +61,26 @@ def _rows(active: torch.Tensor | None, m: int) -> list[int]:
 
 
 def active_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], active: torch.Tensor | None = None,
-                high: int = 0) -> torch.Tensor:
+                high: int = 0, device: torch.device | None = None) -> torch.Tensor:
     """``trainer.data.run_rand`` drawn for the active runs only (others get 0; None = all), (M, *shape): a run's
-    generator advances only on its own steps, however many steps its stack neighbours take."""
+    generator advances only on its own steps, however many steps its stack neighbours take. Drawn on the host
+    (``active`` a host tensor) and sent to ``device`` (None: stays on the host)."""
     rows = _rows(active, len(gens))
     out = torch.zeros((len(gens), *shape), dtype=torch.long if kind == "randint" else torch.float32)
     if rows:
         out[rows] = run_rand(kind, shape, [gens[r] for r in rows], high)
-    return out
+    return out if device is None else place(out, device)
 
 
 def active_multinomial(p: torch.Tensor, gens: list[torch.Generator], active: torch.Tensor | None = None,
                        n: int | None = None) -> torch.Tensor:
     """``trainer.data.run_multinomial`` for the active runs only (others get class 0); p (M, B, C) -> (M, B), or
-    (M, B, n) with ``n`` draws per row."""
+    (M, B, n) with ``n`` draws per row; on p's device (``active`` a host tensor)."""
     rows = _rows(active, len(gens))
-    out = torch.zeros(p.shape[:2] + (() if n is None else (n,)), dtype=torch.long)
+    out = torch.zeros(p.shape[:2] + (() if n is None else (n,)), dtype=torch.long, device=p.device)
     if rows:
-        out[rows] = run_multinomial(p[rows], [gens[r] for r in rows], n)
+        out[place(torch.tensor(rows), p.device)] = run_multinomial(p[place(torch.tensor(rows), p.device)],
+                                                                  [gens[r] for r in rows], n)
     return out
 
 
@@ -85,9 +91,9 @@ def perturb(x: torch.Tensor, std: torch.Tensor, noise: float, p_drop: float, gen
     x (M, B, D); run r's draws come from its own ``gens[r]`` (active runs only); ``std`` broadcasts against x
     ((D,) or (M, 1, D)).
     """
-    v = x + active_rand("randn", x.shape[1:], gens, active) * (noise * std)
+    v = x + active_rand("randn", x.shape[1:], gens, active, device=x.device) * (noise * std)
     if p_drop > 0:
-        keep = active_rand("rand", x.shape[1:], gens, active) >= p_drop
+        keep = active_rand("rand", x.shape[1:], gens, active, device=x.device) >= p_drop
         v = v * keep / (1 - p_drop)
     return v
 
