@@ -59,11 +59,20 @@ def describe(device: torch.device) -> str:
     return f"cpu ({n} thread{'s' if n != 1 else ''})"
 
 
+PIN_BYTES = 1 << 20
+"""Host tensors up to this size are copied to a CUDA device through page-locked memory (the per-step draws and
+batch indices): such a copy is queued behind the device's work instead of waiting for it."""
+
+
 def place(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """``t`` on ``device`` (itself when it is there already; None stays None), copied without waiting for the
-    device's queue (a pageable host buffer is staged at once, so the host may reuse it)."""
+    """``t`` on ``device`` (itself when it is there already; None stays None). A small host tensor bound for CUDA
+    goes through pinned memory with ``non_blocking=True``, so the host does not wait for the device's queue (torch's
+    pinned-memory cache keeps the buffer until the copy is done); a large one (features, once per run) is copied
+    directly."""
     if t is None or t.device == device:
         return t
+    if device.type == "cuda" and t.device.type == "cpu" and t.numel() * t.element_size() <= PIN_BYTES:
+        return t.pin_memory().to(device, non_blocking=True)
     return t.to(device, non_blocking=True)
 
 
@@ -78,4 +87,4 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["DEVICE_SPEC", "check_spec", "cuda_seen", "resolve", "describe", "place", "place_module", "synchronize"]
+__all__ = ["DEVICE_SPEC", "PIN_BYTES", "check_spec", "cuda_seen", "resolve", "describe", "place", "place_module", "synchronize"]

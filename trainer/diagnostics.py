@@ -53,7 +53,7 @@ def collapse_onset(flags: list[torch.Tensor], epochs: list[int]) -> tuple[list[b
     """
     if not flags:
         return [], []
-    f = torch.stack(flags)  # (E, M)
+    f = torch.stack(flags).cpu()  # (E, M), read on the host
     out, onset = f[-1].tolist(), []
     for r in range(f.shape[1]):
         i = len(epochs) - 1

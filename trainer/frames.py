@@ -114,14 +114,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1
         return x.mean(dim)
     d = dim % x.dim()
     m = mask.to(torch.bool).reshape(mask.shape + (1,) * (x.dim() - 1 - d))  # broadcasts over the dims after d
-    s = torch.where(m, x, torch.zeros((), dtype=x.dtype)).sum(d)
+    s = torch.where(m, x, x.new_zeros(())).sum(d)
     return s / m.sum(d).clamp_min(1).to(x.dtype)
 
 
 def attention_weights(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Eq. F2 weights: softmax over valid t of q . x_t / sqrt(D); x (M, B, T, D), mask (M, B, T), query (M, D)
     -> (M, B, T), zero at padded positions (all zero for a row without valid frames)."""
-    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    x0 = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (M, B, T, D)
     s = torch.einsum("mbtd,md->mbt", x0, query) / math.sqrt(x.shape[-1])  # (M, B, T)
     w = s.masked_fill(~mask, float("-inf")).softmax(-1)  # (M, B, T)
     return w.nan_to_num(0.0)  # all -inf rows (no valid frame) -> 0
@@ -129,7 +129,7 @@ def attention_weights(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) 
 
 def attentive_pool(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Eq. F2: sum_t w_t x_t; x (M, B, T, D), mask (M, B, T), query (M, D) -> (M, B, D)."""
-    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    x0 = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (M, B, T, D)
     return torch.einsum("mbt,mbtd->mbd", attention_weights(x, mask, query), x0)
 
 

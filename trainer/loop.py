@@ -163,10 +163,11 @@ class EpochLog:
             none = torch.full_like(score, -1, dtype=torch.long)  # (M,)
             b = store[self.stage] = StageBest(torch.full_like(score, -1.0), none, test_pred.clone(), none.clone(),
                                               None if test_prob is None else test_prob.clone())
-        b.improved = torch.where(score > b.score, torch.tensor(self.epoch), b.improved)
+        now = torch.full_like(b.epoch, self.epoch)  # (M,)
+        b.improved = torch.where(score > b.score, now, b.improved)
         better = score >= b.score  # (M,)
         b.score = torch.where(better, score, b.score)
-        b.epoch = torch.where(better, torch.tensor(self.epoch), b.epoch)
+        b.epoch = torch.where(better, now, b.epoch)
         b.test_pred[better] = test_pred[better]
         if test_prob is not None:
             b.test_prob[better] = test_prob[better]

@@ -69,8 +69,8 @@ def train_dino(ctx, teacher, opts: DinoOptions):
     epochs, batch_size, view_gens = ctx.cfg.epochs_stage2, ctx.cfg.batch_size, ctx.view_gens
     opt = ctx.new_opt(student)
     steps_per_epoch = max(math.ceil(len(p) / batch_size) for p in pools)
-    schedule = momentum_schedule(opts.dino_momentum, epochs * steps_per_epoch)
     device = Xu.device
+    schedule = place(momentum_schedule(opts.dino_momentum, epochs * steps_per_epoch), device)
     center = torch.zeros(student.n_members, 1, student.w2.shape[2], device=device)  # (M, 1, C)
     std = pool_std(Xu, pools, ctx.cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
     step = 0
