@@ -59,7 +59,7 @@ def describe(device: torch.device) -> str:
     return f"cpu ({n} thread{'s' if n != 1 else ''})"
 
 
-PIN_BYTES = 1 << 20
+PIN_BYTES = 16 << 20
 """Host tensors up to this size are copied to a CUDA device through page-locked memory (the per-step draws and
 batch indices): such a copy is queued behind the device's work instead of waiting for it."""
 
@@ -81,10 +81,4 @@ def place_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return module.to(device)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for ``device``'s queued work (for timing; nothing to wait for on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-__all__ = ["DEVICE_SPEC", "PIN_BYTES", "check_spec", "cuda_seen", "resolve", "describe", "place", "place_module", "synchronize"]
+__all__ = ["DEVICE_SPEC", "PIN_BYTES", "check_spec", "cuda_seen", "resolve", "describe", "place", "place_module"]
