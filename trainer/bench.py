@@ -136,16 +136,36 @@ def timed_run(cfg: TrainConfig, data) -> tuple[float, object]:
     return time.perf_counter() - t0, res
 
 
+def summarise(report: dict) -> None:
+    """The report's totals from its stacked rows so far: 'fast' (b-grpo on the device), 'grpo', and with a device
+    other than the CPU 'device_vs_cpu' over the methods timed on both (all of them once the run is complete)."""
+    main = {r["method"]: r for r in report["stacked"] if r["device"] == report["device"]}
+    if "b-grpo" in main:
+        report["fast"] = {"seconds": main["b-grpo"]["seconds"], "macro_f1_mean": main["b-grpo"]["macro_f1_mean"]}
+        report["eval_seconds"] = main["b-grpo"]["eval_seconds"]
+    if "grpo" in main:
+        report["grpo"] = {"seconds": main["grpo"]["seconds"], "group_size": report["group_size"],
+                          "macro_f1_mean": main["grpo"]["macro_f1_mean"]}
+    cpu = {r["method"]: r["seconds"] for r in report["stacked"] if r["on_cpu"] and r["device"] != report["device"]}
+    both = [m for m in report["methods"] if m in main and m in cpu]
+    if both:
+        dev_s, cpu_s = sum(main[m]["seconds"] for m in both), sum(cpu[m] for m in both)
+        report["device_vs_cpu"] = {"methods": both, "complete": len(both) == len(report["methods"]),
+                                   "device_seconds": dev_s, "cpu_seconds": cpu_s, "speedup": cpu_s / dev_s}
+
+
 def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int = 100, epochs_stage2: int = 100,
           seeds: tuple[int, ...] = (0,), threads: int = 0, store: str = "", model: str = "", dataset: str = "",
           manifests: str = "", slow: bool = True, npy: bool = True, separation: float = 0.06,
           val_fraction: float = 0.0, group_size: int = 8, device: str = "cpu", grid: bool = False,
-          quick: bool = False) -> dict:
+          quick: bool = False, checkpoint=None) -> dict:
     """Time the loops on the same prepared data; synthetic IEMOCAP-shaped data unless a store entry is given.
 
-    ``device``: where the stacked rows run; a CUDA device also times each of them on the CPU in the same run.
-    ``grid``: time TABLE1_METHODS (the paper's Table-1 grid on this dataset) instead of b-grpo and grpo.
-    ``quick``: QUICK_EPOCHS + QUICK_EPOCHS epochs and no DataLoader loops (a reduced run, reported as one)."""
+    ``device``: where the stacked rows run; a CUDA device also times each of them on the CPU in the same run, method
+    by method (the device's row, then the CPU's). ``grid``: time TABLE1_METHODS (the paper's Table-1 grid on this
+    dataset) instead of b-grpo and grpo. ``quick``: QUICK_EPOCHS + QUICK_EPOCHS epochs and no DataLoader loops (a
+    reduced run, reported as one). ``checkpoint(report)`` is called after each stacked row (the report so far: a
+    caller with a deadline keeps the pairs finished)."""
     dev = devices.resolve(device)
     experiment.set_threads(threads)
     if quick:
@@ -169,8 +189,9 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
         "folds": len({r["fold"] for r in data.runs}), "seeds": list(seeds), "runs": len(data.runs),
         "epochs_baseline": epochs_baseline, "epochs_stage2": epochs_stage2,
         "epochs_total": cfg.epochs_total, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "load_seconds": t_load, "val_fraction": val_fraction, "quick": quick, "grid": grid,
-        "device": devices.describe(dev), "devices": [devices.describe(d) for d in on], "stacked": [],
+        "load_seconds": t_load, "val_fraction": val_fraction, "quick": quick, "grid": grid, "methods": methods,
+        "group_size": group_size, "device": devices.describe(dev), "devices": [devices.describe(d) for d in on],
+        "stacked": [],
     }
     # untimed warm-up (1 + 1 epochs): a GPU's context, cuBLAS handles and allocator pools, and the host's first-call
     # costs (imports, scikit-learn's scorers) are paid here, not in a timing
@@ -187,18 +208,9 @@ def bench(n: int = 5531, dim: int = 1280, folds: int = 5, epochs_baseline: int =
             report["stacked"].append({"method": method, "device": devices.describe(d), "on_cpu": d.type == "cpu",
                                       "seconds": seconds, "macro_f1_mean": _final_f1(res),
                                       "eval_seconds": res.eval_seconds})
-    main = {r["method"]: r for r in report["stacked"] if r["device"] == report["device"]}
-    if "b-grpo" in main:
-        report["fast"] = {"seconds": main["b-grpo"]["seconds"], "macro_f1_mean": main["b-grpo"]["macro_f1_mean"]}
-        report["eval_seconds"] = main["b-grpo"]["eval_seconds"]
-    if "grpo" in main:
-        report["grpo"] = {"seconds": main["grpo"]["seconds"], "group_size": group_size,
-                          "macro_f1_mean": main["grpo"]["macro_f1_mean"]}
-    if dev.type != "cpu":
-        cpu = {r["method"]: r["seconds"] for r in report["stacked"] if r["on_cpu"]}
-        total = sum(main[m]["seconds"] for m in methods), sum(cpu[m] for m in methods)
-        report["device_vs_cpu"] = {"methods": methods, "device_seconds": total[0], "cpu_seconds": total[1],
-                                   "speedup": total[1] / total[0]}
+            summarise(report)
+            if checkpoint is not None:
+                checkpoint(report)
     t_fast = report["fast"]["seconds"] if "fast" in report else float("nan")
     if slow:
         t0 = time.perf_counter()
@@ -255,8 +267,8 @@ every update; a misplaced random stream or operation gives differences of order 
 
 
 def device_agreement(device: str, epochs: int = 3, seed: int = 0, threads: int = 0) -> dict:
-    """Each :func:`agreement_cases` configuration trained on the CPU and twice on ``device`` (synthetic 400 x 32 entry with
-    frames and a teacher entry, 2 folds x 2 seeds, ``epochs`` + ``epochs``, lr 1e-3): per case the largest
+    """Each :func:`agreement_cases` configuration trained on the CPU and twice on ``device`` (synthetic 400 x 32
+    entry with frames and a teacher entry, 2 folds x 2 seeds, ``epochs`` + ``epochs``, lr 1e-3): per case the largest
     difference of the test probabilities (predictions.csv, every stage) CPU vs device, the share of equal predicted
     classes, each macro-F1, and whether the device's rerun gave identical probabilities."""
     dev = devices.resolve(device)
@@ -300,6 +312,10 @@ def agreement_markdown(ag: dict) -> str:
                                                 "device rerun identical", "agree"], rows, "lrrrrll")])
 
 
+def _seconds(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
 def markdown(report: dict) -> str:
     """The benchmark as markdown tables."""
     reduced = (f" (REDUCED: --quick, {report['epochs_baseline']} + {report['epochs_stage2']} epochs instead of the "
@@ -317,14 +333,16 @@ def markdown(report: dict) -> str:
         name = f"stacked whole-tensor (trainer run {r['method']})"
         if r["method"] == "grpo" and "grpo" in report:
             name = f"stacked per-input GRPO (trainer run grpo, G = {report['grpo']['group_size']}, same baseline)"
-        rows.append([name, r["device"], f"{r['seconds']:.1f}", f"{100 * r['macro_f1_mean']:.1f}",
-                     f"{r['seconds'] / fast:.2f}x" if fast else "-", f"{cpu[r['method']] / r['seconds']:.1f}x"])
+        rows.append([name, r["device"], _seconds(r["seconds"]), f"{100 * r['macro_f1_mean']:.1f}",
+                     f"{r['seconds'] / fast:.2f}x" if fast else "-",
+                     f"{cpu[r['method']] / r['seconds']:.1f}x" if r["method"] in cpu else "-"])
     dvc = report.get("device_vs_cpu")
     if dvc:
-        rows.append([f"all {len(dvc['methods'])} methods", report["device"], f"{dvc['device_seconds']:.1f}", "-", "-",
-                     f"{dvc['speedup']:.1f}x"])
-        rows.append([f"all {len(dvc['methods'])} methods", next(d for d in report["devices"] if d.startswith("cpu")),
-                     f"{dvc['cpu_seconds']:.1f}", "-", "-", "1.0x"])
+        label = f"all {len(dvc['methods'])} methods" if dvc["complete"] else \
+            f"the {len(dvc['methods'])} of {len(report['methods'])} methods timed on both (run stopped early)"
+        rows.append([label, report["device"], _seconds(dvc["device_seconds"]), "-", "-", f"{dvc['speedup']:.1f}x"])
+        rows.append([label, next(d for d in report["devices"] if d.startswith("cpu")), _seconds(dvc["cpu_seconds"]),
+                     "-", "-", "1.0x"])
     for key, speed, name in (("dataloader", "speedup", "per-sample DataLoader over an in-memory tensor"),
                              ("dataloader_npy", "speedup_npy", "per-sample DataLoader reading one .npy per "
                                                                "utterance (EmoBox)")):
@@ -343,9 +361,10 @@ def markdown(report: dict) -> str:
                 f"{report.get('val_fraction', 0):g})."]
     if dvc:
         verdict = "faster" if dvc["speedup"] > 1 else "NOT faster"
+        part = "" if dvc["complete"] else f" (the {len(dvc['methods'])} methods timed on both; the run stopped early)"
         out += ["", f"{'Table-1 grid' if report.get('grid') else 'Stacked rows'}: {report['device']} is {verdict} than "
                 f"the CPU ({report['threads']} threads): {dvc['device_seconds']:.1f} s vs {dvc['cpu_seconds']:.1f} s, "
-                f"{dvc['speedup']:.1f}x{' on the reduced epochs' if report.get('quick') else ''}."]
+                f"{dvc['speedup']:.1f}x{' on the reduced epochs' if report.get('quick') else ''}{part}."]
     return "\n".join(out)
 
 

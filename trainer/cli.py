@@ -221,7 +221,8 @@ def bench(
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
                         seeds=_seeds(seeds), threads=threads, store=store, model=model, dataset=dataset,
                         manifests=manifests, slow=slow, npy=npy, separation=separation,
-                        val_fraction=val_fraction, group_size=group_size, device=device, grid=grid, quick=quick)
+                        val_fraction=val_fraction, group_size=group_size, device=device, grid=grid, quick=quick,
+                        checkpoint=(lambda r: _write(r, markdown(r), out, "bench")) if out else None)
     except (DataError, ValueError) as e:
         _fail(e)
     _report(rep, markdown(rep), out, "bench")
@@ -231,9 +232,14 @@ def _report(obj, md: str, out: Optional[Path], name: str):
     """Print a benchmark's markdown table and, with ``out``, write NAME.json and NAME.md there."""
     typer.echo(md)
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(obj, indent=2))
-        (out / f"{name}.md").write_text(md + "\n")
+        _write(obj, md, out, name)
+
+
+def _write(obj, md: str, out: Path, name: str):
+    """NAME.json and NAME.md in ``out`` (the report so far, while a benchmark runs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(obj, indent=2))
+    (out / f"{name}.md").write_text(md + "\n")
 
 
 if __name__ == "__main__":

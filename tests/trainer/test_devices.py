@@ -15,7 +15,7 @@ import torch
 from tests.helpers.simdevice import DevTensor, simulated_device
 from trainer import devices
 from trainer.algorithms.common import active_multinomial, active_rand
-from trainer.config import TrainConfig
+from trainer.config import METHODS, TrainConfig
 from trainer.data import device_multinomial, epoch_batches, run_multinomial
 from trainer.experiment import prepare, run
 
@@ -294,3 +294,45 @@ def test_every_method_on_a_simulated_device(synth, eam_store, case, monkeypatch,
         assert set(per_step) == {"read back: .cpu()"}
     else:
         assert per_step == {}
+
+
+# -- trainer bench's device rows, on the simulated device -------------------------------------------------------------
+def test_bench_grid_times_each_method_on_the_device_and_the_cpu(monkeypatch):
+    from trainer import bench
+
+    seen = []
+    with simulated_device(monkeypatch):
+        rep = bench.bench(n=120, dim=8, folds=2, threads=1, device="cuda", grid=True, quick=True,
+                          checkpoint=lambda r: seen.append(len(r["stacked"])))
+    assert rep["devices"] == ["cuda:0 (simulated)", "cpu (1 thread)"] and rep["epochs_total"] == 2 * bench.QUICK_EPOCHS
+    assert [(r["method"], r["on_cpu"]) for r in rep["stacked"]] == [(m, c) for m in bench.TABLE1_METHODS
+                                                                    for c in (False, True)]
+    assert seen == list(range(1, 11))  # the report after every row: a caller with a deadline keeps finished pairs
+    dvc = rep["device_vs_cpu"]
+    assert dvc["complete"] and dvc["methods"] == list(bench.TABLE1_METHODS)
+    assert dvc["speedup"] == pytest.approx(dvc["cpu_seconds"] / dvc["device_seconds"])
+    pairs = {}
+    for r in rep["stacked"]:
+        pairs.setdefault(r["method"], []).append(r["macro_f1_mean"])
+    assert all(a == b for a, b in pairs.values())  # the same numbers on both
+    md = bench.markdown(rep)
+    assert "REDUCED" in md and "| all 5 methods | cuda:0 (simulated) |" in md and "Table-1 grid: cuda:0" in md
+    partial = {**rep, "stacked": rep["stacked"][:3]}
+    bench.summarise(partial)
+    assert partial["device_vs_cpu"]["methods"] == ["baseline"] and not partial["device_vs_cpu"]["complete"]
+    assert "the 1 of 5 methods timed on both" in bench.markdown(partial)
+
+
+def test_agreement_on_the_simulated_device(monkeypatch):
+    from trainer import bench
+
+    cases = bench.agreement_cases()
+    assert {c[1]["method"] for c in cases} >= set(METHODS)
+    keep = [c for c in cases if c[0] in ("b-grpo --action sample --mu 2 --sup-weight 0.5", "dino", "teacher")]
+    monkeypatch.setattr(bench, "agreement_cases", lambda: keep)
+    with simulated_device(monkeypatch):
+        ag = bench.device_agreement("cuda", epochs=2, threads=1)
+    assert ag["device"] == "cuda:0 (simulated)" and ag["ok"] and ag["max_prob_diff"] == 0  # the same kernels here
+    assert [r["case"] for r in ag["rows"]] == [c[0] for c in keep]
+    assert all(r["rerun_identical"] and r["same_pred"] == 1 for r in ag["rows"])
+    assert "| b-grpo --action sample --mu 2 --sup-weight 0.5 |" in bench.agreement_markdown(ag)
