@@ -198,13 +198,14 @@ def test_random_draws_come_from_the_cpu_generators_on_any_device(monkeypatch):
     active = torch.tensor([True, False, True])
     host = [gens(), gens(offset=5), gens(offset=7)]
     ref_batches = list(epoch_batches(pools, 8, host[0]))
-    ref_rand = active_rand("randn", (9, 4), host[1], active)
+    ref_rand = active_rand("randn", (9, 4), host[1], active), active_rand("rand", (32, 600), host[1], active)
     ref_mult = (active_multinomial(p, host[2], active), run_multinomial(p, host[2], 3))
     dev = [gens(), gens(offset=5), gens(offset=7)]
     with simulated_device(monkeypatch):
         cuda = devices.resolve("cuda")
         batches = list(epoch_batches(pools, 8, dev[0], cuda))
-        drawn = active_rand("randn", (9, 4), dev[1], active, device=cuda)
+        drawn = (active_rand("randn", (9, 4), dev[1], active, device=cuda),
+                 active_rand("rand", (32, 600), dev[1], active, device=cuda))  # a large draw: threads on the host
         p_dev = devices.place(p, cuda)
         mult = (active_multinomial(p_dev, dev[2], active), run_multinomial(p_dev, dev[2], 3))
     assert all(g.device.type == "cpu" for gs in dev for g in gs)
@@ -212,7 +213,7 @@ def test_random_draws_come_from_the_cpu_generators_on_any_device(monkeypatch):
         assert isinstance(i, DevTensor) and isinstance(v, DevTensor) and not isinstance(a, DevTensor)
         assert torch.equal(i, ri) and torch.equal(v, rv)
         assert torch.equal(a, ra)
-    assert isinstance(drawn, DevTensor) and torch.equal(drawn, ref_rand)
+    assert all(isinstance(d, DevTensor) and torch.equal(d, r) for d, r in zip(drawn, ref_rand))
     for m, r in zip(mult, ref_mult):
         assert isinstance(m, DevTensor) and torch.equal(m, r)
     for a, b in zip(dev, host):

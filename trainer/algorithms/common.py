@@ -4,7 +4,10 @@ feature-space views (noise + dropout)."""
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -60,15 +63,34 @@ def _rows(active: torch.Tensor | None, m: int) -> list[int]:
     return list(range(m)) if active is None else active.nonzero().flatten().tolist()
 
 
+DRAW_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+"""Host threads drawing the runs' numbers in parallel for a run on another device (one generator per thread)."""
+PARALLEL_DRAW = 1 << 14
+"""Numbers per run from which those draws are split over DRAW_THREADS (e.g. a 32 x 1,280 noise view)."""
+_draw_pool: ThreadPoolExecutor | None = None
+
+
+def _draws(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], high: int, parallel: bool) -> torch.Tensor:
+    """``run_rand``, one run per pool thread when ``parallel`` (each generator is drawn from exactly as alone)."""
+    global _draw_pool
+    if not parallel or len(gens) < 2 or DRAW_THREADS < 2 or math.prod(shape) < PARALLEL_DRAW:
+        return run_rand(kind, shape, gens, high)
+    if _draw_pool is None:
+        _draw_pool = ThreadPoolExecutor(DRAW_THREADS, thread_name_prefix="trainer-draws")
+    return torch.cat(list(_draw_pool.map(lambda g: run_rand(kind, shape, [g], high), gens)))
+
+
 def active_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], active: torch.Tensor | None = None,
                 high: int = 0, device: torch.device | None = None) -> torch.Tensor:
     """``trainer.data.run_rand`` drawn for the active runs only (others get 0; None = all), (M, *shape): a run's
     generator advances only on its own steps, however many steps its stack neighbours take. Drawn on the host
-    (``active`` a host tensor) and sent to ``device`` (None: stays on the host)."""
+    (``active`` a host tensor) and sent to ``device`` (None: stays on the host); for another device than the CPU,
+    large draws are spread over DRAW_THREADS host threads (the same numbers: each run's generator in one thread)."""
     rows = _rows(active, len(gens))
     out = torch.zeros((len(gens), *shape), dtype=torch.long if kind == "randint" else torch.float32)
     if rows:
-        out[rows] = run_rand(kind, shape, [gens[r] for r in rows], high)
+        parallel = device is not None and device.type != "cpu"
+        out[rows] = _draws(kind, shape, [gens[r] for r in rows], high, parallel)
     return out if device is None else place(out, device)
 
 
