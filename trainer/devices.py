@@ -2,9 +2,9 @@
 
 A run's tensors (features, labels, models, optimiser state, the per-epoch batch indices) live on the run's device;
 every random number is drawn from the run's CPU ``torch.Generator`` and the draws are moved, so a run draws the same
-numbers on every device (docs/TRAINER.md, "Devices"). Host-to-device copies of what is drawn per step go with
-``non_blocking=True``: the host does not wait for the device's queued work, and the one sync per epoch is the
-curves' read-back.
+numbers on every device (docs/TRAINER.md, "Devices"). Host-to-device copies of what is drawn per step go through
+pinned memory with ``non_blocking=True``: the host does not wait for the device's queued work within an epoch; it
+waits when the epoch's curves and evaluation are read back.
 """
 
 from __future__ import annotations
