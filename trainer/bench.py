@@ -266,13 +266,15 @@ that counts as agreeing (float32 rounding differs between the CPU's and the GPU'
 every update; a misplaced random stream or operation gives differences of order 0.1)."""
 
 
-def device_agreement(device: str, epochs: int = 3, seed: int = 0, threads: int = 0) -> dict:
+def device_agreement(device: str, epochs: int = 3, seed: int = 0, threads: int = 0, checkpoint=None) -> dict:
     """Each :func:`agreement_cases` configuration trained on the CPU and twice on ``device`` (synthetic 400 x 32
     entry with frames and a teacher entry, 2 folds x 2 seeds, ``epochs`` + ``epochs``, lr 1e-3): per case the largest
     difference of the test probabilities (predictions.csv, every stage) CPU vs device, the share of equal predicted
-    classes, each macro-F1, and whether the device's rerun gave identical probabilities."""
+    classes, each macro-F1, and whether the device's rerun gave identical probabilities; ``checkpoint(report)`` after
+    each configuration (the report so far)."""
     dev = devices.resolve(device)
     rows = []
+    report = {"device": devices.describe(dev), "tolerance": AGREEMENT_TOL, "epochs": epochs, "rows": rows}
     with tempfile.TemporaryDirectory(prefix="trainer-agree-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # collapse / under-training notes of these short runs are not the point
         store, man = f"{tmp}/store", f"{tmp}/manifests"
@@ -294,9 +296,11 @@ def device_agreement(device: str, epochs: int = 3, seed: int = 0, threads: int =
                          "same_pred": float((cpu.predictions["pred"] == on.predictions["pred"]).mean()),
                          "macro_f1_cpu": _final_f1(cpu), "macro_f1_device": _final_f1(on),
                          "rerun_identical": bool(np.array_equal(b, c)), "seconds_cpu": t_cpu, "seconds_device": t_dev})
-    worst = max(r["max_prob_diff"] for r in rows)
-    return {"device": devices.describe(dev), "tolerance": AGREEMENT_TOL, "epochs": epochs, "rows": rows,
-            "max_prob_diff": worst, "ok": worst <= AGREEMENT_TOL}
+            worst = max(r["max_prob_diff"] for r in rows)
+            report.update(max_prob_diff=worst, ok=worst <= AGREEMENT_TOL)
+            if checkpoint is not None:
+                checkpoint(report)
+    return report
 
 
 def agreement_markdown(ag: dict) -> str:

@@ -216,7 +216,8 @@ def bench(
         return _report(rows, frame_heads_markdown(rows), out, "frame_heads")
     try:
         if agreement:
-            ag = device_agreement(device, threads=threads)
+            ag = device_agreement(device, threads=threads, checkpoint=(lambda r: _write(r, agreement_markdown(r), out,
+                                                                                       "agreement")) if out else None)
             return _report(ag, agreement_markdown(ag), out, "agreement")
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
                         seeds=_seeds(seeds), threads=threads, store=store, model=model, dataset=dataset,

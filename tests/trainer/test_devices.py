@@ -331,8 +331,10 @@ def test_agreement_on_the_simulated_device(monkeypatch):
     assert {c[1]["method"] for c in cases} >= set(METHODS)
     keep = [c for c in cases if c[0] in ("b-grpo --action sample --mu 2 --sup-weight 0.5", "dino", "teacher")]
     monkeypatch.setattr(bench, "agreement_cases", lambda: keep)
+    seen = []
     with simulated_device(monkeypatch):
-        ag = bench.device_agreement("cuda", epochs=2, threads=1)
+        ag = bench.device_agreement("cuda", epochs=2, threads=1, checkpoint=lambda r: seen.append(len(r["rows"])))
+    assert seen == [1, 2, 3]  # the report after every configuration
     assert ag["device"] == "cuda:0 (simulated)" and ag["ok"] and ag["max_prob_diff"] == 0  # the same kernels here
     assert [r["case"] for r in ag["rows"]] == [c[0] for c in keep]
     assert all(r["rerun_identical"] and r["same_pred"] == 1 for r in ag["rows"])
