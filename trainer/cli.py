@@ -229,20 +229,33 @@ def bench(
                                      "D, --folds stacked runs, one epoch each), each head in its own process"),
     frames: int = typer.Option(250, help="--frame-heads: mean frames per utterance (lengths T/2..3T/2)"),
     frame_dim: int = typer.Option(512, help="--frame-heads: frame dim (SenseVoice-like: 512)"),
+    device: str = typer.Option("auto", help="Where the stacked rows run: auto (cuda when torch sees a GPU), cpu, "
+                                            "cuda or cuda:I; a GPU's rows are timed beside the CPU's in the same run"),
+    grid: bool = typer.Option(False, "--grid", help="Time the paper's Table-1 methods (baseline, dino, same-epochs, "
+                                                    "full-labeled, b-grpo) instead of b-grpo and grpo"),
+    quick: bool = typer.Option(False, "--quick", help="A reduced run: 2 + 2 epochs on the same data, no DataLoader "
+                                                      "loops (reported as reduced)"),
+    agreement: bool = typer.Option(False, "--agreement", help="Instead: train every method on a small configuration on "
+                                                              "the CPU and on --device and compare the rows"),
 ):
     """Time the stacked whole-tensor b-grpo run against a per-sample DataLoader loop on the same data."""
     from trainer.bench import bench as run_bench
-    from trainer.bench import frame_heads_bench, frame_heads_markdown, markdown
+    from trainer.bench import agreement_markdown, device_agreement, frame_heads_bench, frame_heads_markdown, markdown
     from trainer.data import DataError
 
     if frame_heads:
         rows = frame_heads_bench(n=n, t=frames, dim=frame_dim, folds=folds, threads=threads)
         return _report(rows, frame_heads_markdown(rows), out, "frame_heads")
     try:
+        if agreement:
+            ag = device_agreement(device, threads=threads, checkpoint=(lambda r: _write(r, agreement_markdown(r), out,
+                                                                                       "agreement")) if out else None)
+            return _report(ag, agreement_markdown(ag), out, "agreement")
         rep = run_bench(n=n, dim=dim, folds=folds, epochs_baseline=epochs_baseline, epochs_stage2=epochs_stage2,
                         seeds=_seeds(seeds), threads=threads, store=store, model=model, dataset=dataset,
                         manifests=manifests, slow=slow, npy=npy, separation=separation,
-                        val_fraction=val_fraction, group_size=group_size)
+                        val_fraction=val_fraction, group_size=group_size, device=device, grid=grid, quick=quick,
+                        checkpoint=(lambda r: _write(r, markdown(r), out, "bench")) if out else None)
     except (DataError, ValueError) as e:
         _fail(e)
     _report(rep, markdown(rep), out, "bench")
@@ -252,9 +265,14 @@ def _report(obj, md: str, out: Optional[Path], name: str):
     """Print a benchmark's markdown table and, with ``out``, write NAME.json and NAME.md there."""
     typer.echo(md)
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(obj, indent=2))
-        (out / f"{name}.md").write_text(md + "\n")
+        _write(obj, md, out, name)
+
+
+def _write(obj, md: str, out: Path, name: str):
+    """NAME.json and NAME.md in ``out`` (the report so far, while a benchmark runs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(obj, indent=2))
+    (out / f"{name}.md").write_text(md + "\n")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import trainer.algorithms
 from trainer.algorithms.base import (FLAT_FIELDS, METHODS, Method, Options, check_fields, field_docs, flag,
                                      get_method, option, option_fields)
 from trainer.data import SIX_CLASSES
+from trainer.devices import check_spec
 from trainer.frames import HEADS
 from trainer.protocols import PROTOCOLS, get_protocol
 
@@ -113,6 +114,10 @@ class TrainConfig:
     threads: int = option(0, ge=0, hashed=False)
     """torch CPU threads (0 = all). 0 is every core this process may use; use 1 on a machine shared with other
     jobs (threads waiting on a busy core stall every step); pipeline cells on dask workers use 1."""
+    device: str = option("auto", hashed=False)
+    """Device (auto|cpu|cuda|cuda:I). 'auto' is cuda when torch sees a GPU, else cpu; it changes
+    where a run computes, not its numbers (CPU and CUDA agree within float rounding where the method is
+    deterministic: docs/TRAINER.md, "Devices"), so it is in no run name or hash."""
     eval_every: int = option(1, ge=1)
     """Epochs between curve evaluations. The final epoch is always evaluated."""
     standardize: bool = False
@@ -180,6 +185,7 @@ class TrainConfig:
 
     def _validate(self):
         check_fields(self)
+        check_spec(self.device)
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed")
         if any(s < 0 for s in self.seeds):

@@ -13,6 +13,7 @@ from trainer.algorithms.common import LabelledStream
 from trainer.algorithms.supervised import train_supervised
 from trainer.config import TrainConfig
 from trainer.data import DataError, pad_rows
+from trainer.devices import place, place_module, resolve
 from trainer.emotion_space import similarity_matrix
 from trainer.loop import EpochLog, EvalSet
 from trainer.metrics import macro_f1_batched
@@ -39,7 +40,10 @@ class Snapshot:
 @dataclass
 class Context:
     """What a method's ``run`` works with: the configuration, the prepared data, the stacked policy (member r is
-    run r), its optimiser, the epoch log and each run's batch and view generators."""
+    run r), its optimiser, the epoch log and each run's batch and view generators.
+
+    ``data``'s tensors, the policy, the optimiser and the log are on the run's ``device`` (--device); the generators
+    are CPU generators on every device (what they draw is sent), so a run draws the same numbers everywhere."""
 
     cfg: TrainConfig
     data: Prepared
@@ -59,23 +63,29 @@ class Context:
     """The teacher MLP of r3-r5 (or of the teacher method), once trained."""
     S: np.ndarray | None = None
     """(C, C) emotion similarity of the classes (trainer.emotion_space); None when a class has no place."""
+    device: torch.device = torch.device("cpu")
+    """Where the run computes (--device, resolved)."""
 
     @classmethod
     def start(cls, cfg: TrainConfig, data: Prepared, bar=None) -> Context:
-        """The policy of every run (initialised from its run seed; standardised with --normalize global), its
-        optimiser, the epoch log and the generators."""
-        policy = StackedMLP.from_seeds(data.init_seeds, data.X.shape[-1], len(data.classes), cfg.hidden,
-                                       data.X.shape[1] if cfg.layer == "weighted" else 0, cfg.head)
+        """The policy of every run (initialised from its run seed on the host; standardised with --normalize
+        global), its optimiser, the epoch log and the generators, with ``data`` sent to the run's device once."""
+        device = resolve(cfg.device)
+        prior = labelled_prior(cfg, data)
+        data = data.to(device)
+        policy = place_module(StackedMLP.from_seeds(data.init_seeds, data.X.shape[-1], len(data.classes), cfg.hidden,
+                                                    data.X.shape[1] if cfg.layer == "weighted" else 0, cfg.head),
+                              device)
         if cfg.normalization == "global":
             policy.standardize(data.X, data.train_all)
         gens = [torch.Generator().manual_seed(s) for s in data.init_seeds]
         method = cfg.algorithm
         log = EpochLog(data.y, eval_sets(cfg, data), data.classes,
-                       [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], labelled_prior(cfg, data),
+                       [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], place(prior, device),
                        1 if method.own_validation else cfg.eval_every, bar, keep_weights=cfg.save_model,
                        stop=cfg.stop_rule, judge_prior=not cfg.unlabeled_from)
         ctx = cls(cfg, data, policy, None, log, gens,
-                  [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds])
+                  [torch.Generator().manual_seed(s + VIEW_SEED_OFFSET) for s in data.init_seeds], device=device)
         ctx.opt = ctx.new_opt(policy)
         ctx.S = similarity(cfg, data.classes)
         return ctx
@@ -96,15 +106,16 @@ class Context:
         self.snapshot("stage1", self.policy)
 
     def snapshot(self, stage: str, model: StackedMLP):
-        """Test predictions of ``model`` now, reported as rows of ``stage`` (the log stage just trained)."""
+        """Test predictions of ``model`` now, reported as rows of ``stage`` (the log stage just trained); kept on
+        the host."""
         method = self.cfg.algorithm
-        train_idx, train_valid = pad_rows(method.train_rows(self.data))
+        train_idx, train_valid = (place(t, self.device) for t in pad_rows(method.train_rows(self.data)))
         train_f1 = macro_f1_batched(self.data.y[train_idx], model.predict(self.data.X, train_idx).argmax(-1),
                                     train_valid, len(self.data.classes))
         logits = model.predict(self.data.X, pad_rows(self.data.test)[0])  # (M, T, C)
         split = predictions(model, self.data, teacher=False) if method.reports_teacher_agreement(self.cfg) else {}
-        self.snapshots[stage] = Snapshot(logits.argmax(-1), logits.softmax(-1), self.log.stage, self.log.epoch,
-                                         train_f1, split)
+        self.snapshots[stage] = Snapshot(logits.argmax(-1).cpu(), logits.softmax(-1).cpu(), self.log.stage,
+                                         self.log.epoch, train_f1.cpu(), split)
 
     def labelled_stream(self) -> LabelledStream:
         """Each run's labelled rows as endless batches beside the stage-2 batches, in their own seeded order."""
@@ -132,12 +143,15 @@ def similarity(cfg: TrainConfig, classes: tuple[str, ...]) -> np.ndarray | None:
 
 def eval_sets(cfg: TrainConfig, data: Prepared) -> dict[str, EvalSet]:
     """What the log evaluates per epoch: test, the stage-2 pool (diagnostics), each run's labelled training rows
-    (the learning curve's train line) and the validation rows."""
-    sets = {"test": EvalSet(data.X, *pad_rows(data.test)),
-            "pool": EvalSet(data.Xu, *pad_rows(data.diag_pool), labelled=False),
-            "train": EvalSet(data.X, *pad_rows(cfg.algorithm.train_rows(data)))}
+    (the learning curve's train line) and the validation rows (their row indices on the features' device)."""
+    def rows(pools):
+        return (place(t, data.X.device) for t in pad_rows(pools))
+
+    sets = {"test": EvalSet(data.X, *rows(data.test)),
+            "pool": EvalSet(data.Xu, *rows(data.diag_pool), labelled=False),
+            "train": EvalSet(data.X, *rows(cfg.algorithm.train_rows(data)))}
     if cfg.has_val:
-        sets["val"] = EvalSet(data.X, *pad_rows(data.val))
+        sets["val"] = EvalSet(data.X, *rows(data.val))
     return sets
 
 

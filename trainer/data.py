@@ -18,6 +18,7 @@ import emocache
 from emocache.inputs import parse_json
 from emocache.manifest import ManifestError, load_label_map, lookup_label, read_folds, read_manifest, six_class_map
 from emocache.speakers import SpeakerError, speaker_ids
+from trainer.devices import place
 
 SIX_CLASSES = ("Neutral", "Angry", "Surprise", "Sad", "Happy", "Fear")
 """The B-GRPO paper's six classes, in its order (--labels six)."""
@@ -296,15 +297,20 @@ def crop_views(store, model: str, dataset: str, keys: list[str], n_views: int, s
 
 
 def epoch_batches(pools: list[torch.Tensor], batch_size: int, gens: list[torch.Generator],
-                  live: torch.Tensor | None = None):
+                  live: torch.Tensor | None = None, device: torch.device | None = None):
     """One epoch of shuffled batches for M runs at once.
 
     ``pools[r]`` are run r's rows; each run gets its own permutation (its own generator, so a run's batches
     do not depend on which other runs share the stack). Yields (idx (M, B) rows, valid (M, B), active (M,)):
     a run whose pool is exhausted is inactive for the remaining steps; its padded slots are invalid. ``live``
     (M,) bool: runs that train this epoch (None: all); another run draws nothing and is never active.
+
+    The permutations are drawn on the host (CPU generators: the same rows on every device); with ``device`` the
+    epoch's indices and mask are copied there once and idx / valid are slices of them, while ``active`` stays a
+    host tensor (the optimiser reads it without waiting for the device).
     """
     m = len(pools)
+    live = None if live is None else live.tolist()  # one read-back per epoch
     n = [len(p) if live is None or live[r] else 0 for r, p in enumerate(pools)]
     steps = max(math.ceil(k / batch_size) for k in n)
     idx = torch.zeros(m, steps * batch_size, dtype=torch.long)  # (M, S*B)
@@ -313,9 +319,10 @@ def epoch_batches(pools: list[torch.Tensor], batch_size: int, gens: list[torch.G
         if live is None or live[r]:
             idx[r, :n[r]] = p[torch.randperm(n[r], generator=g)]
             valid[r, :n[r]] = True
+    idx_d, valid_d = (idx, valid) if device is None else (place(idx, device), place(valid, device))
     for s in range(steps):
         sl = slice(s * batch_size, (s + 1) * batch_size)
-        yield idx[:, sl], valid[:, sl], valid[:, s * batch_size]
+        yield idx_d[:, sl], valid_d[:, sl], valid[:, s * batch_size]
 
 
 def run_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], high: int = 0) -> torch.Tensor:
@@ -329,10 +336,42 @@ def run_rand(kind: str, shape: tuple[int, ...], gens: list[torch.Generator], hig
 
 def run_multinomial(p: torch.Tensor, gens: list[torch.Generator], n: int | None = None) -> torch.Tensor:
     """One class drawn per row of each run's probabilities, p (M, B, C) -> (M, B), run r from ``gens[r]``; with
-    ``n``, n classes drawn per row with replacement -> (M, B, n)."""
+    ``n``, n classes drawn per row with replacement -> (M, B, n).
+
+    On the CPU this is ``torch.multinomial``; on another device the same draws are made there from numbers drawn
+    on the host by the CPU generators (:func:`device_multinomial`), so no class is read back to the host."""
+    if p.device.type != "cpu":
+        return device_multinomial(p, gens, n)
     k = 1 if n is None else n
     out = torch.stack([torch.multinomial(p[r], k, replacement=n is not None, generator=g) for r, g in enumerate(gens)])
     return out.squeeze(-1) if n is None else out
+
+
+def device_multinomial(p: torch.Tensor, gens: list[torch.Generator], n: int | None = None) -> torch.Tensor:
+    """``run_multinomial``'s draws computed on p's device from host draws of the CPU generators, consuming each
+    generator as ``torch.multinomial`` on the CPU does (tested equal to it on the CPU).
+
+    One class per row (``n`` None): CPU ``torch.multinomial`` draws q ~ Exp(1) shaped like the run's (B, C)
+    probabilities and takes argmax p / q (the Gumbel-max trick); here q is drawn alike on the host and sent.
+    ``n`` classes with replacement: it draws one float64 u ~ U[0, 1) per (row, draw), row after row, and takes the
+    first class whose normalised cumulative probability (a float32 running sum, divided by the total, the last
+    set to 1) is >= u; here the u are drawn alike and the classes counted on the device. Equal rows give equal
+    draws to the CPU's; float rounding of p on another device can move a draw across a class boundary."""
+    m, b, c = p.shape
+    device = p.device
+    if n is None:
+        q = torch.stack([torch.empty(b, c, dtype=p.dtype).exponential_(1, generator=g) for g in gens])  # (M, B, C)
+        return (p / place(q, device)).argmax(-1)  # (M, B)
+    u = torch.stack([torch.rand(b * n, dtype=torch.float64, generator=g) for g in gens]).view(m, b, n, 1)
+    cum = torch.empty_like(p)  # (M, B, C) the CPU kernel's float32 running sum
+    total = torch.zeros_like(p[..., 0])
+    for j in range(c):
+        total = total + p[..., j]
+        cum[..., j] = total
+    cum = cum / total.unsqueeze(-1)
+    cum[..., -1] = 1.0
+    below = cum.double().unsqueeze(2) < place(u, device)  # (M, B, n, C)
+    return below.sum(-1)  # (M, B, n)
 
 
 def pad_rows(pools: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ marks a stage under-trained."""
 def class_shares(pred: torch.Tensor, valid: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Predicted-class histogram of M runs as shares; pred, valid (M, T) -> (M, C), rows sum to 1."""
     m = pred.shape[0]
-    run = torch.arange(m).unsqueeze(1).expand_as(pred)  # (M, T)
+    run = torch.arange(m, device=pred.device).unsqueeze(1).expand_as(pred)  # (M, T)
     counts = torch.bincount((run * n_classes + pred)[valid], minlength=m * n_classes).view(m, n_classes)
     return counts.double() / counts.sum(1, keepdim=True).clamp_min(1)
 
@@ -73,15 +73,21 @@ def collapse_onset(flags: list[torch.Tensor], epochs: list) -> tuple[list[bool],
     """
     if not flags:
         return [], []
-    f = torch.stack(flags)  # (E, M)
+    f = torch.stack(flags).cpu()  # (E, M), read on the host
+    m = f.shape[1]
+    ep = torch.stack([e if isinstance(e, torch.Tensor) else torch.full((m,), e)
+                      for e in map(_host, epochs)])  # (E, M) each run's epochs
     out, onset = f[-1].tolist(), []
-    for r in range(f.shape[1]):
+    for r in range(m):
         i = len(epochs) - 1
         while i > 0 and f[i - 1, r]:
             i -= 1
-        e = epochs[i]
-        onset.append((int(e[r]) if isinstance(e, torch.Tensor) else e) if out[r] else -1)
+        onset.append(int(ep[i, r]) if out[r] else -1)
     return out, onset
+
+
+def _host(e):
+    return e.cpu() if isinstance(e, torch.Tensor) else e
 
 
 def under_trained(losses: list[float]) -> bool:

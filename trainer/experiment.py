@@ -12,6 +12,7 @@ import torch
 from trainer.config import TrainConfig
 from trainer.context import Context, similarity
 from trainer.data import DataError, open_store
+from trainer.devices import resolve
 from trainer.diagnostics import FLOOR, MIN_SHARE, collapse_onset
 from trainer.frames import pooled_mean
 from trainer.prepare import Prepared, prepare
@@ -24,7 +25,9 @@ macro-F1 on URDU without z-scoring)."""
 
 
 def run(cfg: TrainConfig, data: Prepared | None = None, bar=None) -> Result:
-    """Train and score every (fold, seed) run of ``cfg``; ``data`` reuses an already prepared dataset."""
+    """Train and score every (fold, seed) run of ``cfg`` on its --device; ``data`` reuses an already prepared dataset
+    (on the host: each run sends it to its device once)."""
+    resolve(cfg.device)  # a device torch does not see stops the run before any data is read
     cfg = resolve_model(cfg)
     check_out(cfg)
     set_threads(cfg.threads)

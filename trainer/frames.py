@@ -124,14 +124,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1
         return x.mean(dim)
     d = dim % x.dim()
     m = mask.to(torch.bool).reshape(mask.shape + (1,) * (x.dim() - 1 - d))  # broadcasts over the dims after d
-    s = torch.where(m, x, torch.zeros((), dtype=x.dtype)).sum(d)
+    s = torch.where(m, x, x.new_zeros(())).sum(d)
     return s / m.sum(d).clamp_min(1).to(x.dtype)
 
 
 def attention_weights(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Eq. F2 weights: softmax over valid t of q . x_t / sqrt(D); x (M, B, T, D), mask (M, B, T), query (M, D)
     -> (M, B, T), zero at padded positions (all zero for a row without valid frames)."""
-    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    x0 = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (M, B, T, D)
     s = torch.einsum("mbtd,md->mbt", x0, query) / math.sqrt(x.shape[-1])  # (M, B, T)
     w = s.masked_fill(~mask, float("-inf")).softmax(-1)  # (M, B, T)
     return w.nan_to_num(0.0)  # all -inf rows (no valid frame) -> 0
@@ -139,7 +139,7 @@ def attention_weights(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) 
 
 def attentive_pool(x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Eq. F2: sum_t w_t x_t; x (M, B, T, D), mask (M, B, T), query (M, D) -> (M, B, D)."""
-    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    x0 = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (M, B, T, D)
     return torch.einsum("mbt,mbtd->mbd", attention_weights(x, mask, query), x0)
 
 
@@ -148,7 +148,7 @@ def utterance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = UTTERANCE_N
     as ``F.layer_norm(frames, frames.shape)`` on the unpadded frames; x (..., T, D), mask (..., T) -> x's shape, 0 at
     padded positions."""
     m = mask.unsqueeze(-1).to(x.dtype)  # (..., T, 1)
-    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (..., T, D)
+    x0 = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (..., T, D)
     n = (m.sum((-2, -1)) * x.shape[-1]).clamp_min(1)  # (...,) valid values
     mu = x0.sum((-2, -1)) / n  # (...,)
     var = (((x0 - mu[..., None, None]) * m) ** 2).sum((-2, -1)) / n  # (...,)
@@ -158,7 +158,7 @@ def utterance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = UTTERANCE_N
 def frame_mlp_pool(x: torch.Tensor, mask: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
     """Eq. F4: masked mean over valid t of relu(x_t W1 + b1); x (M, B, T, D), mask (M, B, T), w1 (M, D, H),
     b1 (M, 1, H) -> (M, B, H). Padded frames are zeroed first (NaN padding must not reach the gradient of W1)."""
-    x0 = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype))  # (M, B, T, D)
+    x0 = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (M, B, T, D)
     h = torch.einsum("mbtd,mdh->mbth", x0, w1).add_(b1.unsqueeze(1)).relu_()  # (M, B, T, H)
     return masked_mean(h, mask, dim=-2)  # (M, B, H)
 
@@ -176,7 +176,7 @@ def frame_std(X: torch.Tensor, pools: list[torch.Tensor]) -> torch.Tensor:
     for p in pools:
         x = X[p].float()  # (n, T, D)
         f = x[frame_mask(x)]  # (n_frames, D)
-        out.append(f.std(0) if len(f) > 1 else torch.zeros(X.shape[-1]))
+        out.append(f.std(0) if len(f) > 1 else torch.zeros(X.shape[-1], device=X.device))
     return torch.stack(out).nan_to_num(0.0)[:, None, None]
 
 

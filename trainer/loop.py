@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from trainer.devices import place
 from trainer.diagnostics import class_shares, collapsed, entropy, under_predicted
 from trainer.metrics import macro_f1_batched
 from trainer.protocols import StopRule
@@ -46,7 +47,8 @@ class EpochLog:
     trained corpus's), and from the second stage on the collapse rule and the agreement against the pool
     predictions of the model the stage started from (the end of the previous stage). With a 'val' set it
     keeps, per stage, each run's best-validation epoch and the test predictions at it (ties go to the later
-    epoch); it also keeps each stage's best test epoch (reported only as the optimistic oracle).
+    epoch); it also keeps each stage's best test epoch (reported only as the optimistic oracle). Its tensors live
+    on the device of ``y`` (the run's); per-step values are added there and read back once per epoch.
 
     ``stop`` (a protocol that stops on validation): a stage trains until every run's validation macro-F1 has
     not strictly improved for ``stop.patience`` epochs (at most ``stop.max_epochs``); a run whose patience ran
@@ -59,6 +61,7 @@ class EpochLog:
                  stop: StopRule | None = None, judge_prior: bool = True):
         self.y, self.sets, self.classes = y, sets, classes  # (N,)
         self.stop = stop
+        self.device = y.device
         self.keep_weights = keep_weights or stop is not None
         """Also keep the model's weights at each run's best-validation epoch (--save-model with --select val;
         a protocol that restores them)."""
@@ -81,7 +84,7 @@ class EpochLog:
         """(M,) bool: runs still training in this stage (None: all, the paper's fixed epochs)."""
         self.trained: dict[str, torch.Tensor] = {}
         """Stage -> (M,) epochs each run trained in it."""
-        self.run_epoch = torch.zeros(len(runs), dtype=torch.long)
+        self.run_epoch = torch.zeros(len(runs), dtype=torch.long, device=self.device)
         """(M,) each run's own epoch clock: the epochs it has trained (= ``epoch`` for every run with fixed
         epochs; with a stop rule a stopped run's clock stands still, so its epoch numbers do not depend on when
         the runs sharing its stack stop). Best, oracle and collapse epochs are on this clock."""
@@ -95,7 +98,7 @@ class EpochLog:
 
     def _reset(self):
         m = len(self.runs)
-        self.loss, self.conf, self.reward, self.steps = (torch.zeros(m) for _ in range(4))
+        self.loss, self.conf, self.reward, self.steps = (torch.zeros(m, device=self.device) for _ in range(4))
         self.has_reward = False
         self.extra: dict[str, torch.Tensor] = {}
 
@@ -107,8 +110,8 @@ class EpochLog:
         self.reference = self._pool_predictions(model) if self.stage and "pool" in self.sets else None
         self.stage, self.model, self.stage_epochs, self.stage_epoch = stage, model, epochs, 0
         self.losses[stage] = []
-        self.trained[stage] = torch.zeros(len(self.runs), dtype=torch.long)
-        self.live = torch.ones(len(self.runs), dtype=torch.bool) if self.stop is not None else None
+        self.trained[stage] = torch.zeros(len(self.runs), dtype=torch.long, device=self.device)
+        self.live = torch.ones(len(self.runs), dtype=torch.bool, device=self.device) if self.stop is not None else None
         if self.bar is not None:
             self.task = self.bar.add_task(stage, total=epochs)
 
@@ -142,8 +145,8 @@ class EpochLog:
              reward: torch.Tensor | None = None, **extra: torch.Tensor):
         """Per-run (M,) values of one step; inactive runs are not counted. ``extra`` (each (M,), e.g.
         approx_kl=..., clip_frac=...) are averaged over the epoch's steps like the loss and written as
-        curves.csv columns of those names."""
-        a = active.to(loss.dtype)
+        curves.csv columns of those names. ``active`` may be a host tensor."""
+        a = place(active, self.device).to(loss.dtype)
         self.loss += loss.detach() * a
         self.conf += conf.detach() * a
         self.steps += a
@@ -151,7 +154,8 @@ class EpochLog:
             self.reward += reward.detach() * a
             self.has_reward = True
         for k, v in extra.items():
-            self.extra[k] = self.extra.get(k, torch.zeros(len(self.runs))) + v.detach().to(a.dtype) * a
+            v = place(v.detach(), self.device).to(a.dtype)
+            self.extra[k] = self.extra.get(k, torch.zeros(len(self.runs), device=self.device)) + v * a
 
     def end_epoch(self):
         self.epoch += 1
@@ -169,11 +173,12 @@ class EpochLog:
         self.losses[self.stage].append(loss)
         reward = (self.reward / n).tolist() if self.has_reward else nan
         extra = {k: (v / n).tolist() for k, v in self.extra.items()}
+        run_epoch = self.run_epoch.tolist()
         for r, run in enumerate(self.runs):
             row = {**run, "stage": self.stage, "epoch": self.epoch, "loss": loss[r], "reward": reward[r],
                    "confidence": conf[r], "test_macro_f1": nan[r]}
             if self.stop is not None:
-                row["run_epoch"] = int(self.run_epoch[r])
+                row["run_epoch"] = run_epoch[r]
             row.update({k: v[r] for k, v in extra.items()})
             row.update({k: v[r] for k, v in diag.items()})
             self.rows.append(row)
@@ -243,8 +248,8 @@ class EpochLog:
         ``test_prob`` (M, T, C) its test probabilities too."""
         b = store.get(self.stage)
         if b is None:
-            b = store[self.stage] = StageBest(torch.full_like(score, -1.0), torch.full(score.shape, -1),
-                                              test_pred.clone(), torch.full(score.shape, -1),
+            none = torch.full_like(score, -1, dtype=torch.long)  # (M,)
+            b = store[self.stage] = StageBest(torch.full_like(score, -1.0), none, test_pred.clone(), none.clone(),
                                               None if test_prob is None else test_prob.clone())
         live = torch.ones_like(b.improved, dtype=torch.bool) if self.live is None else self.live  # (M,)
         b.improved = torch.where((score > b.score) & live, self.run_epoch, b.improved)

@@ -40,7 +40,7 @@ def macro_f1_batched(y: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, n
     Used for the per-epoch curves, where calling scikit-learn M times per epoch would dominate the run.
     """
     m = y.shape[0]
-    run = torch.arange(m).unsqueeze(1).expand_as(y)  # (M, T)
+    run = torch.arange(m, device=y.device).unsqueeze(1).expand_as(y)  # (M, T)
     flat = (run * n_classes + y) * n_classes + pred
     cm = torch.bincount(flat[valid], minlength=m * n_classes * n_classes)
     cm = cm.view(m, n_classes, n_classes).to(torch.float64)  # (M, C, C) true x pred

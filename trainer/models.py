@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.devices import place
 from trainer.frames import (HEADS, attentive_pool, frame_mask, frame_mlp_pool, masked_mean, pooled_mean,
                             utterance_norm)
 
@@ -156,8 +157,9 @@ class StackedMLP(nn.Module):
 
     @torch.no_grad()
     def predict(self, X: torch.Tensor, idx: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """Logits of member r on rows X[idx[r]]; X (N, D), idx (M, T) -> (M, T, C)."""
+        """Logits of member r on rows X[idx[r]]; X (N, D), idx (M, T) -> (M, T, C) (idx is sent to X's device)."""
         chunk = chunk or chunk_rows(X)
+        idx = place(idx, X.device)
         outs = [self(X[idx[:, s:s + chunk]]) for s in range(0, idx.shape[1], chunk)]
         return torch.cat(outs, 1) if outs else torch.zeros(idx.shape[0], 0, self.w2.shape[-1])  # no rows: (M, 0, C)
 
@@ -205,10 +207,10 @@ def save_members(model: StackedMLP, members: list[dict], folder: str | Path, met
     for r, info in enumerate(members):
         t = {k: v.detach().contiguous() for k, v in model.member(r).state_dict().items()}
         if model.standardized:
-            t["mu"], t["inv_sd"] = model.mu[r, 0].contiguous(), model.inv_sd[r, 0].contiguous()  # ([L,] D)
+            t["mu"], t["inv_sd"] = model.mu[r, 0].cpu().contiguous(), model.inv_sd[r, 0].cpu().contiguous()  # ([L,] D)
         if model.layer_logits is not None:
-            t["layer_logits"] = model.layer_logits[r].detach().contiguous()  # (L,)
-            t["layer_weights"] = model.layer_weights()[r].detach().contiguous()  # (L,)
+            t["layer_logits"] = model.layer_logits[r].detach().cpu().contiguous()  # (L,)
+            t["layer_weights"] = model.layer_weights()[r].detach().cpu().contiguous()  # (L,)
         name = f"fold{info['fold']}_seed{info['seed']}.safetensors"
         save_file(t, str(folder / name), metadata={"fold": str(info["fold"]), "seed": str(info["seed"])})
         files.append({"fold": info["fold"], "seed": info["seed"], "file": name})
@@ -326,7 +328,8 @@ class StackedAdam:
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None):
-        """One Adam step for the members where ``active`` (M,) bool is True (all when None)."""
+        """One Adam step for the members where ``active`` (M,) bool is True (all when None); ``active`` is a host
+        tensor (the training loops' batches keep it there), so the step does not wait for the device."""
         on = [True] * len(self.members) if active is None else active.tolist()
         for i, p in enumerate(self.params):
             g = p.grad.unbind(0) if p.grad is not None else [None] * len(on)  # M views of (M, ...)

@@ -39,6 +39,7 @@ import pandas as pd
 from emocache.inputs import LIMITS, InputError, json_depth, read_bounded
 from emocache.paths import UnsafeNameError, check_name, safe_name
 from trainer.config import TrainConfig, flat_fields
+from trainer.devices import resolve
 
 FIELDS = flat_fields()
 """Every setting a cell can name by its flat name: the shared ones and every method's options; a cell whose
@@ -250,6 +251,9 @@ def run_pipeline(spec: dict, scheduler: str = "", echo=print) -> tuple[str, Path
     todo = cells(spec)
     if len(todo) < n:
         echo(f"  ({len(todo)} distinct)")
+    if not scheduler or scheduler.startswith("local"):  # a device torch does not see here stops the grid at once
+        for device in sorted({c.device for c in todo}):
+            resolve(device, "device")
     rows: list[dict] = []
     if scheduler:
         from dask.distributed import as_completed

@@ -3,6 +3,7 @@ unlabelled, validation and test rows, the teacher's features, frame-crop views a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from trainer.config import TrainConfig
 from trainer.data import (DataError, Features, FoldRows, Labels, crop_views, fold_rows, join_by_key, load_features,
                           map_labels, missing_keys_error, open_store, read_label_map, row_speakers, speaker_normalize,
                           split_labeled)
+from trainer.devices import place
 from trainer.frames import FRAME_PAD, use_frames
 from trainer.robust import REGULARIZERS, FrameBank, frame_bank
 from trainer.seeds import CROP_SEED_OFFSET, DIAG_SEED_OFFSET, VAL_SEED_OFFSET, run_seed
@@ -47,6 +49,23 @@ class Prepared:
     stacks one copy of the rows per fold)."""
     teacher_frames: FrameBank | None = None
     """--regularize eam: the teacher entry's frames of the labelled rows of Xt."""
+
+    DEVICE_TENSORS = ("X", "y", "Xu", "Xt", "Xtu", "crops", "crop_sets")
+    """What a run computes with, sent to its device by :meth:`to`; the row lists stay on the host (the batch
+    permutations are drawn there), and so does the EAM frame bank (Algorithm 1 mixes on the host)."""
+
+    def to(self, device: torch.device) -> Prepared:
+        """A copy whose DEVICE_TENSORS are on ``device`` (this object itself when they are all there already); a
+        tensor that several fields share (Xu is X without --unlabeled-from) is sent once."""
+        if all(getattr(self, k) is None or getattr(self, k).device == device for k in self.DEVICE_TENSORS):
+            return self
+        sent: dict[int, torch.Tensor] = {}
+        moved = {}
+        for k in self.DEVICE_TENSORS:
+            t = getattr(self, k)
+            if t is not None:
+                moved[k] = sent.setdefault(id(t), place(t, device))
+        return dataclasses.replace(self, **moved)
 
 
 @dataclass

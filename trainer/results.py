@@ -17,6 +17,7 @@ from trainer import __version__
 from trainer.config import TrainConfig
 from trainer.context import Context, Snapshot
 from trainer.data import DataError
+from trainer.devices import describe
 from trainer.diagnostics import collapse_onset, under_trained
 from trainer.metrics import confusion, scores
 from trainer.models import StackedMLP, save_members
@@ -44,6 +45,8 @@ class Result:
     """The model the final rows report (its member r is run ``members[r]``), for --save-model."""
     members: list = field(default_factory=list)
     """[{fold, seed}] of each member of ``policy``, in order."""
+    device: str = "cpu"
+    """Where the runs computed (trainer.devices.describe: 'cpu (2 threads)', 'cuda:0 (NVIDIA H200)')."""
 
 
 def check_out(cfg: TrainConfig) -> Path:
@@ -78,7 +81,7 @@ def collect(ctx: Context, final: StackedMLP, seconds: float, seconds_load: float
                       ignore_index=True)
     return Result(cfg, rows, log.rows, confusions, data.classes, data.provenance, seconds, seconds_load,
                   dict(log.eval_seconds), layer_weights, preds, _reported_model(ctx, final),
-                  [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs])
+                  [{"fold": r["fold"], "seed": r["seed"]} for r in data.runs], describe(ctx.device))
 
 
 def _reported_model(ctx: Context, final: StackedMLP) -> StackedMLP:
@@ -101,6 +104,7 @@ def stage_predictions(ctx: Context, stage: str, snap: Snapshot) -> pd.DataFrame:
     sel = ctx.log.selected.get(snap.log_stage)
     use_sel = cfg.selects_val and sel is not None
     pred, prob = (sel.test_pred, sel.test_prob) if use_sel else (snap.test_pred, snap.test_prob)
+    pred, prob, y = pred.cpu(), prob.cpu(), data.y.cpu()
     names, keys = np.asarray(data.classes), np.asarray(data.keys)
     frames = []
     for r, info in enumerate(data.runs):
@@ -108,7 +112,7 @@ def stage_predictions(ctx: Context, stage: str, snap: Snapshot) -> pd.DataFrame:
         n = len(rows)
         frames.append(pd.DataFrame({
             "stage": stage, "fold": info["fold"], "seed": info["seed"], "key": keys[rows % len(keys)],
-            "true": names[data.y[rows].numpy()], "pred": names[pred[r, :n].numpy()],
+            "true": names[y[rows].numpy()], "pred": names[pred[r, :n].numpy()],
             **{f"p_{c}": prob[r, :n, i].numpy() for i, c in enumerate(data.classes)}}))
     return pd.concat(frames, ignore_index=True)
 
@@ -121,7 +125,9 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     use_sel = cfg.selects_val and sel is not None
     n = sum(e <= snap.epoch for e in log.collapse_epochs)
     col, onset = collapse_onset(log.collapse_flags[:n], log.collapse_run_epochs[:n])
-    health = log.health_at(snap.epoch)
+    health = {k: v.tolist() for k, v in log.health_at(snap.epoch).items()}  # read back once, not per run
+    sel_epoch, sel_score = (sel.epoch.tolist(), sel.score.tolist()) if use_sel else (None, None)
+    oracle_epoch, oracle_score = (oracle.epoch.tolist(), oracle.score.tolist()) if oracle is not None else (None, None)
     reach = unlabelled_reach(log, snap.log_stage)
     trained = _trained_epochs(ctx, stage, snap)
     losses = log.losses.get("supervised", [])
@@ -129,18 +135,18 @@ def _stage_rows(ctx: Context, stage: str, snap: Snapshot, seconds: float) -> tup
     rows, cm = [], np.zeros((len(data.classes),) * 2, dtype=np.int64)
     for r, info in enumerate(data.runs):
         n = len(data.test[r])
-        yt = data.y[data.test[r]].numpy()
+        yt = data.y[data.test[r]].cpu().numpy()
         last = scores(yt, snap.test_pred[r, :n].numpy(), ctx.S)
-        pred = (sel.test_pred if use_sel else snap.test_pred)[r, :n].numpy()
+        pred = (sel.test_pred if use_sel else snap.test_pred)[r, :n].cpu().numpy()
         cm += confusion(yt, pred, len(data.classes))
         rows.append({
             **_row(cfg, stage, info, scores(yt, pred, ctx.S) if use_sel else last, data, r, seconds),
             "select": "val" if cfg.selects_val else "last",
-            "selected_epoch": int(sel.epoch[r]) if use_sel else snap.epoch,
-            "val_macro_f1": float(sel.score[r]) if use_sel else float("nan"),
+            "selected_epoch": sel_epoch[r] if use_sel else snap.epoch,
+            "val_macro_f1": sel_score[r] if use_sel else float("nan"),
             **{f"last_{k}": v for k, v in last.items()},
-            "oracle_macro_f1": float(oracle.score[r]) if oracle is not None else float("nan"),
-            "oracle_epoch": int(oracle.epoch[r]) if oracle is not None else -1,
+            "oracle_macro_f1": oracle_score[r] if oracle is not None else float("nan"),
+            "oracle_epoch": oracle_epoch[r] if oracle is not None else -1,
             "collapsed": bool(col[r]) if col else False, "collapse_epoch": onset[r] if col else -1,
             "under_predicted": bool(health["under_predicted"][r]) if "under_predicted" in health else False,
             "pool_agreement_stage1": float(health["agreement"][r]) if "agreement" in health else float("nan"),
@@ -193,7 +199,7 @@ def _teacher_agreement(ctx: Context, snap: Snapshot):
         return None
     data = ctx.data
     t_pred = predictions(ctx.teacher, data, teacher=True)
-    y_split = {s: [data.y[torch.as_tensor(p)].numpy() for p in rows_] for s, rows_ in
+    y_split = {s: [data.y[torch.as_tensor(p)].cpu().numpy() for p in rows_] for s, rows_ in
                (("test", data.test), ("val", data.val))}
     return lambda r: teacher_agreement_columns({s: v[r] for s, v in y_split.items() if s in t_pred},
                                      {s: v[r] for s, v in t_pred.items()},
@@ -204,7 +210,7 @@ def _companion_rows(ctx: Context, name: str, per_run: list, seconds: float) -> l
     """Final rows of a companion model (method ``name``): its test scores, no epochs, selection or health."""
     data, rows = ctx.data, []
     for r, (pred, fit) in enumerate(per_run):
-        s_ = scores(data.y[data.test[r]].numpy(), pred, ctx.S)
+        s_ = scores(data.y[data.test[r]].cpu().numpy(), pred, ctx.S)
         rows.append({**_row(ctx.cfg, "final", data.runs[r], s_, data, r, seconds), "method": name,
                      "select": "", "selected_epoch": -1, "val_macro_f1": float("nan"),
                      **{f"last_{k}": v for k, v in s_.items()}, "oracle_macro_f1": s_["macro_f1"],
@@ -254,7 +260,8 @@ def write(result: Result, out: str | Path | None = None) -> Path:
         "provenance": result.provenance,
         **({"layer_weights": result.layer_weights} if result.layer_weights else {}),
         "environment": {"trainer": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads(), "machine": platform.machine()},
+                        "threads": torch.get_num_threads(), "machine": platform.machine(),
+                        "device": result.device},
     }
     (d / "results.json").write_text(json.dumps(meta, indent=2, default=str))
     if result.predictions is not None:

@@ -61,8 +61,9 @@ def register(name: str, *, teacher: bool = False, similarity: bool = False, rule
 
 
 def _pay(cond: torch.Tensor, C: float, penalty: float, dtype: torch.dtype) -> torch.Tensor:
-    """C where ``cond`` holds, else the penalty."""
-    return torch.where(cond, torch.tensor(C, dtype=dtype), torch.tensor(penalty, dtype=dtype))
+    """C where ``cond`` holds, else the penalty (on cond's device)."""
+    return torch.where(cond, torch.full((), C, dtype=dtype, device=cond.device),
+                       torch.full((), penalty, dtype=dtype, device=cond.device))
 
 
 def answer(p: torch.Tensor, o: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +120,7 @@ def eswr(p: torch.Tensor, p_t: torch.Tensor, S: torch.Tensor, alpha: float = 0.5
     argmax_N p_t the teacher's class, r = 1 if a == c, alpha * S[a, c] if S[a, c] > gamma, else 0."""
     a, c = answer(p, o)[0], p_t.argmax(-1)
     s = S.to(p.dtype)[a, c]  # (...,)
-    one, zero = torch.ones((), dtype=p.dtype), torch.zeros((), dtype=p.dtype)
+    one, zero = torch.ones((), dtype=p.dtype, device=p.device), torch.zeros((), dtype=p.dtype, device=p.device)
     return torch.where(a == c, one, torch.where(s > gamma, alpha * s, zero))
 
 

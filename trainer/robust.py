@@ -22,6 +22,7 @@ import torch
 from trainer.algorithms.common import masked_mean
 from trainer.algorithms.supervised import train_supervised
 from trainer.data import DataError
+from trainer.devices import place
 
 @dataclass(frozen=True)
 class Regularizer:
@@ -260,9 +261,12 @@ def mix_batch(bank: FrameBank, X: torch.Tensor, y: torch.Tensor, idx: torch.Tens
               active: torch.Tensor, gens: list[torch.Generator], reg: Regularization):
     """EAM on one stacked batch: each active run r mixes its valid samples (a prefix of idx[r]) with Algorithm 1
     drawn from its own ``gens[r]``. Returns x (M, B, D) (the mean of the mixed frames; padding keeps X[idx]),
-    y_j (M, B) and lam (M, B) (0 on padding)."""
+    y_j (M, B) and lam (M, B) (0 on padding), on X's device. The mixing runs on the host (the bank stays there):
+    on another device the batch's rows are read back once per batch."""
+    device = X.device
     x, y_j = X[idx].clone(), y[idx].clone()  # (M, B, D), (M, B)
-    lam = torch.zeros(idx.shape)  # (M, B)
+    lam = torch.zeros(idx.shape, device=device)  # (M, B)
+    idx, valid, y = idx.cpu(), valid.cpu(), y.cpu()
     runs = active.nonzero().flatten().tolist()
     parts = []
     for r in runs:
@@ -276,10 +280,11 @@ def mix_batch(bank: FrameBank, X: torch.Tensor, y: torch.Tensor, idx: torch.Tens
     partner = torch.cat([rows_[d.j] for _, rows_, d in parts])
     pooled, lam_all = eam_pooled(bank, rows_all, partner, MixDraws(cat("j"), cat("l_mix"), cat("b_i"), cat("b_j"),
                                                                cat("r")))
+    pooled, lam_all = place(pooled, device), place(lam_all, device)
     pos = 0
     for r, rows_, d in parts:
         n = len(rows_)
-        x[r, :n], lam[r, :n], y_j[r, :n] = pooled[pos:pos + n], lam_all[pos:pos + n], y[rows_[d.j]]
+        x[r, :n], lam[r, :n], y_j[r, :n] = pooled[pos:pos + n], lam_all[pos:pos + n], place(y[rows_[d.j]], device)
         pos += n
     return x, y_j, lam
 
@@ -306,7 +311,7 @@ def train_robust(model, opt, X: torch.Tensor, y: torch.Tensor, pools: list[torch
         if reg.eam:
             x, y_j, lam = mix_batch(bank, X, y, idx, valid, active, mix_gens, reg)
         else:
-            x, y_j, lam = X[idx], y_i, torch.zeros(idx.shape)  # (M, B, D), (M, B), (M, B)
+            x, y_j, lam = X[idx], y_i, torch.zeros(idx.shape, device=X.device)  # (M, B, D), (M, B), (M, B)
         if reg.adv:
             x = x.detach().requires_grad_(True)
         logits = model(x)  # (M, B, C)

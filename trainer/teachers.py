@@ -12,6 +12,7 @@ import torch
 
 from trainer.algorithms.supervised import train_supervised
 from trainer.data import DataError, pad_rows
+from trainer.devices import place_module
 from trainer.metrics import scores
 from trainer.models import StackedAdam, StackedMLP
 from trainer.robust import REGULARIZERS, Regularization, train_robust
@@ -44,10 +45,10 @@ def fingerprint(data, r: int, cfg, bank=None) -> str:
     frames of the labelled rows."""
     h = hashlib.sha256()
     lab = data.labeled[r]
-    h.update(data.Xt[lab].contiguous().numpy().tobytes())
-    h.update(data.y[lab].numpy().astype(np.int64).tobytes())
+    h.update(data.Xt[lab].cpu().contiguous().numpy().tobytes())
+    h.update(data.y[lab].cpu().numpy().astype(np.int64).tobytes())
     if cfg.normalization == "global":
-        h.update(data.Xt[data.train_all[r]].contiguous().numpy().tobytes())
+        h.update(data.Xt[data.train_all[r]].cpu().contiguous().numpy().tobytes())
     if bank is not None:
         for i in lab.tolist():
             h.update(bank.frames(i).contiguous().numpy().tobytes())
@@ -57,11 +58,14 @@ def fingerprint(data, r: int, cfg, bank=None) -> str:
 def fit_teacher(cfg, data, seeds: list[int], log=None, stage: str = "supervised") -> StackedMLP:
     """Each run's teacher MLP on its labelled rows of data.Xt, initialised and batched from ``seeds`` (one per
     run): plain cross-entropy (the paper) or train_robust with --regularize; from --teacher-from instead when
-    given; written to --save-teacher when given. With ``log``, its epochs are logged as stage ``stage``."""
+    given; written to --save-teacher when given. With ``log``, its epochs are logged as stage ``stage``. It lives
+    on data.Xt's device."""
+    device = data.Xt.device
     if cfg.teacher_from:
-        teacher = load_teacher(cfg.teacher_from, cfg, data)
+        teacher = place_module(load_teacher(cfg.teacher_from, cfg, data), device)
     else:
-        teacher = StackedMLP.from_seeds(seeds, data.Xt.shape[-1], len(data.classes), cfg.hidden, head=cfg.head)
+        teacher = place_module(StackedMLP.from_seeds(seeds, data.Xt.shape[-1], len(data.classes), cfg.hidden,
+                                                     head=cfg.head), device)
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         if cfg.normalization == "global":
             teacher.standardize(data.Xt, data.train_all)
@@ -96,7 +100,7 @@ def save_teacher(folder: str | Path, teacher: StackedMLP, cfg, data) -> Path:
     if folder.exists() and not folder.is_dir():
         raise DataError(f"--save-teacher {folder}: a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in dict(teacher.named_parameters(), mu=teacher.mu,
+    state = {k: v.detach().cpu().contiguous() for k, v in dict(teacher.named_parameters(), mu=teacher.mu,
                                                          inv_sd=teacher.inv_sd).items() if k in TENSORS}
     save_file(state, str(folder / "teacher.safetensors"))
     meta = {"format": FORMAT, "settings": teacher_settings(cfg), "classes": list(data.classes),
@@ -286,7 +290,7 @@ def predictions(model: StackedMLP, data, teacher: bool) -> dict[str, list[np.nda
         if not any(len(p) for p in rows):
             continue
         idx, _ = pad_rows(rows)
-        pred = model.predict(X, idx).argmax(-1).numpy()  # (M, T)
+        pred = model.predict(X, idx).argmax(-1).cpu().numpy()  # (M, T)
         out[s] = [pred[r, :len(p)] for r, p in enumerate(rows)]
     return out
 

@@ -64,7 +64,16 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
     assert e["single"]["rc"] == 0 and e["single"]["verify_rc"] == 0 and e["utterances"] == 3
     assert "2+ GPUs" in e["skipped"]["local2"]
 
-    assert "no --device" in rep["trainer"]["skipped"]  # lights up once `trainer run` takes --device
+    t = rep["trainer"]  # the trainer check, on the CPU here: every method CPU vs "device", and the reduced grid
+    assert t["errors"] == {} and t["skipped"] == {} and t["device"] == "cpu"
+    ag = t["agreement"]
+    assert ag["ok"] and ag["max_prob_diff"] == 0 and len(ag["rows"]) >= 10  # the CPU against itself: identical
+    assert {r["method"] for r in ag["rows"]} >= {"baseline", "same-epochs", "full-labeled", "dino", "b-grpo", "grpo",
+                                                 "pseudo-label", "fixmatch", "teacher", "reference"}
+    g = t["grid"]
+    assert g["quick"] and g["grid"] and g["epochs_total"] == 4 and "device_vs_cpu" not in g  # no GPU row on a CPU
+    assert [r["method"] for r in g["stacked"]] == ["baseline", "dino", "same-epochs", "full-labeled", "b-grpo"]
+    assert all(r["seconds"] > 0 for r in g["stacked"])
 
     targets = {(t["target"], t["model"]) for t in rep["targets"]}
     assert {("batch-exact-fp32", "whisper-large-v3"), ("batch-exact-fp32", "fbank-stats"),
@@ -79,7 +88,12 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
         assert f"| {column} " in md, column
     assert "Compile cost, amortised" in md and "pays for itself" in md
     assert "local2: skipped" in md and "Result: all targets met" in md and "Where batched time goes" in md
-    assert "Trainer on the device: skipped" in md
+    assert "Trainer on the device (cpu): ok" in md and "REDUCED" in md
+    for column in ("configuration", "max abs p difference", "same predictions %", "device rerun identical", "loop",
+                   "CPU time / this time"):
+        assert f"| {column} " in md, column
+    assert ("trainer: CPU vs device rows agree", "every method") in targets
+    assert not any(t["target"] == "table1 grid: GPU faster than CPU" for t in rep["targets"])  # GPU-only
     assert rep["config"]["models"] == "fbank-stats,egemaps,whisper-large-v3"
 
 
@@ -137,3 +151,25 @@ def test_models_left_unchecked_by_the_time_budget_count_as_missed(tmp_path):
     assert {(t["target"], t["model"], t["ok"]) for t in rep["targets"]} == {
         ("step all", "fbank-stats", False), ("step all", "sensevoice-small", False)}
     assert "time budget spent" in md and "step all (sensevoice-small)" in r.stderr
+
+
+def test_trainer_targets_on_a_gpu_report():
+    """The trainer check's targets from what a GPU run reports (built here: no GPU in CI): agreement within the
+    tolerance, the Table-1 grid faster on the GPU, a step that ran out of --trainer-budget counted as missed."""
+    from importlib.machinery import SourceFileLoader
+
+    gc = SourceFileLoader("gpu_check", str(SCRIPT)).load_module()
+    grid = {"device_vs_cpu": {"methods": ["baseline", "b-grpo"], "device_seconds": 4.0, "cpu_seconds": 20.0,
+                              "speedup": 5.0}}
+    ag = {"max_prob_diff": 2e-6, "tolerance": 1e-3}
+    rows = {r["target"]: r for r in gc.trainer_targets({"agreement": ag, "grid": grid, "errors": {}, "skipped": {}})}
+    assert rows["table1 grid: GPU faster than CPU"]["ok"] and rows["table1 grid: GPU faster than CPU"]["value"] == 5.0
+    assert rows["trainer: CPU vs device rows agree"]["ok"]
+    slow = {**grid, "device_vs_cpu": {**grid["device_vs_cpu"], "speedup": 0.7}}
+    rows = gc.trainer_targets({"agreement": {**ag, "max_prob_diff": 0.2}, "grid": slow, "errors": {},
+                               "skipped": {"grid": gc.BUDGET_SPENT}})
+    assert {(r["target"], r["ok"]) for r in rows} == {("table1 grid: GPU faster than CPU", False),
+                                                     ("trainer: CPU vs device rows agree", False),
+                                                     ("step trainer-grid", False)}
+    md = gc.trainer_markdown({"device": "cuda", "errors": {"agreement": "boom"}, "skipped": {}, "seconds": 3.0})
+    assert md.startswith("Trainer on the device (cuda): agreement: FAILED (boom)")

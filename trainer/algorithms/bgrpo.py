@@ -143,7 +143,7 @@ def clipped_updates(policy, opt, x: torch.Tensor, logp_all: torch.Tensor, o: tor
     """
     m, mu, eps = o.shape[0], opts.mu, opts.epsilon
     with_sup = sup is not None and opts.sup_weight > 0
-    kl_sum, clip_sum, sup_sum = (torch.zeros(m) for _ in range(3))
+    kl_sum, clip_sum, sup_sum = (torch.zeros(m, device=x.device) for _ in range(3))
     for it in range(mu):
         if it:
             logp_all = policy(x).log_softmax(-1)  # (M, B, C)
@@ -169,7 +169,8 @@ def policy_batches(ctx):
     (M, B, C) (with gradient: the first update reuses it) and p_old (M, B, C) (no gradient)."""
     policy, Xu = ctx.policy, ctx.data.Xu
     for _ in ctx.log.epochs(ctx.cfg.epochs_stage2):
-        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens, ctx.log.live):
+        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens, ctx.log.live,
+                                                Xu.device):
             x = Xu[idx]  # (M, B, D)
             logp_all = policy(x).log_softmax(-1)  # (M, B, C)
             yield idx, valid, active, x, logp_all, logp_all.detach().exp()
@@ -192,7 +193,7 @@ def train_bgrpo(ctx, opts: BGRPOOptions, logp_ref_all: torch.Tensor, reward_fn,
     """
     opt = ctx.new_opt(ctx.policy)
     sup = ctx.labelled_stream() if opts.sup_weight > 0 else None
-    run = torch.arange(logp_ref_all.shape[0]).unsqueeze(1)  # (M, 1)
+    run = torch.arange(logp_ref_all.shape[0], device=logp_ref_all.device).unsqueeze(1)  # (M, 1)
     for idx, valid, active, x, logp_all, p_old in policy_batches(ctx):
         with torch.no_grad():
             if opts.action == "sample":
@@ -219,7 +220,7 @@ class RewardOptions(TeacherOptions, PoolOptions):
     advantage: str = option("positive", choices=ADVANTAGES)
     """Advantage (Table 3). Eq. 6 'positive' (A > 0 only), 'signed' (plain normalised A), 'none' (raw reward)."""
     delta: float = 0.5
-    """Confidence threshold of r1 and r4. Eq. 1 and 4."""
+    """Threshold of r1 and r4. The confidence threshold delta of eq. 1 and 4."""
     reward_value: float = 1.0
     """Reward constant C > 0. Eq. 1, 3, 4, 5."""
     theta: float = 0.5
@@ -313,7 +314,7 @@ class GRPOFamily(TwoStage):
 def make_reward_fn(ctx):
     """The run's reward (trainer.rewards.reward) with its constants: (p, p_t, o=None) -> r."""
     o = ctx.cfg.options
-    S = None if ctx.S is None else torch.as_tensor(ctx.S)
+    S = None if ctx.S is None else torch.as_tensor(ctx.S, device=ctx.device)
 
     def fn(p, p_t, answers=None):
         return reward(o.reward, p, p_t, delta=o.delta, C=o.reward_value, theta=o.theta, penalty=o.penalty_value,

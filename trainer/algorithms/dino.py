@@ -18,6 +18,7 @@ import torch
 from trainer.algorithms.base import CropOptions, PoolOptions, TwoStage, option, register
 from trainer.algorithms.common import active_rand, confidence, masked_mean, perturb, pool_std, update
 from trainer.data import epoch_batches
+from trainer.devices import place
 
 
 def dino_loss(s1: torch.Tensor, s2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, center: torch.Tensor,
@@ -80,19 +81,21 @@ def train_dino(ctx, teacher, opts: DinoOptions):
     # each member's momentum follows its own step count over its own steps (its pool size), so a member's
     # schedule does not depend on the pool sizes of the members sharing its stack (unequal folds)
     totals = torch.tensor([epochs * math.ceil(len(p) / batch_size) for p in pools])  # (M,)
-    schedule, last = member_momentum(opts.dino_momentum, totals)  # (M, T_max), (M,)
+    schedule, last = member_momentum(opts.dino_momentum, totals)  # (M, T_max), (M,) on the host
     member = torch.arange(len(pools))
-    center = torch.zeros(student.n_members, 1, student.w2.shape[2])  # (M, 1, C)
+    device = Xu.device
+    center = torch.zeros(student.n_members, 1, student.w2.shape[2], device=device)  # (M, 1, C)
     std = pool_std(Xu, pools, ctx.cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
     step = torch.zeros(len(pools), dtype=torch.long)  # (M,) each member's own steps so far
     for epoch in ctx.log.epochs(epochs):
         tau_t = teacher_temperature(epoch, epochs, opts.dino_warmup_teacher_temp, opts.dino_teacher_temp,
                                     opts.dino_warmup_frac)
-        for idx, valid, active in epoch_batches(pools, batch_size, ctx.gens, ctx.log.live):
+        for idx, valid, active in epoch_batches(pools, batch_size, ctx.gens, ctx.log.live, device):
+            on = place(active, device)  # (M,)
             if data.crops is not None:
                 n_views, sets = data.crops.shape[2], data.crop_sets.unsqueeze(1)  # sets (M, 1)
-                a = active_rand("randint", idx.shape[1:], view_gens, active, n_views)  # (M, B) two distinct crops
-                b = (a + 1 + active_rand("randint", idx.shape[1:], view_gens, active, n_views - 1)) % n_views
+                a = active_rand("randint", idx.shape[1:], view_gens, active, n_views, device)  # (M, B) two crops
+                b = (a + 1 + active_rand("randint", idx.shape[1:], view_gens, active, n_views - 1, device)) % n_views
                 v1, v2 = data.crops[sets, idx, a], data.crops[sets, idx, b]  # (M, B, D)
             else:
                 v1, v2 = noise_views(Xu[idx], std, opts.dino_noise, opts.dino_dropout, view_gens, active)
@@ -101,12 +104,12 @@ def train_dino(ctx, teacher, opts: DinoOptions):
                 t1, t2 = teacher(v1), teacher(v2)
             loss = dino_loss(s1, s2, t1, t2, center, opts.dino_student_temp, tau_t, valid)  # (M,)
             update(opt, loss, active)
-            momentum = schedule[member, torch.minimum(step, last)]  # (M,)
-            ema_update(teacher, student, torch.where(active, momentum, 1.0))
+            momentum = place(schedule[member, torch.minimum(step, last)], device)  # (M,)
+            ema_update(teacher, student, torch.where(on, momentum, 1.0))
             with torch.no_grad():
                 v = valid.to(loss.dtype).unsqueeze(-1)  # (M, B, 1)
                 batch_center = ((t1 + t2) * v).sum(1, keepdim=True) / (2 * v.sum(1, keepdim=True).clamp_min(1))
-                cm = torch.where(active, opts.dino_center_momentum, 1.0).view(-1, 1, 1)
+                cm = torch.where(on, opts.dino_center_momentum, 1.0).view(-1, 1, 1)
                 center = center * cm + batch_center * (1 - cm)
                 conf = confidence(t1, valid)
             step += active.long()

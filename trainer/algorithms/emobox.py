@@ -33,6 +33,7 @@ from trainer.algorithms.base import Method, Options, option, register
 from trainer.algorithms.common import confidence, update
 from trainer.algorithms.supervised import ce_loss
 from trainer.data import epoch_batches, pad_rows
+from trainer.devices import place
 
 RECIPE = {
     "method": "emobox", "head": "emobox", "hidden": 128, "lr": 1e-4, "batch_size": 32, "weight_decay": 0.0,
@@ -109,9 +110,10 @@ class EmoBox(Method):
     def run(self, ctx):
         cfg, data, log, o = ctx.cfg, ctx.data, ctx.log, ctx.cfg.options
         model, opt = ctx.policy, ctx.opt
-        test_idx, test_valid = pad_rows(data.test)  # (M, T)
+        device = data.X.device
+        test_idx, test_valid = (place(t, device) for t in pad_rows(data.test))  # (M, T)
         n_classes = len(data.classes)
-        counts = torch.zeros(model.n_members, n_classes * n_classes, dtype=torch.int64)  # pooled test counts
+        counts = torch.zeros(model.n_members, n_classes * n_classes, dtype=torch.int64, device=device)  # pooled
         y_test = data.y[test_idx] * n_classes  # (M, T)
         log.begin("supervised", model, cfg.epochs_baseline)
         for epoch in range(1, cfg.epochs_baseline + 1):
@@ -120,7 +122,7 @@ class EmoBox(Method):
             for group in opt.opt.param_groups:
                 group["lr"] = lr
             lr_curve = torch.full((model.n_members,), lr)
-            for idx, valid, active in epoch_batches(data.labeled, cfg.batch_size, ctx.gens):
+            for idx, valid, active in epoch_batches(data.labeled, cfg.batch_size, ctx.gens, device=device):
                 logits = model(data.X[idx])  # (M, B, C)
                 loss = ce_loss(logits, data.y[idx], valid)  # (M,)
                 update(opt, loss, active)
@@ -130,6 +132,6 @@ class EmoBox(Method):
             for r in range(model.n_members):
                 v = test_valid[r]
                 counts[r] += torch.bincount(y_test[r][v] + pred[r][v], minlength=n_classes * n_classes)
-        pooled = [pooled_scores(c.view(n_classes, n_classes).numpy()) for c in counts]
+        pooled = [pooled_scores(c.view(n_classes, n_classes).numpy()) for c in counts.cpu()]
         ctx.row_columns["final"] = [{f"emobox_pooled_{k}": v for k, v in s.items()} for s in pooled]
         return model

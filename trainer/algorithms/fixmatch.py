@@ -50,13 +50,13 @@ def train_fixmatch(ctx, opts: FixMatchOptions):
     opt, labelled = ctx.new_opt(policy), ctx.labelled_stream()
     std = pool_std(Xu, pools, ctx.cfg.head != "pooled")  # (M, 1, D); (M, 1, 1, D) for frames
     for _ in ctx.log.epochs(ctx.cfg.epochs_stage2):
-        for idx, valid, active in epoch_batches(pools, ctx.cfg.batch_size, ctx.gens, ctx.log.live):
+        for idx, valid, active in epoch_batches(pools, ctx.cfg.batch_size, ctx.gens, ctx.log.live, Xu.device):
             x_l, y_l, valid_l = labelled.batch(active)  # (M, B, D), (M, B), (M, B)
             x_u = Xu[idx]  # (M, B, D)
             weak_l = perturb(x_l, std, opts.fixmatch_weak_noise, 0.0, view_gens, active)
             weak_u = perturb(x_u, std, opts.fixmatch_weak_noise, 0.0, view_gens, active)
             if data.crops is not None:
-                a = active_rand("randint", idx.shape[1:], view_gens, active, data.crops.shape[2])  # (M, B)
+                a = active_rand("randint", idx.shape[1:], view_gens, active, data.crops.shape[2], Xu.device)
                 x_u = data.crops[data.crop_sets.unsqueeze(1), idx, a]  # (M, B, D)
             strong_u = perturb(x_u, std, opts.fixmatch_strong_noise, opts.fixmatch_strong_dropout, view_gens, active)
             with torch.no_grad():

@@ -47,7 +47,7 @@ def train_grpo(ctx, opts: GRPOOptions, logp_ref_all: torch.Tensor, reward_fn,
     """
     opt = ctx.new_opt(ctx.policy)
     sup = ctx.labelled_stream() if opts.sup_weight > 0 else None
-    run = torch.arange(logp_ref_all.shape[0]).unsqueeze(1)  # (M, 1)
+    run = torch.arange(logp_ref_all.shape[0], device=logp_ref_all.device).unsqueeze(1)  # (M, 1)
     for idx, valid, active, x, logp_all, p_old in policy_batches(ctx):
         with torch.no_grad():
             o = active_multinomial(p_old, ctx.view_gens, active, opts.group_size)  # (M, B, G)

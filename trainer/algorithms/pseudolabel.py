@@ -62,7 +62,8 @@ def train_pseudo_label(ctx, opts: PseudoLabelOptions):
     opt, labelled = ctx.new_opt(policy), ctx.labelled_stream()
     for epoch in ctx.log.epochs(epochs):
         alpha = alpha_schedule(epoch, epochs, opts.pseudo_weight, opts.pseudo_rampup)
-        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens, ctx.log.live):
+        for idx, valid, active in epoch_batches(ctx.data.unlabeled, ctx.cfg.batch_size, ctx.gens, ctx.log.live,
+                                                Xu.device):
             x_l, y_l, valid_l = labelled.batch(active)  # (M, B, D), (M, B), (M, B)
             logits_l, logits_u = policy(x_l), policy(Xu[idx])  # (M, B, C)
             loss = pseudo_label_loss(logits_l, y_l, valid_l, logits_u, valid, alpha, tau)  # (M,)

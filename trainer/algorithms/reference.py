@@ -18,7 +18,8 @@ LOGREG_MAX_ITER = 5000
 
 
 def logistic_regression(X: torch.Tensor, y: torch.Tensor, train: np.ndarray, test: np.ndarray):
-    """Fit StandardScaler + LogisticRegression (scikit-learn defaults, C = 1) on ``train`` rows of X.
+    """Fit StandardScaler + LogisticRegression (scikit-learn defaults, C = 1) on ``train`` rows of X (on the host,
+    whatever the run's device).
 
     Returns the test predictions and {'train_loss': log-loss, 'train_macro_f1'} on the training rows.
     """
@@ -27,7 +28,7 @@ def logistic_regression(X: torch.Tensor, y: torch.Tensor, train: np.ndarray, tes
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    Xn, yn = X.numpy(), y.numpy()
+    Xn, yn = X.cpu().numpy(), y.cpu().numpy()
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=LOGREG_MAX_ITER))
     clf.fit(Xn[train], yn[train])
     fit = {"train_loss": float(log_loss(yn[train], clf.predict_proba(Xn[train]), labels=clf.classes_)),

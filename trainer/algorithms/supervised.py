@@ -21,11 +21,11 @@ def ce_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.
 def train_supervised(model: StackedMLP, opt: StackedAdam, X: torch.Tensor, y: torch.Tensor,
                      pools: list[torch.Tensor], epochs: int, batch_size: int, gens: list[torch.Generator],
                      log=None, batch_loss=None):
-    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches (with ``log``, as many as its
-    protocol gives the stage: ``log.epochs``); ``batch_loss(idx, valid, active) -> (loss (M,), logits (M, B, C))``
-    replaces the cross-entropy (trainer.robust.train_robust)."""
+    """``epochs`` passes over each run's labelled rows ``pools[r]`` in shuffled batches, on X's device (with ``log``,
+    as many as its protocol gives the stage: ``log.epochs``); ``batch_loss(idx, valid, active) -> (loss (M,),
+    logits (M, B, C))`` replaces the cross-entropy (trainer.robust.train_robust)."""
     for _ in (range(epochs) if log is None else log.epochs(epochs)):
-        for idx, valid, active in epoch_batches(pools, batch_size, gens, None if log is None else log.live):
+        for idx, valid, active in epoch_batches(pools, batch_size, gens, None if log is None else log.live, X.device):
             if batch_loss is None:
                 logits = model(X[idx])  # (M, B, C)
                 loss = ce_loss(logits, y[idx], valid)  # (M,)
