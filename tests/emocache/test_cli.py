@@ -18,6 +18,7 @@ from emocache.store import open_store
 M = "fbank-stats"
 
 
+@pytest.mark.slow
 def test_models_subprocess(run_cli):
     p = run_cli("models")
     assert p.returncode == 0, p.stderr
@@ -203,6 +204,7 @@ def _one_error_line(text: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expect", [
     (["--device", "gpu"], "--device 'gpu': use one of auto, cpu, cuda, cuda:I"),
     (["--device", "cuda:7"], "--device cuda:7: not on this machine"),

@@ -84,6 +84,7 @@ def test_four_writer_processes_lose_nothing(tmp_path, demo_corpus, reference):
     assert_entries_equal(e, entry_of(reference))
 
 
+@pytest.mark.slow
 def test_verify_names_truncated_and_corrupted_chunks_and_redo_failed_fixes_them(tmp_path, demo_corpus, reference,
                                                                                 cli):
     import shutil

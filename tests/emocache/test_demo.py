@@ -95,6 +95,7 @@ def test_demo_command_end_to_end(tmp_path, run_cli):
     assert len(list(results.rglob("confusion.png"))) == 5 and len(list(results.rglob("learning_curve.pdf"))) == 5
 
 
+@pytest.mark.slow
 def test_demo_routes_table_and_reading_apart_from_progress(tmp_path):
     """run_demo on a small corpus (1 utterance per speaker and emotion, one seed): table, reading, folder and next
     command through ``show``; progress through ``echo``; figures per method."""

@@ -41,6 +41,7 @@ def test_bad_scheduler_is_a_clear_error(bad):
             pass
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler():
     with pytest.raises(SchedulerError, match="cannot reach the scheduler"):
         with client_for("tcp://127.0.0.1:1", timeout="1s"):

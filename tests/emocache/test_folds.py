@@ -242,6 +242,7 @@ def _run(*args):
                           env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_folds_cli_errors(tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text("".join(json.dumps(d) + "\n" for d in _lines(speaker=False)))
@@ -252,6 +253,7 @@ def test_folds_cli_errors(tmp_path):
     assert p.returncode == 2 and "--folds 'one'" in p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_folder_of_audio_to_trainer_run(tmp_path):
     """A folder of audio -> manifest (+ speakers) -> folds -> extract -> trainer run, no hand-written files."""
     rng = np.random.default_rng(0)

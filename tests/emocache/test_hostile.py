@@ -722,6 +722,7 @@ ISSUE22 = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("name,build,cmd,code,fragment,peak_mb", ISSUE22,
                          ids=[f"{r[0]}: {r[2]}" for r in ISSUE22])

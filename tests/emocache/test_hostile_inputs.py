@@ -278,6 +278,7 @@ ROWS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_hostile_input(row: Row, sandbox, request):
     box, marker = sandbox / "box", sandbox / "marker"
@@ -308,6 +309,7 @@ def test_hostile_input(row: Row, sandbox, request):
 
 
 # -- --from-hf never replaces a file, never writes through a link --------------------------------------------------
+@pytest.mark.slow
 def test_from_hf_keeps_existing_files_unless_overwrite_and_never_follows_links(sandbox):
     box, outside = sandbox / "box", sandbox / "outside"
     src = hf_dataset(box, ["k0", "k1"], ["a.wav", "b.wav"])

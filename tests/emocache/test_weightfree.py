@@ -146,6 +146,7 @@ def test_provenance_names_weights_and_layer(fbank):
     assert (p["dim"], p["frame_dim"], p["sample_rate"], p["frame_rate"]) == (80, 80, 16000, 100.0)
 
 
+@pytest.mark.slow
 def test_egemaps_through_the_extraction_pipeline(tmp_path, demo_corpus):
     """The pipeline's prepare/run path stores descriptors as frames and functionals as pooled."""
     pytest.importorskip("opensmile")

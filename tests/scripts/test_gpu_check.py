@@ -23,6 +23,7 @@ def gpu_check(out: Path, *args: str, timeout: float = 600) -> tuple[subprocess.C
     return r, json.loads(js.read_text()) if js.exists() else None, md.read_text() if md.exists() else ""
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
     r, rep, md = gpu_check(tmp_path, "--models", "fbank-stats,egemaps,whisper-large-v3", "--utts", "4",
                            "--naive-utts", "2", "--extract-utts", "3", "--compile", "on")
@@ -97,6 +98,7 @@ def test_tiny_cpu_run_reports_every_check_and_passes(tmp_path):
     assert rep["config"]["models"] == "fbank-stats,egemaps,whisper-large-v3"
 
 
+@pytest.mark.slow
 def test_missed_targets_exit_1_and_are_named(tmp_path):
     import numpy as np
     import soundfile as sf
@@ -123,6 +125,7 @@ def test_missed_targets_exit_1_and_are_named(tmp_path):
     assert "| half-cosine | sensevoice-small |" in md and "MISSED" in md
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path):
     r, rep, _ = gpu_check(tmp_path, "--model-path", "no-equals-sign")
     assert r.returncode == 2 and "MODEL=DIR" in r.stderr and rep is None
@@ -145,6 +148,7 @@ def test_a_model_over_its_time_cap_fails_alone(tmp_path):
     assert "step process (whisper-large-v3)" in r.stderr
 
 
+@pytest.mark.slow
 def test_models_left_unchecked_by_the_time_budget_count_as_missed(tmp_path):
     r, rep, md = gpu_check(tmp_path, "--models", "fbank-stats,sensevoice-small", "--time-budget", "0")
     assert r.returncode == 1

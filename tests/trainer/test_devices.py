@@ -57,6 +57,7 @@ def test_resolve_names_the_option_and_what_torch_sees(monkeypatch):
         devices.resolve("cuda:2")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cli_missing_cuda_is_a_one_line_error_exit_2(synth, tmp_path):
     common = ["--store", synth["store"], "--manifests", synth["manifests"], "--dataset", "ds", "--out",
@@ -77,6 +78,7 @@ def test_cli_missing_cuda_is_a_one_line_error_exit_2(synth, tmp_path):
     assert r.exit_code == 2 and "--device 'gpu': use auto, cpu, cuda or cuda:I" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_pipeline_device_it_cannot_use_stops_before_any_cell(synth, tmp_path):
     spec = tmp_path / "s.toml"
@@ -277,6 +279,7 @@ def sim_run(cfg, monkeypatch):
     return res, sim.syncs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SIM_CASES))
 def test_every_method_on_a_simulated_device(synth, eam_store, case, monkeypatch, tmp_path):
     """No operation CUDA refuses; the rows, predictions and saved weights of the CPU; the host waits for the device
@@ -330,6 +333,7 @@ def test_bench_grid_times_each_method_on_the_device_and_the_cpu(monkeypatch):
     assert "the 1 of 5 methods timed on both" in bench.markdown(partial)
 
 
+@pytest.mark.slow
 def test_agreement_on_the_simulated_device(monkeypatch):
     from trainer import bench
 

@@ -123,6 +123,7 @@ def test_table_sets_ours_beside_published(fstore):
     assert f"{mean_ua - 73.54:+.1f} |" in text.split("Δ ours − published")[1].splitlines()[0]
 
 
+@pytest.mark.slow
 def test_pipeline_on_the_demo_corpus_prints_the_side_by_side_table(demo_corpus, tmp_path):
     """`trainer pipeline pipelines/emobox.toml` end to end: demo audio -> fbank-stats frames -> EmoBox's recipe on
     its 3 folds -> the table, which says EmoBox published nothing for fbank-stats."""

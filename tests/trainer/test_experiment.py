@@ -86,6 +86,7 @@ def test_unlabeled_from_another_corpus_and_full_labels(base_kw):
     assert all(r["n_unlabeled"] == r["n_train_labeled"] for r in res.rows)
 
 
+@pytest.mark.slow
 def test_write_results_with_config_curves_and_plots(base_kw, tmp_path):
     cfg = TrainConfig(method="b-grpo", **{**base_kw, "plots": True, "out": str(tmp_path)})
     d = experiment.write(experiment.run(cfg))

@@ -25,6 +25,7 @@ def common(synth, out, *extra):
             "--threads", 1, "--no-plots", "--no-progress", "--out", out, *extra]
 
 
+@pytest.mark.slow
 def test_rerun_refuses_then_overwrite_rewrites(synth, tmp_path):
     args = common(synth, tmp_path, "--model", "m", "--dataset", "ds")
     assert trainer(*args).returncode == 0
@@ -38,6 +39,7 @@ def test_rerun_refuses_then_overwrite_rewrites(synth, tmp_path):
     assert (d / "results.csv").stat().st_mtime_ns > before and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_configs_differing_in_one_setting_get_two_folders_and_rows_say_which(synth, tmp_path):
     base = common(synth, tmp_path, "--model", "m", "--dataset", "ds")
     for extra in ([], ["--lr", "1e-3"]):
@@ -70,12 +72,14 @@ def test_standardize_and_normalize_global_are_one_configuration():
     assert TrainConfig(save_model=True).config_hash == TrainConfig().config_hash
 
 
+@pytest.mark.slow
 def test_model_defaults_to_the_only_entry(synth, tmp_path):
     p = trainer(*common(synth, tmp_path, "--dataset", "ext"))
     assert p.returncode == 0, p.stderr
     assert pd.read_csv(run_dir(tmp_path, "baseline_m_ext_six") / "results.csv").model.eq("m").all()
 
 
+@pytest.mark.slow
 def test_model_required_when_the_dataset_has_several(synth, tmp_path):
     import emocache
 
@@ -122,6 +126,7 @@ def _manifest_test_keys(manifests, dataset, fold):
     return {json.loads(x)["key"] for x in p.read_text().splitlines()}
 
 
+@pytest.mark.slow
 def test_predictions_csv_and_saved_model_reproduce_the_rows(synth, tmp_path):
     """CLI: --save-model with standardised inputs and --select val; predictions.csv scores to the rows' numbers;
     the saved weights, loaded back, give the same predictions."""

@@ -140,6 +140,7 @@ METHODS = ["baseline", "same-epochs", "full-labeled", "dino", "b-grpo", "grpo", 
            "fixmatch"]
 
 
+@pytest.mark.slow
 def test_cli_attention_head_every_method(fstore, tmp_path):
     common = ["--store", fstore["store"], "--manifests", fstore["manifests"], "--model", "fm", "--dataset", "ds",
               "--epochs-baseline", 2, "--epochs-stage2", 2, "--out", tmp_path, "--lr", "1e-3", "--threads", 1,

@@ -64,6 +64,7 @@ def test_grpo_rejects_options_of_the_batch_group(base_kw):
         TrainConfig(method="grpo", group_size=1, **base_kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, name", [(["--reward", "r1"], "r1_positive_G4"),
                                          (["--reward", "r3", "--teacher", "t"], "r3_positive_t_G4"),
                                          (["--reward", "eswr", "--teacher", "t", "--eswr-alpha", "0.8"],

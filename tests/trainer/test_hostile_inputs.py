@@ -270,6 +270,7 @@ def _hidden(saved, tmp_path):
 CLI_ROWS = [_fifo_teacher, _nan_teacher, _fifo_similarity, _deep_similarity, _hidden]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", CLI_ROWS, ids=[f.__name__[1:] for f in CLI_ROWS])
 def test_cli_hostile_run(saved, synth, tmp_path, make):
     args, message = make(saved, tmp_path)
@@ -281,6 +282,7 @@ def test_cli_hostile_run(saved, synth, tmp_path, make):
     assert peak < PEAK_MB, f"peak {peak:.0f} MB"
 
 
+@pytest.mark.slow
 def test_cli_pipeline_with_a_huge_grid_fails_fast(tmp_path):
     (tmp_path / "big.toml").write_text(_big_grid())
     t = time.perf_counter()

@@ -106,6 +106,7 @@ def test_weighted_layers_train_for_every_policy_method(layered, method):
     assert all(np.isfinite(r["macro_f1"]) for r in res.rows)
 
 
+@pytest.mark.slow
 def test_weighted_results_json_and_plot(layered):
     cfg = TrainConfig(method="baseline", layer="weighted", **{**kw(layered), "plots": True})
     d = write(run(cfg))
@@ -155,6 +156,7 @@ def test_standardize_is_normalize_global(layered):
         TrainConfig(standardize=True, normalize="speaker")
 
 
+@pytest.mark.slow
 def test_cli_weighted_speaker_smoke(layered, tmp_path):
     out = tmp_path / "o"
     p = subprocess.run([sys.executable, "-m", "trainer.cli", "run", "baseline", "--store", layered["store"],

@@ -113,6 +113,7 @@ def test_fixmatch_is_named_only_in_its_module():
     assert not found, found
 
 
+@pytest.mark.slow
 def test_a_plugin_registers_through_the_entry_point_group(tmp_path):
     (tmp_path / "toy_plugin.py").write_text(TOY.replace('name = "toy"', 'name = "toy-plugin"'))
     (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('broken on purpose')\n")

@@ -12,6 +12,7 @@ def _curves(extra: dict) -> list[dict]:
              "confidence": 0.7, "test_macro_f1": 0.5, **extra} for e in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_third_row_only_when_a_run_logs_algorithm_curves(tmp_path):
     import matplotlib.pyplot as plt
 
@@ -31,6 +32,7 @@ def _titles(fig):
     return [ax.get_title() for ax in fig.axes]
 
 
+@pytest.mark.slow
 def test_panels_only_with_data_losses_apart_splits_and_band_named(tmp_path):
     import math
 

@@ -107,6 +107,7 @@ def test_the_paper_protocol_keeps_every_setting_and_name():
     assert conv.val_rows_fraction == 0.2 and conv.replace(val_fraction=0.3).val_rows_fraction == 0.3
 
 
+@pytest.mark.slow
 def test_cli_runs_the_converged_protocol(synth, tmp_path):
     sh("run", "same-epochs", "--store", synth["store"], "--manifests", synth["manifests"], "--model", "m",
        "--dataset", "ds", "--seeds", "0", "--out", tmp_path, "--threads", 1, "--lr", "1e-2", "--protocol",

@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 import trainer.experiment
@@ -46,6 +47,7 @@ def test_origin_names_the_package():
     assert origin("/somewhere/script.py") == "script"
 
 
+@pytest.mark.slow
 def test_cli_run_prints_the_sklearn_warning_once_with_its_count(tmp_path):
     """A fold whose test rows lack a class: every run's scoring warns; the console gets one line."""
     from emocache.store import write_arrays

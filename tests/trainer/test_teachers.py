@@ -59,6 +59,7 @@ def test_teacher_agreement_columns_by_hand():
     assert np.isnan(perfect["teacher_error_agreement_test"])  # no teacher error to copy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reg", ["ls", "eam", "adv"])
 def test_cli_run_teacher_with_each_regulariser(tstore, tmp_path, reg):
     p = sh("run", "teacher", "--teacher", "tf", "--regularize", reg, "--out", tmp_path, *tstore["common"])
@@ -68,12 +69,14 @@ def test_cli_run_teacher_with_each_regulariser(tstore, tmp_path, reg):
     assert df.macro_f1.between(0, 1).all() and set(df.regularize) == {reg} and set(df.teacher) == {"tf"}
 
 
+@pytest.mark.slow
 def test_cli_eam_on_a_teacher_not_pooled_by_mean_is_a_clear_error(tstore, tmp_path):
     p = sh("run", "teacher", "--teacher", "eg", "--regularize", "ls,eam", "--out", tmp_path, *tstore["common"],
            ok=False)
     assert p.returncode == 2 and "3-dim frames but 8-dim pooled vectors" in p.stderr and "ls,adv" in p.stderr
 
 
+@pytest.mark.slow
 def test_cli_teacher_from_gives_the_teacher_and_results_of_training_it(tstore, tmp_path):
     reg = ["--teacher", "tf", "--regularize", "ls,eam,adv"]
     sh("run", "teacher", *reg, "--out", tmp_path / "t", "--save-teacher", tmp_path / "A", *tstore["common"])

@@ -39,6 +39,7 @@ def runs(synth, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_writes_results_for_every_method(runs):
     dirs = sorted(d.name for d in runs.iterdir())
     assert len(dirs) == 5 and all(re.fullmatch(r".+_[0-9a-f]{8}", d) for d in dirs)
@@ -54,6 +55,7 @@ def test_run_writes_results_for_every_method(runs):
     assert json.loads((run_dir(runs, "baseline_m_ds_six") / "results.json").read_text())["config"]["seeds"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_table_renders_table1(runs, tmp_path):
     p = sh("table", runs, "--out", tmp_path / "t.md")
     for name in ["Baseline", "DINO", "Same epochs", "Full labeled", "B-GRPO"]:
@@ -62,6 +64,7 @@ def test_table_renders_table1(runs, tmp_path):
     assert (tmp_path / "t.md").read_text().startswith("**Table 1")
 
 
+@pytest.mark.slow
 def test_table_formats_and_metrics(runs, tmp_path):
     import io
 
@@ -81,12 +84,14 @@ def test_table_formats_and_metrics(runs, tmp_path):
     assert p.returncode == 2 and "md, csv, latex" in p.stderr
 
 
+@pytest.mark.slow
 def test_run_errors_are_clear(synth, tmp_path):
     p = sh("run", "b-grpo", "--store", synth["store"], "--manifests", synth["manifests"], "--model", "zz",
            "--dataset", "ds", "--out", tmp_path, ok=False)
     assert p.returncode == 2 and "--model zz --dataset ds" in p.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["", "local:2"])
 def test_pipeline_runs_a_grid(synth, tmp_path, scheduler):
     spec = tmp_path / "table3.toml"
@@ -109,6 +114,7 @@ def test_pipeline_specs_in_repo_parse():
     assert n == {"table1": 25, "table2": 45, "table3": 15, "table4": 30, "table5": 17}
 
 
+@pytest.mark.slow
 def test_bench_small(tmp_path):
     p = sh("bench", "--n", 300, "--dim", 16, "--folds", 2, "--epochs-baseline", 10, "--epochs-stage2", 3,
            "--separation", 4.0, "--threads", 1, "--out", tmp_path)
@@ -123,6 +129,7 @@ def test_bench_small(tmp_path):
     assert "per-sample DataLoader" in p.stdout and "one .npy per utterance" in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_frame_heads_small(tmp_path):
     p = sh("bench", "--frame-heads", "--n", 64, "--frames", 20, "--frame-dim", 8, "--folds", 2, "--threads", 1,
            "--out", tmp_path)
@@ -154,6 +161,7 @@ def test_every_setting_of_a_method_is_an_option_of_its_subcommand_with_its_docst
     assert bgrpo["reward"].default.help == "Reward (r1|r2|r3|r4|r5|eswr|wheel)."
 
 
+@pytest.mark.slow
 def test_run_help_shows_the_shared_options_and_the_methods_own_on_two_screens():
     import os
 
@@ -173,6 +181,7 @@ def test_run_help_shows_the_shared_options_and_the_methods_own_on_two_screens():
     assert p.returncode == 2 and "No such option" in p.stderr and "--reward" in p.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,msg", [
     (["--epochs-baseline", "0"], "--epochs-baseline 0: must be at least 1"),
     (["--epochs-baseline", "-1"], "--epochs-baseline -1: must be at least 1"),
@@ -190,6 +199,7 @@ def test_bad_numbers_give_one_line_errors(synth, tmp_path, args, msg):
     assert len(p.stderr.strip().splitlines()) <= 2  # one message, wrapped at most once by the console
 
 
+@pytest.mark.slow
 def test_bad_manifests_give_one_line_errors(synth, tmp_path):
     import shutil
 
@@ -206,6 +216,7 @@ def test_bad_manifests_give_one_line_errors(synth, tmp_path):
     assert p.returncode == 2 and "no label map" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file_fails_before_training(synth, tmp_path):
     f = tmp_path / "taken"
     f.write_text("")
@@ -214,6 +225,7 @@ def test_out_that_is_a_file_fails_before_training(synth, tmp_path):
     assert p.returncode == 2 and "is a file, not a folder" in p.stderr.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_table_compare_and_oracle(synth, tmp_path):
     common = ["--store", synth["store"], "--manifests", synth["manifests"], "--model", "m", "--dataset", "ds",
               "--epochs-baseline", 3, "--epochs-stage2", 3, "--out", tmp_path, "--seeds", "0,1,2", "--lr", "1e-2",
@@ -229,6 +241,7 @@ def test_table_compare_and_oracle(synth, tmp_path):
     assert p.returncode == 2 and "no rows of that method" in p.stderr
 
 
+@pytest.mark.slow
 def test_pipeline_val_variant(synth, tmp_path):
     spec = tmp_path / "table1.toml"
     spec.write_text('name = "table1"\n[defaults]\nmodel = "m"\nepochs_baseline = 2\nthreads = 1\n'

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from emocache.encoders.compat_torch import graphs_compiled
 
 
+@pytest.mark.slow
 def test_graphs_compiled_counts_each_graph_torch_compile_builds():
     before = graphs_compiled()
     f = torch.compile(lambda x: x * 2 + 1, backend="eager", dynamic=False)

@@ -47,6 +47,7 @@ def assert_close(a, b, tol: float) -> None:
     assert all(x.shape == y.shape and np.abs(x - y).max() <= tol for x, y in zip(a.frames, b.frames))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_compiled_equals_eager_and_compiles_once(name):
     eager, compiled = pair(name)
@@ -72,6 +73,7 @@ def test_compiled_bf16_equals_eager_bf16():
     assert cos.min() >= 0.999
 
 
+@pytest.mark.slow
 def test_a_failed_compile_is_recorded_and_runs_eagerly(monkeypatch):
     def boom(gm, example_inputs):
         raise RuntimeError("no C compiler here")

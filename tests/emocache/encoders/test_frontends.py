@@ -78,6 +78,7 @@ def test_lfr_frame_counts_match_valid_frames():
     assert t_lfr.tolist() == [enc.valid_frames(int(k)) for k in LENGTHS]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["whisper-large-v3", "wavlm-large", "emotion2vec-base", "sensevoice-small"])
 def test_encoder_with_device_frontend_equals_cpu_frontend(name):
     """The whole encoder, one tiny model per family: frames and pooled vectors agree whichever frontend ran."""

@@ -99,6 +99,7 @@ def test_entry_names_and_errors(tmp_path):
         encoder_class("nosuchmodel")
 
 
+@pytest.mark.slow
 def test_cli_extract_local_dir(tmp_path):
     d = save_tiny("data2vec", tmp_path / "tiny-d2v")
     rng = np.random.default_rng(1)

@@ -134,6 +134,7 @@ def test_broken_plugin_is_a_warning_not_a_failure(monkeypatch):
     assert "fbank-stats" in names()
 
 
+@pytest.mark.slow
 def test_registering_imports_no_heavy_library():
     """`emocache models` lists every encoder without importing transformers, funasr or openSMILE."""
     code = ("import sys, emocache.encoders as e; assert len(e.names()) >= 8; "
