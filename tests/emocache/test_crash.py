@@ -13,6 +13,8 @@ from tests.helpers.scale import MODEL, assert_entries_equal, child_extract, entr
 from emocache.extract import extract
 from emocache.verify import verify_entry
 
+pytestmark = pytest.mark.slow  # each test kills or runs extraction processes
+
 KILLS = 10
 
 
@@ -51,7 +53,6 @@ def _kill_after_random_point(cfg, rng: random.Random) -> bool:
     return p.returncode == -signal.SIGKILL
 
 
-@pytest.mark.slow
 def test_sigkill_ten_times_then_resume_equals_uninterrupted_run(tmp_path, demo_corpus, reference):
     store = tmp_path / "store"
     cfg = fbank_config(demo_corpus, store, block_size=1)
@@ -72,7 +73,6 @@ def test_sigkill_ten_times_then_resume_equals_uninterrupted_run(tmp_path, demo_c
     assert_entries_equal(e, entry_of(reference))
 
 
-@pytest.mark.slow
 def test_four_writer_processes_lose_nothing(tmp_path, demo_corpus, reference):
     store = tmp_path / "store"
     procs = [child_extract(fbank_config(demo_corpus, store, block_size=1, part=f"{i}/4")) for i in range(4)]
@@ -84,7 +84,6 @@ def test_four_writer_processes_lose_nothing(tmp_path, demo_corpus, reference):
     assert_entries_equal(e, entry_of(reference))
 
 
-@pytest.mark.slow
 def test_verify_names_truncated_and_corrupted_chunks_and_redo_failed_fixes_them(tmp_path, demo_corpus, reference,
                                                                                 cli):
     import shutil
